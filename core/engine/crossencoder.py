@@ -1,0 +1,103 @@
+"""Cross-encoder scoring through sentence-transformers' ``CrossEncoder``, with our fast path.
+
+sentence-transformers loads the model (any HF id or local path, never remote code) and gives us
+its activation; we drive the forward pass ourselves: one tokenization for the whole request,
+length-sorted batches bounded by padded tokens, ``torch.inference_mode``, bf16/fp16 autocast on
+CUDA, and MaxP windows for long passages (see :mod:`tokens`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from adaptrank.core.engine.tokens import Mode, encode_pairs, length_batches, max_pool, pad_batch
+
+
+def pick_device(device: str | None = None) -> str:
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def autocast_for(device: str) -> contextlib.AbstractContextManager:
+    """bf16 where the GPU has it, else fp16; plain fp32 on CPU (the exact path)."""
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def load_cross_encoder(path_or_id: str, device: str | None = None, num_labels: int | None = None):
+    """A sentence-transformers CrossEncoder; ``trust_remote_code`` is always off."""
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(
+        path_or_id, device=pick_device(device), trust_remote_code=False, num_labels=num_labels
+    )
+
+
+class TorchRuntime:
+    """Runs padded batches through the HF model; returns one logit per row."""
+
+    def __init__(self, model: torch.nn.Module, device: str) -> None:
+        self.model = model.eval()
+        self.device = device
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with autocast_for(self.device):
+            logits = self.model(**batch).logits
+        return logits[:, 0].float().cpu().numpy()
+
+
+class CrossEncoderScorer:
+    backend = "cross-encoder"
+
+    def __init__(
+        self,
+        path_or_id: str,
+        *,
+        name: str | None = None,
+        version: str = "0",
+        device: str | None = None,
+        max_length: int = 256,
+        mode: Mode = "maxp",
+        stride: int = 64,
+        batch_tokens: int = 16384,
+        max_batch_size: int = 128,
+        runtime: Callable[[dict[str, torch.Tensor]], np.ndarray] | None = None,
+    ) -> None:
+        self.device = pick_device(device)
+        self.ce = load_cross_encoder(path_or_id, self.device)
+        self.tokenizer = self.ce.tokenizer
+        self.name = name or path_or_id
+        self.version = version
+        self.max_length = max_length
+        self.mode = mode
+        self.stride = stride
+        self.batch_tokens = batch_tokens
+        self.max_batch_size = max_batch_size
+        self.activation = self.ce.activation_fn or (lambda x: x)
+        self.runtime = runtime or TorchRuntime(self.ce[0].model, self.device)
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        return self.ce[0].model
+
+    def score_pairs(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        if not pairs:
+            return np.zeros(0)
+        enc = encode_pairs(self.tokenizer, pairs, self.max_length, self.mode, self.stride)
+        lengths = [len(x) for x in enc.input_ids]
+        logits = np.empty(len(enc), dtype=np.float32)
+        pad_id = self.tokenizer.pad_token_id or 0
+        for idx in length_batches(lengths, self.batch_tokens, self.max_batch_size):
+            logits[idx] = self.runtime(pad_batch(enc, idx, pad_id))
+        with torch.inference_mode():
+            scores = self.activation(torch.from_numpy(logits)).numpy()
+        return max_pool(scores, enc.owner, len(pairs))

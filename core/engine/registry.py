@@ -1,0 +1,115 @@
+"""Turn a model spec into a scorer.
+
+Specs, in the order they are tried:
+
+* ``zero-shot`` — the bi-encoder default on the offline MiniLM weights;
+* ``bi-encoder:<path or HF id>`` / ``cross-encoder:<path or HF id>`` — an explicit backend;
+* a model-store name (``my-reranker``, or ``my-reranker@v2026...`` for a pinned version) — its
+  ``card.json`` says which backend loads it;
+* an existing local directory, or an HF id (``org/name``) — a cross-encoder.
+
+Backends are a table of lazily imported loaders, so a new backend is one line here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adaptrank.core.engine.base import Scorer
+from adaptrank.core.errors import NotFoundError
+from adaptrank.core.modelstore import NAME_RE, ModelStore
+from adaptrank.core.settings import Settings
+
+ZERO_SHOT = "zero-shot"
+
+#: backend name -> "module:function" taking (path, name, version, settings, card) -> Scorer
+BACKENDS: dict[str, str] = {
+    "cross-encoder": "adaptrank.core.engine.registry:_load_cross_encoder",
+    "bi-encoder": "adaptrank.core.engine.registry:_load_bi_encoder",
+    "residual": "adaptrank.core.engine.residual:load_scorer",
+}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a spec points: enough to load it and to know when it changed."""
+
+    name: str
+    version: str
+    backend: str
+    path: str | None  # None: the default embedding weights
+    card: dict[str, Any] | None = None
+    store_name: str | None = None  # set for model-store models (hot-swappable)
+
+
+def _fingerprint(path: str) -> str:
+    p = Path(path)
+    if p.is_dir():
+        stamps = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in p.iterdir() if f.is_file())
+        return hashlib.sha1(repr(stamps).encode()).hexdigest()[:12]
+    return "hub"
+
+
+def resolve(spec: str, store: ModelStore) -> Resolved:
+    if spec == ZERO_SHOT:
+        from adaptrank.core.engine.biencoder import default_embedding_path
+
+        return Resolved(ZERO_SHOT, "all-minilm-l6-v2", "bi-encoder", default_embedding_path())
+    for backend in ("cross-encoder", "bi-encoder"):
+        if spec.startswith(backend + ":"):
+            target = spec[len(backend) + 1 :]
+            return Resolved(spec, _fingerprint(target), backend, target)
+    name, _, version = spec.partition("@")
+    if NAME_RE.match(name) and store.versions(name):
+        ref = store.get(name, version or None)
+        return Resolved(
+            name, ref.version, ref.card.backend, str(ref.path), ref.card.model_dump(), store_name=name
+        )
+    if Path(spec).is_dir():
+        return Resolved(spec, _fingerprint(spec), "cross-encoder", spec)
+    if "/" in spec and not spec.startswith(("/", ".")):
+        return Resolved(spec, "hub", "cross-encoder", spec)  # an HF hub id
+    known = [ZERO_SHOT, *store.names()]
+    raise NotFoundError(
+        f"model: unknown model {spec!r}. Known: {known}; or pass a local path, an HF id "
+        "('org/name'), or 'cross-encoder:<path>' / 'bi-encoder:<path>'."
+    )
+
+
+def load(resolved: Resolved, settings: Settings) -> Scorer:
+    target = BACKENDS.get(resolved.backend)
+    if target is None:
+        raise NotFoundError(f"model: {resolved.name!r} needs unknown backend {resolved.backend!r}")
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)(resolved, settings)
+
+
+def _load_cross_encoder(resolved: Resolved, settings: Settings) -> Scorer:
+    from adaptrank.core.engine.crossencoder import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer(
+        resolved.path,
+        name=resolved.name,
+        version=resolved.version,
+        device=settings.device,
+        max_length=settings.max_length,
+        mode=settings.long_documents,
+        stride=settings.window_stride,
+        batch_tokens=settings.batch_tokens,
+        max_batch_size=settings.max_batch_size,
+    )
+    if settings.onnx != "off" and scorer.device == "cpu":
+        from adaptrank.core.engine.onnx import attach_onnx_runtime
+
+        attach_onnx_runtime(scorer, settings, resolved)
+    return scorer
+
+
+def _load_bi_encoder(resolved: Resolved, settings: Settings) -> Scorer:
+    from adaptrank.core.engine.biencoder import BiEncoderScorer
+
+    return BiEncoderScorer(resolved.path, name=resolved.name, version=resolved.version, device=settings.device)

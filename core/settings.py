@@ -1,0 +1,85 @@
+"""One settings object, read from ``ADAPTRANK_*`` environment variables (CLI flags override).
+
+``ADAPTRANK_HOME`` (default ``~/.adaptrank``) holds ``models/``, ``datasets/``, ``jobs.sqlite``
+and ``chroma/``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ADAPTRANK_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".adaptrank")
+
+    # Scoring
+    default_model: str = Field(
+        "zero-shot",
+        description="Model used when a request names none: a model-store name, 'zero-shot' "
+        "(bi-encoder cosine of the offline MiniLM), or a backend-prefixed spec.",
+    )
+    device: str | None = Field(None, description="torch device; default cuda when available")
+    max_length: int = Field(256, ge=16, le=8192, description="tokens per (query, passage) window")
+    window_stride: int = Field(64, ge=0, description="token overlap between windows of a long document")
+    long_documents: Literal["maxp", "truncate"] = "maxp"
+    batch_tokens: int = Field(16384, ge=256, description="padded tokens per forward pass")
+    max_batch_size: int = Field(128, ge=1)
+    cache_size: int = Field(100_000, ge=0, description="LRU score-cache entries (0 disables it)")
+    microbatch: bool = True
+    microbatch_wait_ms: float = Field(2.0, ge=0, le=1000)
+    onnx: Literal["auto", "off", "fp32", "int8"] = Field(
+        "off", description="CPU ONNX Runtime path for cross-encoders (see bench/rerank_throughput.py)"
+    )
+
+    # Request limits
+    max_documents: int = Field(1000, ge=1)
+    max_query_chars: int = Field(4096, ge=1)
+    max_document_chars: int = Field(100_000, ge=1)
+
+    # Server
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    token: str | None = Field(None, description="bearer token required on HTTP when set")
+
+    # LLM
+    llm_backend: Literal["transformers", "openai", "vllm", "sampling", "llamacpp"] = "transformers"
+    llm_model: str | None = None
+    openai_base_url: str = "http://127.0.0.1:8001/v1"
+    openai_api_key: str = "EMPTY"
+    openai_concurrency: int = Field(8, ge=1)
+
+    # Document store
+    chroma_url: str | None = Field(None, description="http://host:port of a `chroma run` server")
+    embedding_model: str | None = Field(None, description="local path or HF id; default offline MiniLM")
+
+    # Paths the server may read corpora from (besides ADAPTRANK_HOME).
+    allowed_roots: list[Path] = Field(default_factory=list)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.home / "chroma"
+
+    @property
+    def jobs_db(self) -> Path:
+        return self.home / "jobs.sqlite"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own ``Settings(home=tmp_path)``)."""
+    return Settings()
