@@ -75,3 +75,17 @@ def settings(tmp_path):
 @pytest.fixture(scope="session")
 def minilm() -> str:
     return minilm_path()
+
+
+@pytest.fixture(scope="session")
+def make_tiny_bert(tmp_path_factory):
+    """Factory: ``make_tiny_bert(seed=1)`` -> path of another tiny model (cached per arguments)."""
+    made: dict[tuple, str] = {}
+
+    def make(**kwargs) -> str:
+        key = tuple(sorted(kwargs.items()))
+        if key not in made:
+            made[key] = str(build_tiny_bert(tmp_path_factory.mktemp("tiny") / "model", **kwargs))
+        return made[key]
+
+    return make

@@ -1,0 +1,98 @@
+"""Model store: validated names, atomic versions, the ACTIVE pointer, hot swap in the engine."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import pytest
+
+from adaptrank.core import InputError, NotFoundError, Reranker
+from adaptrank.core.modelstore import ModelStore
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", ".hidden", "", "x" * 65, "a b", "..", "/abs"])
+def test_names_cannot_escape_the_store(tmp_path, bad):
+    store = ModelStore(tmp_path)
+    with pytest.raises(InputError, match="name"):
+        with store.writing(bad, {"backend": "cross-encoder"}):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_version_appears_only_when_complete(tmp_path):
+    store = ModelStore(tmp_path)
+    with pytest.raises(RuntimeError):
+        with store.writing("m", {"backend": "cross-encoder"}) as d:
+            (d / "weights.bin").write_bytes(b"partial")
+            raise RuntimeError("disk full")
+    assert store.versions("m") == []
+    assert [p.name for p in (tmp_path / "m").iterdir()] == []  # no temp dir left behind
+
+    with store.writing("m", {"backend": "cross-encoder", "loss": "lce"}, version="v1") as d:
+        (d / "weights.bin").write_bytes(b"ok")
+    ref = store.get("m", "v1")
+    assert ref.card.loss == "lce" and ref.card.name == "m" and not ref.active
+    with pytest.raises(NotFoundError, match="no active version"):
+        store.get("m")
+    store.activate("m", "v1")
+    assert store.get("m").version == "v1" and store.get("m").active
+    with pytest.raises(NotFoundError):
+        store.activate("m", "v9")
+    assert store.active_version("m") == "v1"
+
+
+def test_new_version_ids_sort_by_creation(tmp_path):
+    store = ModelStore(tmp_path)
+    ids = []
+    for _ in range(3):
+        with store.writing("m", {"backend": "bi-encoder"}) as d:
+            ids.append(d)
+    versions = store.versions("m")
+    assert len(versions) == 3 and versions == sorted(versions)
+
+
+def _save(store: ModelStore, src: str, version: str) -> None:
+    with store.writing("team", {"backend": "cross-encoder", "base_model": src}, version=version) as d:
+        shutil.copytree(src, d, dirs_exist_ok=True)
+
+
+def test_engine_follows_the_active_version_without_dropping_requests(settings, make_tiny_bert):
+    store = ModelStore(settings.models_dir)
+    _save(store, make_tiny_bert(seed=1), "v1")
+    _save(store, make_tiny_bert(seed=2), "v2")
+    store.activate("team", "v1")
+    rr = Reranker("team", settings=settings)
+    docs = ["alpha beta", "gamma", "delta epsilon zeta"]
+    first = rr.rerank("alpha", docs)
+    assert (first.model, first.version) == ("team", "v1")
+
+    errors: list[BaseException] = []
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                seen.add(rr.rerank("alpha", docs).version)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    store.activate("team", "v2")
+    deadline = time.time() + 30
+    while "v2" not in seen and time.time() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    assert seen == {"v1", "v2"}
+    second = rr.rerank("alpha", docs)
+    assert second.version == "v2"
+    assert [r.score for r in second.results] != [r.score for r in first.results]
+    rr.close()
