@@ -1,0 +1,65 @@
+"""``Services``: what the tools of one app share, built once per app from its ``Settings``.
+
+Every member is built on first use (``cached_property``), so an app that only reranks never opens
+the jobs database or Chroma, and a test can hand in ready-made members (``Services(settings,
+reranker=fake)``). Parts add their own members here, one cached property each (a job manager, a
+Chroma document store...), importing their modules inside the property so that importing the
+server stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from adaptrank.core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from adaptrank.core.engine import Reranker
+    from adaptrank.core.modelstore import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    """The shared state behind one server: settings, the model store and the one ``Reranker``."""
+
+    def __init__(self, settings: Settings | None = None, **members: Any) -> None:
+        self.settings = settings or get_settings()
+        # Pre-built members (tests, embedding apps) take the place of the lazy ones.
+        for name, value in members.items():
+            if not isinstance(getattr(type(self), name, None), cached_property):
+                raise TypeError(f"Services has no member {name!r}")
+            self.__dict__[name] = value
+
+    @cached_property
+    def store(self) -> ModelStore:
+        from adaptrank.core.modelstore import ModelStore
+
+        return ModelStore(self.settings.models_dir)
+
+    @cached_property
+    def reranker(self) -> Reranker:
+        """The one scoring entry point; the tools, the HTTP route and the agent all call it."""
+        from adaptrank.core.engine import Reranker
+
+        return Reranker(settings=self.settings, store=self.store)
+
+    def built(self) -> dict[str, Any]:
+        """The members that exist so far (lazy ones appear once used)."""
+        return {
+            name: self.__dict__[name]
+            for name, attr in vars(type(self)).items()
+            if isinstance(attr, cached_property) and name in self.__dict__
+        }
+
+    def close(self) -> None:
+        """Release what was built (batcher threads, database handles); safe to call twice."""
+        for name, member in self.built().items():
+            close = getattr(member, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - closing one member must not skip the others
+                    log.exception("closing %s failed", name)

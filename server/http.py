@@ -1,0 +1,231 @@
+"""The HTTP side of the server: a Cohere-compatible ``POST /v1/rerank``, ``GET /healthz``, and
+the helpers that serve the whole app (MCP streamable HTTP at ``/mcp`` plus these routes) with uvicorn.
+
+The Cohere route lets existing Cohere, LlamaIndex and LangChain rerank clients point their base URL
+at adaptrank and work unchanged: the same request (``query``, ``documents`` as strings or objects
+with ``text``, ``top_n``, ``return_documents``, ``model``) and the same response (``results`` of
+``index``, ``relevance_score``, ``document``). Cohere's own model names (``rerank-english-v3.0``,
+``rerank-v3.5``...) are what those clients send by default, so a ``rerank-*`` name that is not a
+model in the store means "the server's default model"; any other unknown name is a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+from fastmcp import FastMCP
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from adaptrank.core import __version__
+from adaptrank.core.errors import InputError, NotFoundError
+from adaptrank.core.settings import Settings
+from adaptrank.server.auth import check_bind
+from adaptrank.server.context import Services
+
+log = logging.getLogger(__name__)
+
+RERANK_PATHS = ("/v1/rerank", "/v2/rerank", "/rerank")
+MCP_PATH = "/mcp"
+
+
+class CohereDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    text: str
+
+
+class CohereRerankRequest(BaseModel):
+    """Cohere's rerank request; fields Cohere accepts that change nothing here are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    query: str
+    documents: list[str | CohereDocument]
+    top_n: int | None = None
+    return_documents: bool = False
+    model: str | None = None
+
+
+def _error(status: int, message: str, field: str | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"message": message}
+    if field is not None:
+        body["field"] = field
+    body.update(extra)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    """``('documents', 3, 'CohereDocument', 'text')`` -> ``documents[3].text`` (union tags dropped)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "CohereDocument"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def _validation_error(exc: ValidationError) -> JSONResponse:
+    errors = [{"field": _field(e["loc"]), "message": e["msg"]} for e in exc.errors(include_url=False)]
+    first = errors[0]
+    return _error(422, f"{first['field']}: {first['message']}", first["field"], errors=errors)
+
+
+def _authorized(request: Request, settings: Settings) -> bool:
+    """The app-wide bearer middleware (installed by the app's fastmcp auth) already judged the token."""
+    if not settings.token:
+        return True
+    return "user" in request.scope and request.user.is_authenticated
+
+
+def _cohere_model(name: str | None, services: Services) -> str | None:
+    if name and name.startswith("rerank-") and name.partition("@")[0] not in services.store.names():
+        return None  # a Cohere client's default model name: use ours
+    return name or None
+
+
+async def cohere_rerank(request: Request, services: Services) -> JSONResponse:
+    if not _authorized(request, services.settings):
+        return _error(401, "missing or invalid bearer token (send 'Authorization: Bearer <token>')")
+    try:
+        payload = await request.json()
+    except ValueError as exc:
+        return _error(400, f"body: not valid JSON ({exc})", "body")
+    try:
+        req = CohereRerankRequest.model_validate(payload)
+    except ValidationError as exc:
+        return _validation_error(exc)
+    documents = [d if isinstance(d, str) else d.model_dump() for d in req.documents]
+    try:
+        res = await services.reranker.arerank(
+            req.query,
+            documents,
+            top_n=req.top_n,
+            model=_cohere_model(req.model, services),
+            return_documents=False,
+        )
+    except InputError as exc:
+        return _error(400, str(exc), exc.field)
+    except NotFoundError as exc:
+        return _error(404, str(exc), "model")
+    results = []
+    for r in res.results:
+        item: dict[str, Any] = {"index": r.index, "relevance_score": r.score}
+        if req.return_documents:
+            doc = documents[r.index]
+            item["document"] = {"text": doc} if isinstance(doc, str) else doc
+        results.append(item)
+    return JSONResponse(
+        {
+            "id": str(uuid.uuid4()),
+            "results": results,
+            "meta": {
+                "api_version": {"version": "1"},
+                "billed_units": {"search_units": 1},
+                "model": res.model,
+                "model_version": res.version,
+            },
+        }
+    )
+
+
+def register(mcp: FastMCP, services: Services) -> None:
+    """Add the HTTP-only routes to the app (they exist only on the HTTP transport)."""
+
+    async def rerank_route(request: Request) -> JSONResponse:
+        return await cohere_rerank(request, services)
+
+    for path in RERANK_PATHS:
+        mcp.custom_route(path, methods=["POST"], name=f"rerank{path.replace('/', '_')}")(rerank_route)
+
+    @mcp.custom_route("/healthz", methods=["GET"], name="healthz")
+    async def healthz(request: Request) -> JSONResponse:
+        """Liveness for load balancers: no auth, no model loading."""
+        return JSONResponse({"status": "ok", "version": __version__, "default_model": services.settings.default_model})
+
+
+def http_app(mcp: FastMCP) -> Starlette:
+    """The ASGI app: MCP streamable HTTP at ``/mcp`` plus the routes above.
+
+    Host/Origin checking ("auto") stops DNS-rebinding pages from reaching a loopback-bound server.
+    """
+    return mcp.http_app(path=MCP_PATH, host_origin_protection="auto")
+
+
+def uvicorn_server(mcp: FastMCP, settings: Settings, *, log_level: str = "warning") -> uvicorn.Server:
+    check_bind(settings.host, settings.token)
+    config = uvicorn.Config(
+        http_app(mcp),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+    )
+    return uvicorn.Server(config)
+
+
+def serve_http(mcp: FastMCP, settings: Settings, *, log_level: str = "warning") -> None:
+    """Serve until interrupted (``adaptrank serve --transport http``)."""
+    uvicorn_server(mcp, settings, log_level=log_level).run()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_in_thread(
+    mcp: FastMCP, settings: Settings, *, timeout: float = 60.0, log_level: str = "warning"
+) -> Iterator[str]:
+    """Run the HTTP app on a background thread; yields its base URL and always shuts it down.
+
+    For tests and benchmarks: bind ``settings.host`` (keep it 127.0.0.1) on ``settings.port``
+    (0 picks a free port). The socket is bound here, before the thread starts, so the port cannot
+    be taken in between.
+    """
+    check_bind(settings.host, settings.token)
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    port = sock.getsockname()[1]
+    server = uvicorn_server(mcp, settings.model_copy(update={"port": port}), log_level=log_level)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(server.serve(sockets=[sock]))
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="adaptrank-http", daemon=True)
+    thread.start()
+    try:
+        deadline = timeout
+        while not server.started:
+            if errors or not thread.is_alive():
+                raise RuntimeError(f"HTTP server failed to start: {errors[:1]}")
+            if deadline <= 0:
+                raise TimeoutError(f"HTTP server did not start within {timeout}s")
+            threading.Event().wait(0.02)
+            deadline -= 0.02
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=timeout)
+        sock.close()
