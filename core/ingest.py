@@ -1,0 +1,316 @@
+"""Ingest documents into a Chroma collection: read, chunk with overlap, embed in batches, upsert.
+
+Sources (``format="auto"`` picks by looking at the path):
+
+* ``folder`` — every ``.txt``/``.md``/``.markdown`` file under a directory (hidden ones skipped);
+  the document id is the path relative to the folder, the title the first Markdown heading.
+  A single ``.txt``/``.md`` file works too (id: its file name).
+* ``jsonl`` — one JSON object per line with id/text fields (names configurable: ``id_field``,
+  ``text_field``, ``title_field``, ``metadata_field``); other scalar fields become metadata.
+* ``beir`` — a BEIR folder (``corpus.jsonl`` with ``_id``, ``title``, ``text``), or the
+  ``corpus.jsonl`` file itself; repeated ids keep every copy as ``<id>#2``... like ``load_beir``.
+
+Chunk ids are stable, ``<doc id>#<chunk n>``; each chunk's metadata keeps ``doc_id``, ``chunk``,
+``n_chunks``, ``source``, ``title``, ``char_start``/``char_end`` (offsets in the document text) and
+``content_hash``. Re-ingesting updates instead of duplicating: an unchanged document (same hash) is
+skipped without re-embedding, a changed one is re-chunked and its stale chunks deleted, and with
+``prune=True`` documents that disappeared from the source are removed.
+
+Lives in core (not server) so training-data generation can reuse :func:`read_documents`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from adaptrank.core.chunking import chunk_texts
+from adaptrank.core.docstore import DocStore, ProgressCallback, clean_metadata
+from adaptrank.core.errors import InputError
+
+Format = Literal["auto", "folder", "jsonl", "beir"]
+TEXT_SUFFIXES = (".txt", ".md", ".markdown")
+CHUNK_SEP = "#"
+
+
+@dataclass
+class SourceDocument:
+    id: str
+    text: str
+    title: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # the file it came from
+
+
+@dataclass
+class IngestReport:
+    collection: str
+    source: str
+    format: str
+    documents: int = 0  # read from the source (non-empty)
+    added: int = 0  # new documents
+    updated: int = 0  # changed documents (re-chunked, stale chunks removed)
+    unchanged: int = 0  # same content hash: skipped, not re-embedded
+    skipped_empty: int = 0
+    pruned: int = 0  # documents gone from the source and removed (prune=True)
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+    collection_count: int = 0  # passages in the collection afterwards
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- reading ----------------------------------------------------------------------------------
+def detect_format(path: Path) -> Format:
+    if path.is_dir():
+        return "beir" if (path / "corpus.jsonl").is_file() else "folder"
+    if path.name == "corpus.jsonl":
+        return "beir"
+    if path.suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    if path.suffix in TEXT_SUFFIXES:
+        return "folder"
+    raise InputError("path", f"{path} is not a folder, a .jsonl file or a .txt/.md file; pass format explicitly")
+
+
+def read_documents(
+    path: str | Path,
+    format: Format = "auto",  # noqa: A002 - the natural name for a CLI flag
+    *,
+    id_field: str = "id",
+    text_field: str = "text",
+    title_field: str = "title",
+    metadata_field: str = "metadata",
+) -> Iterator[SourceDocument]:
+    """Yield the documents of a source (see the module doc for the formats)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("path", f"{path} does not exist")
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt == "folder":
+        yield from _read_folder(path)
+    elif fmt == "beir":
+        yield from _read_beir(path)
+    elif fmt == "jsonl":
+        yield from _read_jsonl(path, id_field, text_field, title_field, metadata_field)
+    else:
+        raise InputError("format", f"is {format!r}; use auto, folder, jsonl or beir")
+
+
+def _markdown_title(text: str) -> str:
+    for line in text.splitlines()[:20]:
+        if line.startswith("# "):
+            return line[2:].strip()
+    return ""
+
+
+def _read_folder(path: Path) -> Iterator[SourceDocument]:
+    if path.is_file():
+        files, root = [path], path.parent
+    else:
+        root = path
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in TEXT_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not files:
+            raise InputError("path", f"{path} holds no .txt/.md files")
+    for f in files:
+        text = f.read_text(encoding="utf-8", errors="replace")
+        title = _markdown_title(text) if f.suffix.lower() != ".txt" else ""
+        yield SourceDocument(
+            id=f.relative_to(root).as_posix(), text=text, title=title or f.stem, source=str(f.resolve())
+        )
+
+
+def _read_jsonl(path: Path, id_field: str, text_field: str, title_field: str, metadata_field: str) -> Iterator[SourceDocument]:
+    if path.is_dir():
+        raise InputError("path", f"{path} is a folder; jsonl needs a file")
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError("path", f"{path} line {n} is not valid JSON: {exc.msg}") from None
+            if not isinstance(row, dict):
+                raise InputError("path", f"{path} line {n} is not a JSON object")
+            doc_id = row.get(id_field, row.get("_id") if id_field == "id" else None)
+            if doc_id is None or str(doc_id).strip() == "":
+                raise InputError("id_field", f"{path} line {n} has no {id_field!r} field")
+            if text_field not in row or not isinstance(row[text_field], str):
+                raise InputError("text_field", f"{path} line {n} has no string {text_field!r} field")
+            doc_id = str(doc_id)
+            if doc_id in seen:
+                raise InputError("id_field", f"{path} line {n} repeats id {doc_id!r}")
+            seen.add(doc_id)
+            meta = row.get(metadata_field) if isinstance(row.get(metadata_field), dict) else {}
+            extra = {
+                k: v
+                for k, v in row.items()
+                if k not in (id_field, "_id", text_field, title_field, metadata_field)
+                and isinstance(v, str | int | float | bool)
+            }
+            yield SourceDocument(
+                id=doc_id,
+                text=row[text_field],
+                title=str(row.get(title_field) or ""),
+                metadata={**extra, **meta},
+                source=str(path.resolve()),
+            )
+
+
+def _read_beir(path: Path) -> Iterator[SourceDocument]:
+    from adaptrank.core.beir import load_corpus
+
+    corpus_path = path / "corpus.jsonl" if path.is_dir() else path
+    if not corpus_path.is_file():
+        raise InputError("path", f"{path} has no corpus.jsonl (BEIR layout expected)")
+    for doc_id, doc in load_corpus(corpus_path).items():
+        yield SourceDocument(id=doc_id, text=doc["text"], title=doc.get("title") or "", source=str(corpus_path.resolve()))
+
+
+# -- ingesting --------------------------------------------------------------------------------
+def chunk_id(doc_id: str, n: int) -> str:
+    return f"{doc_id}{CHUNK_SEP}{n}"
+
+
+def _content_hash(doc: SourceDocument, params: str) -> str:
+    h = hashlib.sha1()
+    for part in (params, doc.title, doc.text, json.dumps(doc.metadata, sort_keys=True, default=str)):
+        h.update(part.encode("utf-8", "replace"))
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def ingest(
+    store: DocStore,
+    path: str | Path,
+    collection: str,
+    *,
+    format: Format = "auto",  # noqa: A002
+    chunk_tokens: int = 200,
+    overlap: int = 40,
+    prefix_title: bool = True,
+    prune: bool = False,
+    batch_size: int = 64,
+    progress: bool | ProgressCallback = True,
+    id_field: str = "id",
+    text_field: str = "text",
+    title_field: str = "title",
+    metadata_field: str = "metadata",
+) -> IngestReport:
+    """Read ``path`` and upsert its chunks into ``collection`` (created if missing).
+
+    ``chunk_tokens`` counts the embedding model's tokens and is capped at what it reads.
+    ``prefix_title``: stored (and embedded, and reranked) chunk text is ``"<title>. <chunk>"``,
+    so a chunk out of context still names its subject.
+    """
+    t0 = time.perf_counter()
+    path = Path(path)
+    fmt = detect_format(path) if format == "auto" else format
+    ef = store.embedding_function
+    max_tokens = min(chunk_tokens, ef.max_tokens - 16 if prefix_title else ef.max_tokens)
+    docs: list[SourceDocument] = []
+    report = IngestReport(collection=collection, source=str(path.resolve()), format=fmt)
+    for doc in read_documents(
+        path, fmt, id_field=id_field, text_field=text_field, title_field=title_field, metadata_field=metadata_field
+    ):
+        if doc.text.strip():
+            docs.append(doc)
+        else:
+            report.skipped_empty += 1
+    report.documents = len(docs)
+    if not docs:
+        raise InputError("path", f"{path} holds no non-empty documents")
+
+    store.collection(collection, create=True)
+    existing = _existing(store, collection)
+    params = f"{ef.model}|{max_tokens}|{overlap}|{prefix_title}"
+
+    todo: list[tuple[SourceDocument, str]] = []
+    for doc in docs:
+        digest = _content_hash(doc, params)
+        old = existing.get(doc.id)
+        if old is None:
+            report.added += 1
+        elif old["hash"] == digest and len(old["ids"]) == old["n_chunks"]:
+            report.unchanged += 1
+            continue
+        else:
+            report.updated += 1
+        todo.append((doc, digest))
+
+    ids: list[str] = []
+    texts: list[str] = []
+    metas: list[dict[str, Any]] = []
+    stale: list[str] = []
+    for lo in range(0, len(todo), 256):
+        batch = todo[lo : lo + 256]
+        chunked = chunk_texts([d.text for d, _ in batch], max_tokens, overlap, ef.tokenizer)
+        for (doc, digest), chunks in zip(batch, chunked, strict=True):
+            new_ids = [chunk_id(doc.id, c.index) for c in chunks]
+            for c, cid in zip(chunks, new_ids, strict=True):
+                ids.append(cid)
+                texts.append(f"{doc.title}. {c.text}" if prefix_title and doc.title else c.text)
+                metas.append(
+                    {
+                        **clean_metadata(doc.metadata),
+                        "doc_id": doc.id,
+                        "chunk": c.index,
+                        "n_chunks": len(chunks),
+                        "source": doc.source,
+                        "title": doc.title,
+                        "char_start": c.start,
+                        "char_end": c.end,
+                        "content_hash": digest,
+                    }
+                )
+            if doc.id in existing:
+                stale.extend(sorted(existing[doc.id]["ids"] - set(new_ids)))
+
+    if prune:
+        seen = {d.id for d in docs}
+        root = report.source
+        for doc_id, old in existing.items():
+            if doc_id not in seen and old["source"] and (old["source"] == root or old["source"].startswith(root.rstrip("/") + "/")):
+                stale.extend(sorted(old["ids"]))
+                report.pruned += 1
+
+    if ids:  # write first, then delete: an interrupted run never loses a document
+        report.chunks_written = store.upsert(collection, ids, texts, metas, batch_size=batch_size, progress=progress)
+    if stale:
+        for lo in range(0, len(stale), 1000):
+            store.delete(collection, ids=stale[lo : lo + 1000])
+        report.chunks_deleted = len(stale)
+    report.collection_count = store.count(collection)
+    report.seconds = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def _existing(store: DocStore, collection: str) -> dict[str, dict[str, Any]]:
+    """doc id -> its chunk ids, content hash, chunk count and source, from chunk metadata."""
+    out: dict[str, dict[str, Any]] = {}
+    for cid, _, meta in store.iter_documents(collection, batch_size=5000, include_text=False):
+        doc_id = meta.get("doc_id")
+        if doc_id is None:
+            continue
+        entry = out.setdefault(
+            str(doc_id), {"ids": set(), "hash": meta.get("content_hash"), "n_chunks": meta.get("n_chunks"), "source": meta.get("source", "")}
+        )
+        entry["ids"].add(cid)
+        if entry["hash"] != meta.get("content_hash"):
+            entry["hash"] = None  # mixed generations: treat as changed
+    return out
