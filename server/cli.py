@@ -134,8 +134,8 @@ def _read_documents(path: Path) -> tuple[str | None, list[Any]]:
 
 @app.command()
 def rerank(
-    query: Annotated[str, typer.Argument(help="the query")],
-    documents: Annotated[list[str] | None, typer.Argument(help="passages to rank")] = None,
+    query: Annotated[str, typer.Argument(metavar="QUERY", help="the query")],
+    documents: Annotated[list[str] | None, typer.Argument(metavar="DOCUMENT", help="passages to rank")] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="JSON file of documents (strings or "
                                               "{id, text, metadata}), or '-' for stdin")] = None,
     top_n: Annotated[int | None, typer.Option("--top-n", "-n", help="show only the best N")] = None,

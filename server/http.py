@@ -78,8 +78,11 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 
 def _validation_error(exc: ValidationError) -> JSONResponse:
-    errors = [{"field": _field(e["loc"]), "message": e["msg"]} for e in exc.errors(include_url=False)]
-    first = errors[0]
+    raw = exc.errors(include_url=False)
+    errors = [{"field": _field(e["loc"]), "message": e["msg"]} for e in raw]
+    # For a union (string or object) the deepest location is the informative one:
+    # a dict without "text" reports documents[0].text, not "documents[0]: not a string".
+    first = errors[max(range(len(raw)), key=lambda i: len(raw[i]["loc"]))]
     return _error(422, f"{first['field']}: {first['message']}", first["field"], errors=errors)
 
 
