@@ -1,0 +1,130 @@
+"""The agent's prompt templates: named, versioned, each with the JSON schema its answer must match.
+
+Kept here, not inside the agent's logic, so a prompt change is one reviewed diff and the version
+recorded in a trace says which wording produced a result. (The generation part keeps its own
+templates in its own module; these are the decomposition agent's.)
+
+A template renders to a chat prompt (a list of ``{"role", "content"}`` messages), the input of
+:meth:`adaptrank.core.llm.base.LLM.generate`, which receives ``template.schema`` as ``json_schema``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from adaptrank.core.llm.base import Prompt
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    version: str
+    system: str
+    user: str  # str.format template
+    schema: dict[str, Any]
+    examples: tuple[tuple[str, str], ...] = ()  # few-shot (user, assistant) turns
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def render(self, **values: Any) -> Prompt:
+        """Fill ``system`` and ``user`` (both ``str.format`` templates) with ``values``."""
+        messages: Prompt = [{"role": "system", "content": self.system.format(**values)}]
+        for user, assistant in self.examples:
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        messages.append({"role": "user", "content": self.user.format(**values)})
+        return messages
+
+
+def decompose_schema(max_subquestions: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "sub_questions": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 3, "maxLength": 300},
+                "minItems": 1,
+                "maxItems": max_subquestions,
+            }
+        },
+        "required": ["sub_questions"],
+        "additionalProperties": False,
+    }
+
+
+DECOMPOSE = PromptTemplate(
+    name="decompose",
+    version="1",
+    system=(
+        "You split a search question into simpler, self-contained sub-questions, one per thing the "
+        "question asks. Each sub-question must make sense alone: repeat the names it refers to. "
+        "A question that asks one thing stays one sub-question. "
+        'Answer with JSON only: {{"sub_questions": ["...", "..."]}} with at most {max_subquestions} items.'
+    ),
+    user="Question: {question}",
+    schema=decompose_schema(4),
+    examples=(
+        (
+            "Question: What causes gout, and how is asthma treated?",
+            '{"sub_questions": ["What causes gout?", "How is asthma treated?"]}',
+        ),
+        (
+            "Question: Who directed Jaws and when was its director born?",
+            '{"sub_questions": ["Who directed Jaws?", "When was the director of Jaws born?"]}',
+        ),
+        (
+            "Question: What are the symptoms of Fabry disease?",
+            '{"sub_questions": ["What are the symptoms of Fabry disease?"]}',
+        ),
+    ),
+)
+
+ANSWER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string", "minLength": 1},
+        "citations": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+    },
+    "required": ["answer", "citations"],
+    "additionalProperties": False,
+}
+
+ANSWER = PromptTemplate(
+    name="answer",
+    version="1",
+    system=(
+        "Answer the question using only the numbered passages. Cite the passages you used by number. "
+        "If they do not contain the answer, say so. "
+        'Answer with JSON only: {{"answer": "...", "citations": [1, 2]}}.'
+    ),
+    user="Passages:\n{passages}\n\nQuestion: {question}",
+    schema=ANSWER_SCHEMA,
+)
+
+FOLLOW_UP_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"query": {"type": "string", "minLength": 3, "maxLength": 300}},
+    "required": ["query"],
+    "additionalProperties": False,
+}
+
+FOLLOW_UP = PromptTemplate(
+    name="follow_up",
+    version="1",
+    system=(
+        "A search for a sub-question found nothing convincing. Rewrite it as a different search query "
+        "for the same information: other words, the key names kept. "
+        'Answer with JSON only: {{"query": "..."}}.'
+    ),
+    user="Original question: {question}\nSub-question: {sub_question}",
+    schema=FOLLOW_UP_SCHEMA,
+)
+
+TEMPLATES = {t.name: t for t in (DECOMPOSE, ANSWER, FOLLOW_UP)}
+
+
+def render_decompose(question: str, max_subquestions: int) -> tuple[Prompt, dict[str, Any]]:
+    """The decomposition prompt and its schema for at most ``max_subquestions`` items."""
+    return DECOMPOSE.render(question=question, max_subquestions=max_subquestions), decompose_schema(max_subquestions)

@@ -1,0 +1,107 @@
+"""First-stage retrieval for the agent: dense from Chroma, optionally hybrid with BM25 (RRF).
+
+The agent talks to a :class:`Retriever` — "k candidates for each of these queries" — so the same
+loop runs over a DocStore collection here and over any LlamaIndex retriever in
+``adaptrank.integrations.llamaindex``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from adaptrank.core.docstore import DocStore, Hit
+
+RRF_K = 60  # the constant of Cormack et al. (2009); robust across collections
+
+
+class Retriever(Protocol):
+    def retrieve(self, queries: list[str], k: int) -> list[list[Hit]]:
+        """The ``k`` best candidates for each query, best first."""
+        ...
+
+
+def rrf(rankings: Sequence[Sequence[Hit]], k: int, rrf_k: int = RRF_K) -> list[Hit]:
+    """Reciprocal-rank fusion of several rankings of the same query: sum of ``1/(rrf_k + rank)``.
+
+    The fused hits carry the fused score; the first ranking that saw a passage supplies its text.
+    """
+    fused: dict[str, Hit] = {}
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, 1):
+            fused.setdefault(hit.id, hit)
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (rrf_k + rank)
+    order = sorted(scores, key=lambda i: -scores[i])[:k]
+    return [Hit(i, fused[i].text, fused[i].metadata, scores[i]) for i in order]
+
+
+class _BM25Cache:
+    """One BM25 index per collection, rebuilt when the collection's size changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._indexes: dict[tuple[str, str], tuple[int, Any, dict[str, tuple[str, dict]]]] = {}
+
+    def get(self, store: DocStore, collection: str) -> tuple[Any, dict[str, tuple[str, dict]]]:
+        from adaptrank.core.bm25 import BM25Index
+
+        key = (store.location, collection)
+        count = store.count(collection)
+        with self._lock:
+            cached = self._indexes.get(key)
+            if cached is None or cached[0] != count:
+                docs = {i: (t, m) for i, t, m in store.iter_documents(collection, batch_size=5000)}
+                ids = list(docs)
+                index = BM25Index([docs[i][0] for i in ids], ids) if ids else None
+                cached = self._indexes[key] = (count, index, docs)
+        return cached[1], cached[2]
+
+
+BM25_CACHE = _BM25Cache()
+
+
+class ChromaRetriever:
+    """Dense retrieval from a DocStore collection; ``hybrid=True`` fuses it with BM25 by RRF.
+
+    In hybrid mode each query draws ``k`` dense and ``k`` BM25 candidates and keeps the best ``k``
+    of their fusion, so the pool budget stays ``k`` per query.
+    """
+
+    def __init__(self, store: DocStore, collection: str, hybrid: bool = False, where: dict[str, Any] | None = None) -> None:
+        self.store = store
+        self.collection = collection
+        self.hybrid = hybrid
+        self.where = where
+        store.collection(collection)  # NotFoundError naming the known collections, up front
+
+    def retrieve(self, queries: list[str], k: int) -> list[list[Hit]]:
+        dense = self.store.query(self.collection, queries, k, where=self.where)
+        if not self.hybrid:
+            return dense
+        index, docs = BM25_CACHE.get(self.store, self.collection)
+        if index is None:
+            return dense
+        sparse = index.search_many(queries, k)
+        out = []
+        for d, s in zip(dense, sparse, strict=True):
+            bm25_hits = [Hit(i, docs[i][0], dict(docs[i][1]), score) for i, score in s]
+            if self.where:  # BM25 has no filter: apply equality filters on metadata by hand
+                bm25_hits = [h for h in bm25_hits if _matches(h.metadata, self.where)]
+            out.append(rrf([d, bm25_hits], k))
+        return out
+
+
+def _matches(meta: dict[str, Any], where: dict[str, Any]) -> bool:
+    for key, cond in where.items():
+        if key.startswith("$"):
+            return True  # operators: leave to Chroma (dense side); keep the BM25 hit
+        if isinstance(cond, dict):
+            if "$eq" in cond and meta.get(key) != cond["$eq"]:
+                return False
+            if "$in" in cond and meta.get(key) not in cond["$in"]:
+                return False
+        elif meta.get(key) != cond:
+            return False
+    return True
