@@ -101,9 +101,16 @@ class DecompositionAgent:
         retriever: Retriever,
         *,
         decompose: bool = True,
+        sub_questions: list[str] | None = None,
         collection: str | None = None,
         **overrides: Any,
     ) -> SearchResult:
+        """Run the loop for ``question`` over ``retriever``.
+
+        ``decompose=False`` retrieves with the question alone; ``sub_questions`` (e.g. from the
+        calling agent's own LLM over MCP) replaces the decomposition step. ``overrides``: any
+        :class:`AgentConfig` field (``top_n``, ``k``, ``pool_budget``, ``follow_up``...).
+        """
         cfg = self._config(overrides)
         question = self._check(question, cfg)
         trace = Trace()
@@ -112,7 +119,9 @@ class DecompositionAgent:
 
         # 1. decompose
         with timer.stage("decompose") as d:
-            if decompose:
+            if sub_questions:
+                dec = Decomposition(question, self._given(sub_questions, cfg), "caller")
+            elif decompose:
                 dec = await adecompose(question, self.llm, cfg.max_subquestions)
             else:
                 dec = Decomposition(question, [question], "off")
@@ -213,6 +222,15 @@ class DecompositionAgent:
         if cfg.pool_budget is not None and not 1 <= cfg.pool_budget <= s.max_documents:
             raise InputError("pool_budget", f"is {cfg.pool_budget}; it must be between 1 and {s.max_documents}")
         return question.strip()
+
+    def _given(self, subs: list[str], cfg: AgentConfig) -> list[str]:
+        limit = self.reranker.settings.max_query_chars
+        if len(subs) > cfg.max_subquestions:
+            raise InputError("sub_questions", f"has {len(subs)} items; the limit is {cfg.max_subquestions}")
+        for n, sub in enumerate(subs):
+            if not isinstance(sub, str) or not sub.strip() or len(sub) > limit:
+                raise InputError(f"sub_questions[{n}]", f"must be a non-empty string of at most {limit} characters")
+        return [" ".join(s.split()) for s in subs]
 
     @staticmethod
     def _merge(

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from adaptrank.agents.prompts import DECOMPOSE, render_decompose
 from adaptrank.core.llm.base import LLM, LLMError
 
-Method = Literal["llm", "rule", "off"]
+Method = Literal["llm", "rule", "caller", "off"]
 
 QUESTION_WORDS = (
     "what|how|why|when|where|which|who|whom|whose|is|are|was|were|can|could|does|do|did|should|"

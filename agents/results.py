@@ -54,7 +54,9 @@ class SearchResult(BaseModel):
     question: str
     collection: str | None = None
     queries: list[str] = Field(description="what was retrieved with: the original question, then sub-questions")
-    decomposition: str = Field(description="'llm', 'rule' (LLM absent or its answer invalid) or 'off'")
+    decomposition: str = Field(
+        description="'llm', 'rule' (no LLM, or its answer was invalid), 'caller' (sub-questions given) or 'off'"
+    )
     decomposition_error: str | None = None
     pool_size: int = Field(description="distinct passages reranked")
     model: str

@@ -17,12 +17,14 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from adaptrank.core.embeddings import AdaptRankEmbeddingFunction, model_path
 from adaptrank.core.errors import InputError, NotFoundError
 from adaptrank.core.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # chromadb is imported on first use, so importing this module stays cheap
+    from adaptrank.core.embeddings import AdaptRankEmbeddingFunction
 
 # Chroma's own rule: 3-512 characters of [a-zA-Z0-9._-], starting and ending with a letter or digit.
 COLLECTION_RE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,510})[a-zA-Z0-9]$")
@@ -79,8 +81,10 @@ class DocStore:
     """
 
     def __init__(self, settings: Settings | None = None, *, client: Any = None) -> None:
+        from adaptrank.core.embeddings import AdaptRankEmbeddingFunction
+
         self.settings = settings or get_settings()
-        self.embedding_function = AdaptRankEmbeddingFunction.from_settings(self.settings)
+        self.embedding_function: AdaptRankEmbeddingFunction = AdaptRankEmbeddingFunction.from_settings(self.settings)
         self._client = client
         self._lock = threading.Lock()
 
@@ -153,8 +157,10 @@ class DocStore:
         return col
 
     def _check_model(self, col: Any) -> None:
+        from adaptrank.core.embeddings import model_path
+
         ef_conf = (col.configuration_json or {}).get("embedding_function") or {}
-        if ef_conf.get("name") != AdaptRankEmbeddingFunction.name():
+        if ef_conf.get("name") != self.embedding_function.name():
             return  # a collection adaptrank did not create: embeddings come from our function anyway
         stored = (ef_conf.get("config") or {}).get("model")
         ours = self.embedding_function.model

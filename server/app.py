@@ -27,9 +27,9 @@ def _register_parts(mcp: FastMCP, services: Services) -> None:
 
     tools_rerank.register(mcp, services)  # rerank, list_models, adaptrank://models resources
     http.register(mcp, services)  # POST /v1/rerank (Cohere-compatible), GET /healthz
+    from adaptrank.server import tools_search; tools_search.register(mcp, services)  # search, ingest_documents, list_collections
     # Other parts add their line here, e.g.:
     #   from adaptrank.server import tools_training; tools_training.register(mcp, services)
-    #   from adaptrank.server import tools_search; tools_search.register(mcp, services)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastMCP:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from adaptrank.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from adaptrank.core.docstore import DocStore
     from adaptrank.core.engine import Reranker
     from adaptrank.core.modelstore import ModelStore
 
@@ -45,6 +46,13 @@ class Services:
         from adaptrank.core.engine import Reranker
 
         return Reranker(settings=self.settings, store=self.store)
+
+    @cached_property
+    def docstore(self) -> DocStore:
+        """The Chroma document store (embedded, or the server at ``settings.chroma_url``)."""
+        from adaptrank.core.docstore import DocStore
+
+        return DocStore(self.settings)
 
     def built(self) -> dict[str, Any]:
         """The members that exist so far (lazy ones appear once used)."""

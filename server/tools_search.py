@@ -1,0 +1,191 @@
+"""MCP tools ``search`` (the decomposition agent over a Chroma collection), ``ingest_documents``
+and ``list_collections``; the collections also as the resource ``adaptrank://collections``.
+
+``search`` decomposes the question (the server's LLM when it has one, else rules; or the caller's
+own ``sub_questions``), retrieves candidates per sub-question, merges them and reranks the pool
+against the whole question. Each result says which queries found it, and the trace times every
+stage. ``ingest_documents`` reads only inside the allowed roots (``ADAPTRANK_ALLOWED_ROOTS`` and
+``ADAPTRANK_HOME``) and reports progress as it embeds.
+
+No ``from __future__ import annotations``: fastmcp must see the annotated types as objects.
+"""
+
+import asyncio
+import logging
+from typing import Annotated, Any, Literal
+
+from fastmcp import Context, FastMCP
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from adaptrank.agents.agent import AgentConfig, DecompositionAgent
+from adaptrank.agents.results import SearchResult
+from adaptrank.agents.retrieval import ChromaRetriever
+from adaptrank.core.ingest import IngestReport, ingest
+from adaptrank.core.paths import check_allowed_path
+from adaptrank.server.context import Services
+from adaptrank.server.errors import resource_errors, tool_errors
+
+log = logging.getLogger(__name__)
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+
+CollectionName = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=512,
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]*[a-zA-Z0-9]$",
+        description="Chroma collection name (see list_collections)",
+    ),
+]
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    count: int = Field(description="passages (chunks) stored")
+
+
+class CollectionList(BaseModel):
+    location: str = Field(description="the Chroma directory or server URL")
+    collections: list[CollectionInfo]
+
+
+def collection_list(services: Services) -> CollectionList:
+    store = services.docstore
+    return CollectionList(
+        location=store.location,
+        collections=[CollectionInfo(name=n, count=store.count(n)) for n in store.list_collections()],
+    )
+
+
+def agent_llm(services: Services) -> Any:
+    """The server's LLM for decomposition, when the services provide one and it loads; else None
+    (the agent then decomposes with rules)."""
+    if not hasattr(type(services), "llm"):
+        return None
+    try:
+        return services.llm  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - a missing backend must not break search
+        log.warning("search: no LLM for decomposition (%s); using rules", exc)
+        return None
+
+
+async def run_search(
+    services: Services,
+    question: str,
+    collection: str,
+    *,
+    top_n: int = 10,
+    decompose: bool = True,
+    k: int = 20,
+    sub_questions: list[str] | None = None,
+    hybrid: bool = False,
+    follow_up: bool = False,
+    answer: bool = False,
+    model: str | None = None,
+    use_llm: bool = True,
+) -> SearchResult:
+    """The ``search`` tool's work, shared with the CLI's ``ask``."""
+    retriever = await asyncio.to_thread(ChromaRetriever, services.docstore, collection, hybrid)
+    llm = await asyncio.to_thread(agent_llm, services) if (use_llm and decompose) or answer else None
+    agent = DecompositionAgent(services.reranker, llm, AgentConfig())
+    return await agent.arun(
+        question,
+        retriever,
+        decompose=decompose,
+        sub_questions=sub_questions,
+        collection=collection,
+        top_n=top_n,
+        k=k,
+        follow_up=follow_up,
+        answer=answer,
+        model=model,
+    )
+
+
+def register(mcp: FastMCP, services: Services) -> None:
+    s = services.settings
+    Question = Annotated[
+        str,
+        Field(min_length=1, max_length=s.max_query_chars,
+              description=f"the question, possibly compound (1-{s.max_query_chars} characters)"),
+    ]
+    TopN = Annotated[int, Field(ge=1, le=100, description="passages to return (1-100)")]
+    K = Annotated[int, Field(ge=1, le=200, description="candidates retrieved per query (1-200)")]
+    SubQuestions = Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=s.max_query_chars)]] | None,
+        Field(max_length=10, description="your own decomposition (up to 10 sub-questions); skips the server's"),
+    ]
+
+    @mcp.tool(annotations=READ_ONLY)
+    @tool_errors
+    async def search(
+        question: Question,
+        collection: CollectionName,
+        top_n: TopN = 10,
+        decompose: Annotated[bool, Field(description="split a compound question into sub-questions first")] = True,
+        k: K = 20,
+        sub_questions: SubQuestions = None,
+        hybrid: Annotated[bool, Field(description="fuse dense retrieval with BM25 (reciprocal-rank fusion)")] = False,
+        follow_up: Annotated[bool, Field(description="one more retrieval round for sub-questions the top missed")] = False,
+        answer: Annotated[bool, Field(description="also write a short answer with citations (needs the server's LLM)")] = False,
+        model: Annotated[str | None, Field(description="reranker model (default: the server's; see list_models)")] = None,
+    ) -> SearchResult:
+        """Search a document collection for a question, decomposing compound questions.
+
+        The question is split into sub-questions (by the server's LLM or by rules; or pass your own
+        `sub_questions`), each retrieves `k` candidates from Chroma, the candidates are merged and
+        reranked against the whole question. Results: passages best first with `score`, metadata and
+        `found_by` (which queries retrieved each, at which rank); `trace` times every stage.
+        """
+        return await run_search(
+            services, question, collection, top_n=top_n, decompose=decompose, k=k, sub_questions=sub_questions,
+            hybrid=hybrid, follow_up=follow_up, answer=answer, model=model,
+        )
+
+    @mcp.tool(annotations=WRITES)
+    @tool_errors
+    async def ingest_documents(
+        path: Annotated[str, Field(min_length=1, description="a folder of .txt/.md files, a .jsonl file, or a BEIR "
+                                   "folder (corpus.jsonl), inside the server's allowed roots")],
+        collection: CollectionName,
+        format: Annotated[Literal["auto", "folder", "jsonl", "beir"], Field(description="source format")] = "auto",  # noqa: A002
+        chunk_tokens: Annotated[int, Field(ge=16, le=2048, description="tokens per chunk")] = 200,
+        overlap: Annotated[int, Field(ge=0, le=512, description="tokens shared by consecutive chunks")] = 40,
+        prune: Annotated[bool, Field(description="remove documents no longer in the source")] = False,
+        id_field: Annotated[str, Field(description="JSONL: the id field")] = "id",
+        text_field: Annotated[str, Field(description="JSONL: the text field")] = "text",
+        title_field: Annotated[str, Field(description="JSONL: the title field")] = "title",
+        ctx: Context | None = None,
+    ) -> IngestReport:
+        """Chunk, embed and store documents in a collection (created if missing).
+
+        Re-ingesting is safe: unchanged documents are skipped, changed ones replaced (their stale
+        chunks removed). Chunk ids are `<doc id>#<n>`; metadata keeps doc_id, chunk, source and title.
+        """
+        resolved = check_allowed_path(s, path)
+        loop = asyncio.get_running_loop()
+
+        def progress(done: int, total: int) -> None:
+            if ctx is not None:
+                asyncio.run_coroutine_threadsafe(ctx.report_progress(done, total, f"embedded {done}/{total} chunks"), loop)
+
+        return await asyncio.to_thread(
+            ingest, services.docstore, resolved, collection, format=format, chunk_tokens=chunk_tokens,
+            overlap=overlap, prune=prune, progress=progress, id_field=id_field, text_field=text_field,
+            title_field=title_field,
+        )
+
+    @mcp.tool(annotations=READ_ONLY)
+    @tool_errors
+    async def list_collections() -> CollectionList:
+        """The document collections `search` can read, with their passage counts."""
+        return await asyncio.to_thread(collection_list, services)
+
+    @mcp.resource("adaptrank://collections", mime_type="application/json")
+    @resource_errors
+    def collections_resource() -> str:
+        """All document collections and their sizes (as list_collections returns them)."""
+        return collection_list(services).model_dump_json(indent=2)

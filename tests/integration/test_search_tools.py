@@ -1,0 +1,123 @@
+"""MCP tools search / ingest_documents / list_collections through an in-memory fastmcp Client (real MiniLM, real Chroma)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastmcp import Client
+from fastmcp.exceptions import ToolError
+
+from adaptrank.core.llm.scripted import ScriptedLLM
+from adaptrank.core.settings import Settings
+from adaptrank.server.app import create_app
+from adaptrank.server.context import Services
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+DOCS = {
+    "gout.md": "# Gout\n\nGout is caused by uric acid crystals that form in the joints.",
+    "asthma.md": "# Asthma\n\nAsthma is treated with inhaled corticosteroids and bronchodilators.",
+    "paris.txt": "Paris is the capital of France and its largest city.",
+}
+Q = "What causes gout, and how is asthma treated?"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for name, text in DOCS.items():
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.fixture
+def services(tmp_path, corpus, minilm):
+    s = Services(Settings(home=tmp_path / "home", allowed_roots=[corpus], embedding_model=minilm,
+                          default_model=f"bi-encoder:{minilm}"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def app(services):
+    return create_app(services=services)
+
+
+async def test_ingest_then_search_with_provenance(app, corpus):
+    progress = []
+
+    async def on_progress(done, total, message):
+        progress.append((done, total))
+
+    async with Client(app, progress_handler=on_progress) as client:
+        tools = {t.name for t in await client.list_tools()}
+        assert {"search", "ingest_documents", "list_collections"} <= tools
+        rep = (await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})).structured_content
+        assert rep["documents"] == 3 and rep["added"] == 3 and rep["collection_count"] == 3
+        again = (await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})).structured_content
+        assert again["unchanged"] == 3 and again["chunks_written"] == 0
+
+        listed = (await client.call_tool("list_collections", {})).structured_content
+        assert listed["collections"] == [{"name": "notes", "count": 3}]
+        resource = await client.read_resource("adaptrank://collections")
+        assert json.loads(resource[0].text)["collections"][0]["name"] == "notes"
+
+        res = (await client.call_tool("search", {"question": Q, "collection": "notes", "top_n": 2, "k": 1})).structured_content
+    assert progress and progress[-1] == (3, 3)
+    assert res["decomposition"] == "rule"  # this server has no LLM: rules split the question
+    assert res["queries"] == [Q, "What causes gout?", "How is asthma treated?"]
+    top = {r["metadata"]["doc_id"]: r for r in res["results"]}
+    assert set(top) == {"gout.md", "asthma.md"}
+    assert {f["query"] for f in top["asthma.md"]["found_by"]} >= {"How is asthma treated?"}
+    assert [s["name"] for s in res["trace"]["stages"]] == ["decompose", "retrieve", "merge", "rerank"]
+    assert res["model"].startswith("bi-encoder:")
+
+
+async def test_caller_sub_questions_and_no_decomposition(app, corpus):
+    async with Client(app) as client:
+        await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})
+        res = (await client.call_tool("search", {"question": Q, "collection": "notes", "k": 1,
+                                                 "sub_questions": ["Which city is the capital of France?"]})).structured_content
+        assert res["decomposition"] == "caller" and res["queries"][1] == "Which city is the capital of France?"
+        assert "paris.txt" in {r["metadata"]["doc_id"] for r in res["results"]}
+        off = (await client.call_tool("search", {"question": Q, "collection": "notes", "decompose": False})).structured_content
+        assert off["queries"] == [Q] and off["decomposition"] == "off"
+
+
+async def test_search_uses_the_services_llm_when_there_is_one(tmp_path, corpus, minilm):
+    class WithLLM(Services):
+        @property
+        def llm(self):
+            return ScriptedLLM(lambda p: '{"sub_questions": ["What is the cause of gout?", "Asthma treatment?"]}')
+
+    services = WithLLM(Settings(home=tmp_path / "home2", allowed_roots=[corpus], embedding_model=minilm,
+                                default_model=f"bi-encoder:{minilm}"))
+    try:
+        async with Client(create_app(services=services)) as client:
+            await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})
+            res = (await client.call_tool("search", {"question": Q, "collection": "notes"})).structured_content
+        assert res["decomposition"] == "llm" and res["queries"][1:] == ["What is the cause of gout?", "Asthma treatment?"]
+    finally:
+        services.close()
+
+
+async def test_errors_reach_the_caller(app, corpus, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "a.txt").write_text("secret")
+    async with Client(app) as client:
+        with pytest.raises(ToolError, match="path: .*outside the allowed roots"):
+            await client.call_tool("ingest_documents", {"path": str(outside), "collection": "notes"})
+        with pytest.raises(ToolError, match="path: .*does not exist"):
+            await client.call_tool("ingest_documents", {"path": str(corpus / "nope"), "collection": "notes"})
+        with pytest.raises(ToolError, match="collection: no collection 'nope'"):
+            await client.call_tool("search", {"question": Q, "collection": "nope"})
+        with pytest.raises(ToolError, match="collection"):
+            await client.call_tool("search", {"question": Q, "collection": "../x"})
+        with pytest.raises(ToolError, match="top_n"):
+            await client.call_tool("search", {"question": Q, "collection": "notes", "top_n": 0})
+        await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})
+        ok = await client.call_tool("search", {"question": "gout?", "collection": "notes"})  # still serving
+        assert ok.structured_content["results"]
