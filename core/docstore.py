@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from adaptrank.core.errors import InputError, NotFoundError
+from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError
 from adaptrank.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # chromadb is imported on first use, so importing this module stays cheap
@@ -32,6 +32,10 @@ COLLECTION_RE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,510})[a-zA-Z0-9]$")
 ProgressCallback = Callable[[int, int], Any]  # (done, total)
 
 Metadata = dict[str, str | int | float | bool]
+
+
+class StoreUnavailableError(AdaptRankError, ConnectionError):
+    """The configured Chroma server does not answer."""
 
 
 @dataclass
@@ -113,7 +117,7 @@ class DocStore:
                 client = chromadb.HttpClient(host=parsed.hostname, port=parsed.port or (443 if ssl else 8000), ssl=ssl)
                 client.heartbeat()
             except Exception as exc:  # noqa: BLE001 - any transport error means "not reachable"
-                raise ConnectionError(
+                raise StoreUnavailableError(
                     f"chroma_url: no Chroma server answers at {url} ({type(exc).__name__}: {exc}). "
                     "Start one with `chroma run --path DIR --host 127.0.0.1 --port N`, or unset ADAPTRANK_CHROMA_URL."
                 ) from None

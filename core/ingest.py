@@ -36,6 +36,7 @@ from adaptrank.core.errors import InputError
 Format = Literal["auto", "folder", "jsonl", "beir"]
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 CHUNK_SEP = "#"
+INGEST_VERSION = "2"  # part of every content hash: bump when chunk texts would come out differently
 
 
 @dataclass
@@ -215,8 +216,9 @@ def ingest(
     """Read ``path`` and upsert its chunks into ``collection`` (created if missing).
 
     ``chunk_tokens`` counts the embedding model's tokens and is capped at what it reads.
-    ``prefix_title``: stored (and embedded, and reranked) chunk text is ``"<title>. <chunk>"``,
-    so a chunk out of context still names its subject.
+    ``prefix_title``: stored (and embedded, and reranked) chunk text is ``"<title>. <chunk>"``
+    (unless the chunk already names the title near its start), so a chunk out of context still
+    names its subject.
     """
     t0 = time.perf_counter()
     path = Path(path)
@@ -238,7 +240,7 @@ def ingest(
 
     store.collection(collection, create=True)
     existing = _existing(store, collection)
-    params = f"{ef.model}|{max_tokens}|{overlap}|{prefix_title}"
+    params = f"{INGEST_VERSION}|{ef.model}|{max_tokens}|{overlap}|{prefix_title}"
 
     todo: list[tuple[SourceDocument, str]] = []
     for doc in docs:
@@ -264,7 +266,7 @@ def ingest(
             new_ids = [chunk_id(doc.id, c.index) for c in chunks]
             for c, cid in zip(chunks, new_ids, strict=True):
                 ids.append(cid)
-                texts.append(f"{doc.title}. {c.text}" if prefix_title and doc.title else c.text)
+                texts.append(_with_title(c.text, doc.title) if prefix_title else c.text)
                 metas.append(
                     {
                         **clean_metadata(doc.metadata),
@@ -298,6 +300,13 @@ def ingest(
     report.collection_count = store.count(collection)
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
+
+
+def _with_title(text: str, title: str) -> str:
+    """``"<title>. <text>"`` unless the chunk already names its title near its start."""
+    if not title or title.lower() in text[: len(title) + 120].lower():
+        return text
+    return f"{title}. {text}"
 
 
 def _existing(store: DocStore, collection: str) -> dict[str, dict[str, Any]]:

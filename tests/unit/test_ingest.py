@@ -50,7 +50,10 @@ def test_folder_ingest_chunks_with_stable_ids_and_metadata(store, folder):
     for _, _, text, meta in gout:
         assert meta["title"] == "Gout" and meta["n_chunks"] == len(gout)
         assert meta["source"] == str((folder / "gout.md").resolve())
-        assert text == "Gout. " + source_text[meta["char_start"] : meta["char_end"]]
+        body = source_text[meta["char_start"] : meta["char_end"]]
+        # the title is prefixed unless the chunk names it near its start
+        assert text == (body if "gout" in body[:124].lower() else "Gout. " + body)
+    assert gout[0][2].startswith("# Gout")
     assert docs["sub/asthma.txt"][0][3]["title"] == "asthma"
     assert rep.collection_count == store.count("notes") == sum(len(v) for v in docs.values())
 
@@ -81,7 +84,7 @@ def test_reingest_updates_instead_of_duplicating(store, folder):
 def test_jsonl_with_configurable_fields(store, tmp_path):
     path = tmp_path / "docs.jsonl"
     rows = [
-        {"key": "a", "body": "Colchicine treats gout flares.", "heading": "Gout", "meta": {"lang": "en"}, "year": 2020},
+        {"key": "a", "body": "Colchicine helps during flares.", "heading": "Gout", "meta": {"lang": "en"}, "year": 2020},
         {"key": "b", "body": "Inhalers treat asthma.", "meta": {"lang": "en"}},
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
@@ -92,7 +95,7 @@ def test_jsonl_with_configurable_fields(store, tmp_path):
     assert (rep.format, rep.documents) == ("jsonl", 2)
     docs = by_doc(store, "j-docs")
     a = docs["a"][0]
-    assert a[1] == "a#0" and a[2] == "Gout. Colchicine treats gout flares."
+    assert a[1] == "a#0" and a[2] == "Gout. Colchicine helps during flares."
     assert a[3]["lang"] == "en" and a[3]["year"] == 2020 and a[3]["title"] == "Gout"
     assert docs["b"][0][2] == "Inhalers treat asthma."  # no title, no prefix
 
@@ -103,14 +106,15 @@ def test_beir_keeps_titles(store, tmp_path):
     rows = [
         {"_id": "d1", "title": "Gout", "text": "Gout is caused by uric acid."},
         {"_id": "d1", "title": "Gout", "text": "A repeated id keeps both copies."},
-        {"_id": "d2", "title": "Asthma", "text": "Asthma is treated with inhalers."},
+        {"_id": "d2", "title": "Asthma", "text": "Inhalers help."},
     ]
     (folder / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     rep = ingest(store, folder, "beir", progress=False)
     assert (rep.format, rep.documents) == ("beir", 3)
     docs = by_doc(store, "beir")
     assert set(docs) == {"d1", "d1#2", "d2"}
-    assert docs["d2"][0][2] == "Asthma. Asthma is treated with inhalers."
+    assert docs["d2"][0][2] == "Asthma. Inhalers help."  # title prefixed
+    assert docs["d1"][0][2] == "Gout is caused by uric acid."  # the chunk names its title already
 
 
 def test_bad_sources_are_clear_errors(store, tmp_path):
