@@ -202,6 +202,7 @@ class JobManager:
             from adaptrank.core.settings import get_settings
 
             settings = get_settings()
+        self.settings = settings
         self.db_path = Path(db_path or settings.jobs_db)  # type: ignore[union-attr]
         self.checkpoints_dir = Path(checkpoints_dir or self.db_path.parent / "jobs")
         self.keep_checkpoints = keep_checkpoints
@@ -211,6 +212,7 @@ class JobManager:
         self._kinds: dict[str, JobFn | str] = dict(JOB_KINDS)
         self._listeners: dict[str, list[Callable[[JobInfo], None]]] = {}
         self._handles: dict[str, JobHandle] = {}
+        self._fns: dict[str, JobFn] = {}  # per-job function overrides (submit(fn=...))
         self._done_events: dict[str, threading.Event] = {}
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="adaptrank-job")
         with self._db() as db:
@@ -232,9 +234,15 @@ class JobManager:
         return target
 
     # -- public API ----------------------------------------------------------------------------
-    def submit(self, kind: str, params: dict[str, Any] | None = None) -> JobInfo:
-        """Queue a job and return at once (state ``queued``)."""
-        self._resolve(kind)  # fail now on an unknown kind, not in the worker
+    def submit(self, kind: str, params: dict[str, Any] | None = None, *, fn: JobFn | None = None) -> JobInfo:
+        """Queue a job and return at once (state ``queued``).
+
+        ``fn`` runs this one job instead of the kind's registered function (e.g. with objects that
+        cannot be stored, like an MCP session for sampling); after a restart, ``resume`` uses the
+        kind's function.
+        """
+        if fn is None:
+            self._resolve(kind)  # fail now on an unknown kind, not in the worker
         params = dict(params or {})
         json.dumps(params)  # parameters must be JSON-able to be resumable
         now = time.time()
@@ -244,15 +252,20 @@ class JobManager:
                 "INSERT INTO jobs (id, kind, state, params, created, updated, owner) VALUES (?,?,?,?,?,?,?)",
                 (job_id, kind, JobState.queued.value, json.dumps(params), now, now, self.owner),
             )
+        if fn is not None:
+            self._fns[job_id] = fn
         self._start(job_id, resumed=False)
         return self.get(job_id)
 
-    def resume(self, job_id: str) -> JobInfo:
+    def resume(self, job_id: str, *, fn: JobFn | None = None) -> JobInfo:
         """Run an interrupted, failed or cancelled job again from its checkpoint."""
         info = self.get(job_id)
         if info.state not in RESUMABLE:
             raise InputError("job_id", f"job {job_id} is {info.state.value}; only {sorted(s.value for s in RESUMABLE)} jobs resume")
-        self._resolve(info.kind)
+        if fn is not None:
+            self._fns[job_id] = fn
+        elif job_id not in self._fns:
+            self._resolve(info.kind)
         with self._db() as db:
             db.execute(
                 "UPDATE jobs SET state=?, error=NULL, traceback=NULL, finished=NULL, cancel_requested=0, "
@@ -353,7 +366,7 @@ class JobManager:
             self._update(job_id, state=JobState.running.value, started=now, attempts=info.attempts + 1, owner=self.owner)
             self._notify(job_id, None)
             try:
-                result = self._resolve(info.kind)(handle)
+                result = (self._fns.get(job_id) or self._resolve(info.kind))(handle)
                 if result is not None:
                     json.dumps(result, default=str)
                 state, error, tb = JobState.succeeded, None, None
@@ -380,6 +393,7 @@ class JobManager:
             log.exception("job runner for %s crashed", job_id)
         finally:
             self._handles.pop(job_id, None)
+            self._fns.pop(job_id, None)
             self._finish_notify(job_id)
 
     def _finish_notify(self, job_id: str) -> None:

@@ -1,0 +1,374 @@
+"""The generation pipeline: corpus -> queries -> mined candidates -> judged labels -> dataset.
+
+``generate_dataset(params, settings)`` runs it in the foreground; ``run_job(handle)`` is the
+``generate`` job kind of ``server.jobs`` (the MCP tool and ``adaptrank generate`` both go through
+a job, so both are resumable and report the same progress).
+
+Work is done in batches of documents (one batched LLM call for the batch's queries, one for its
+judgements). After each batch the finished documents' groups are appended to
+``<checkpoint>/done.jsonl``; a resumed job reads it back and continues with the first unfinished
+document — finished documents are never redone. Per-document work depends only on the
+document (greedy decoding, a fixed order), so a resumed run writes the same dataset as an
+uninterrupted one.
+
+Nothing fails silently: a source with no documents, an unknown collection, a path outside the
+allowed roots or an LLM that is down raise a clear error; a reply that cannot be used is skipped
+and counted in the card (``skipped``), and a run that ends with zero groups is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from adaptrank.core.errors import AdaptRankError, InputError
+from adaptrank.core.llm.base import LLM
+from adaptrank.core.prompts import JUDGE_RELEVANCE, QUERYGEN_TYPED, TYPE_SETS, get_template
+from adaptrank.core.settings import Settings
+from adaptrank.training.corpus import Corpus, load_corpus, sample_documents
+from adaptrank.training.dataset import DatasetRef, DatasetStore, Group
+from adaptrank.training.labeling import label_candidates
+from adaptrank.training.mining import CandidateMiner
+from adaptrank.training.querygen import generate_queries
+
+ProgressFn = Callable[[float, float | None, str | None], Any]
+
+
+class GenerationCancelled(AdaptRankError):
+    """Raised between batches when the caller cancels; the checkpoint keeps finished work."""
+
+
+class GenerateParams(BaseModel):
+    """Everything a generation run depends on (stored with the job and in the card)."""
+
+    source: Literal["chroma", "beir", "folder"] = Field(description="where the documents come from")
+    collection: str | None = Field(None, description="Chroma collection (source='chroma')")
+    path: str | None = Field(None, description="BEIR folder / corpus.jsonl, or a folder of .txt/.md")
+    output_name: str = Field(description="dataset name under ADAPTRANK_HOME/datasets")
+    max_documents: int = Field(200, ge=1, le=1_000_000, description="documents sampled from the source")
+    queries_per_document: int = Field(2, ge=1, le=20)
+    negatives: int = Field(7, ge=0, le=100, description="hard negatives per group")
+    mining_depth: int = Field(30, ge=1, le=1000, description="candidates mined per query")
+    judge: bool = Field(True, description="LLM-judge the mined candidates (off: top mined are negatives)")
+    judge_depth: int | None = Field(None, ge=0, le=1000, description="candidates judged per query (default negatives+3)")
+    judge_threshold: float | None = Field(None, ge=0.0, le=1.0, description="p(yes) cut-off instead of the label")
+    llm_backend: str | None = None
+    llm_model: str | None = None
+    judge_backend: str | None = Field(None, description="default: the same LLM as generation")
+    judge_model: str | None = None
+    template: str = QUERYGEN_TYPED.name
+    question_types: str = Field("general", description=f"one of {sorted(TYPE_SETS)}")
+    dense: Literal["auto", "on", "off"] = "auto"
+    chunk_tokens: int | None = Field(None, ge=16, le=8192, description="default: the reranker's passage budget")
+    batch_documents: int = Field(16, ge=1, le=1024, description="documents per LLM batch (and checkpoint)")
+    dev_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerateParams:
+        from adaptrank.core.modelstore import validate_name
+
+        validate_name(self.output_name, "output_name")
+        if self.source == "chroma" and not self.collection:
+            raise InputError("collection", "is required when source is 'chroma'")
+        if self.source in ("beir", "folder") and not self.path:
+            raise InputError("path", f"is required when source is {self.source!r}")
+        if self.question_types not in TYPE_SETS:
+            raise InputError("question_types", f"{self.question_types!r} is not one of {sorted(TYPE_SETS)}")
+        get_template(self.template)
+        return self
+
+    def fingerprint(self) -> str:
+        """What must match for a checkpoint to be reused."""
+        data = self.model_dump(exclude={"batch_documents"})
+        return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -- checkpoint -----------------------------------------------------------------------------------
+class Checkpoint:
+    """``done.jsonl``: one line per finished document (its groups and counters)."""
+
+    def __init__(self, folder: Path | None, fingerprint: str) -> None:
+        self.folder = Path(folder) if folder else None
+        self.done: dict[str, dict[str, Any]] = {}
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = self.folder / "state.json"
+        if state.is_file() and json.loads(state.read_text()).get("fingerprint") != fingerprint:
+            # Different parameters: the old work does not apply.
+            (self.folder / "done.jsonl").unlink(missing_ok=True)
+        state.write_text(json.dumps({"fingerprint": fingerprint}))
+        path = self.folder / "done.jsonl"
+        if path.is_file():
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        break  # a torn last line from a crash: that document is redone
+                    self.done[row["doc_id"]] = row
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self.done[row["doc_id"]] = row
+        if self.folder is None:
+            return
+        with open(self.folder / "done.jsonl", "a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+# -- the pipeline -----------------------------------------------------------------------------------
+def _llms(params: GenerateParams, settings: Settings, llm: LLM | None, judge_llm: LLM | None) -> tuple[LLM, LLM | None]:
+    from adaptrank.core.llm.factory import get_llm
+
+    if llm is None:
+        llm = get_llm(settings, params.llm_backend, params.llm_model)
+    if not params.judge:
+        return llm, None
+    if judge_llm is None:
+        same = (params.judge_backend in (None, params.llm_backend)) and (params.judge_model in (None, params.llm_model))
+        judge_llm = llm if same else get_llm(settings, params.judge_backend or params.llm_backend, params.judge_model)
+    return llm, judge_llm
+
+
+def generate_dataset(
+    params: GenerateParams | dict[str, Any],
+    settings: Settings,
+    *,
+    llm: LLM | None = None,
+    judge_llm: LLM | None = None,
+    progress: ProgressFn | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    checkpoint_dir: Path | None = None,
+    docstore: Any = None,
+    restrict_paths: bool = True,
+) -> DatasetRef:
+    """Run the pipeline and write a new dataset version; returns its reference."""
+    params = params if isinstance(params, GenerateParams) else GenerateParams.model_validate(params)
+    t_start = time.perf_counter()
+    seconds: Counter = Counter()
+
+    def report(done: float, total: float | None, message: str) -> None:
+        if progress is not None:
+            progress(done, total, message)
+
+    report(0, None, "reading the corpus")
+    t0 = time.perf_counter()
+    corpus: Corpus = load_corpus(
+        settings,
+        params.source,
+        collection=params.collection,
+        path=params.path,
+        restrict_paths=restrict_paths,
+        chunk_tokens=params.chunk_tokens,
+        docstore=docstore,
+    )
+    doc_ids = sample_documents(corpus, params.max_documents, params.seed)
+    seconds["corpus"] += time.perf_counter() - t0
+
+    ckpt = Checkpoint(checkpoint_dir, params.fingerprint())
+    todo = [d for d in doc_ids if d not in ckpt.done]
+    total = len(doc_ids)
+    report(total - len(todo), total, f"{total - len(todo)} of {total} documents done (resumed)" if ckpt.done else "indexing candidates")
+
+    gen_llm, judge = _llms(params, settings, llm, judge_llm)
+    retries_before = gen_llm.stats.retries + (judge.stats.retries if judge is not None and judge is not gen_llm else 0)
+
+    if todo:
+        t0 = time.perf_counter()
+        miner = CandidateMiner(
+            corpus, settings, depth=params.mining_depth, dense=params.dense, docstore=docstore, cache_dir=checkpoint_dir
+        )
+        seconds["index"] += time.perf_counter() - t0
+        mining_info = miner.describe()
+    else:
+        mining_info = {}
+
+    seen_queries: set[str] = {q for row in ckpt.done.values() for q in row.get("normalized", [])}
+    position = {d: i for i, d in enumerate(doc_ids)}
+    for lo in range(0, len(todo), params.batch_documents):
+        if cancelled is not None and cancelled():
+            raise GenerationCancelled(f"cancelled after {total - len(todo) + lo} of {total} documents")
+        batch = todo[lo : lo + params.batch_documents]
+        rows = _process_batch(
+            batch, corpus, params, gen_llm, judge, miner, seen_queries, [position[d] for d in batch]
+        )
+        ckpt.add(rows)
+        done = total - len(todo) + lo + len(batch)
+        report(done, total, f"{done} of {total} documents")
+
+    # -- assemble (in sample order, whatever order batches ran in) -----------------------------
+    groups: list[Group] = []
+    counts: Counter = Counter()
+    for d in doc_ids:
+        row = ckpt.done[d]
+        groups.extend(Group.model_validate(g) for g in row["groups"])
+        counts.update(row["counts"])
+        seconds.update(row.get("seconds", {}))
+    skipped = {k: v for k, v in counts.items() if k not in ("prompts", "kept", "judged", "judged_relevant", "groups", "unjudged_negatives")}
+    if not groups:
+        raise AdaptRankError(
+            f"no training groups from {total} documents of {corpus.location}: queries kept {counts.get('kept', 0)}, "
+            f"skipped {dict(skipped)}. Check the LLM ({gen_llm.name}) and the source."
+        )
+    seconds["total"] = time.perf_counter() - t_start
+    judged = counts.get("judged", 0)
+    card = {
+        "source": {**corpus.describe(), "sampled_documents": total},
+        "llm": gen_llm.name,
+        "judge": judge.name if judge is not None else None,
+        "prompt_versions": {
+            "querygen": get_template(params.template).id,
+            **({"judge": JUDGE_RELEVANCE.id} if judge is not None else {}),
+        },
+        "parameters": params.model_dump(),
+        "counts": {
+            "documents_sampled": total,
+            "query_prompts": counts.get("prompts", 0),
+            "queries_kept": counts.get("kept", 0),
+        },
+        "label_stats": {
+            "judged_pairs": judged,
+            "judged_relevant": counts.get("judged_relevant", 0),
+            "judged_relevant_rate": round(counts.get("judged_relevant", 0) / judged, 4) if judged else None,
+            "unjudged_negatives": counts.get("unjudged_negatives", 0),
+        },
+        "skipped": skipped,
+        "retried": gen_llm.stats.retries + (judge.stats.retries if judge is not None and judge is not gen_llm else 0) - retries_before,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "extra": {"mining": mining_info, "llm_stats": gen_llm.stats.as_dict()},
+    }
+    report(total, total, "writing the dataset")
+    return DatasetStore(settings).write(params.output_name, groups, card, dev_fraction=params.dev_fraction, seed=params.seed)
+
+
+def _process_batch(
+    batch: list[str],
+    corpus: Corpus,
+    params: GenerateParams,
+    llm: LLM,
+    judge: LLM | None,
+    miner: CandidateMiner,
+    seen: set[str],
+    offsets: list[int],
+) -> list[dict[str, Any]]:
+    """Generate, mine and label one batch of documents; one checkpoint row per document."""
+    t0 = time.perf_counter()
+    docs = [corpus.by_doc[d] for d in batch]
+    # Per-document dedupe state must not depend on the batch: check across-run duplicates
+    # against the queries of documents *before* this one only (``seen`` grows in doc order).
+    queries, qcounts = generate_queries(
+        llm,
+        docs,
+        params.queries_per_document,
+        template=params.template,
+        type_set=params.question_types,
+        seen=seen,
+        doc_offsets=offsets,
+    )
+    t_gen = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    candidates = miner.mine([q.query for q in queries], [q.doc_id for q in queries])
+    t_mine = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    labeled, lcounts = label_candidates(
+        judge,
+        [q.query for q in queries],
+        candidates,
+        negatives=params.negatives,
+        judge_depth=params.judge_depth,
+        threshold=params.judge_threshold,
+    )
+    t_label = time.perf_counter() - t0
+
+    by_id = {p.id: p for ps in docs for p in ps}
+    rows: dict[str, dict[str, Any]] = {
+        d: {"doc_id": d, "groups": [], "normalized": [], "counts": Counter()} for d in batch
+    }
+    # Batch-level counters are attributed to the batch's first document (sums stay exact).
+    rows[batch[0]]["counts"].update(qcounts)
+    rows[batch[0]]["counts"].update(lcounts)
+    rows[batch[0]]["seconds"] = {"querygen": t_gen, "mining": t_mine, "labeling": t_label}
+    from adaptrank.training.querygen import normalize
+
+    for q, cands, lab in zip(queries, candidates, labeled, strict=True):
+        row = rows[q.doc_id]
+        row["normalized"].append(normalize(q.query))
+        if params.negatives > 0 and not lab.negatives:
+            row["counts"]["no_negatives"] += 1
+            continue
+        group = Group(
+            query=q.query,
+            positive=by_id[q.passage_id].text,
+            negatives=[c.text for c in lab.negatives],
+            negative_ids=[c.id for c in lab.negatives],
+            negative_scores=lab.negative_scores if judge is not None else [],
+            extra_positives=[c.text for c in lab.extra_positives],
+            doc_id=q.doc_id,
+            query_type=q.query_type,
+            meta={
+                "passage_id": q.passage_id,
+                "template": q.template,
+                "extra_positive_ids": [c.id for c in lab.extra_positives],
+                "mined": len(cands),
+                "judged": lab.judged,
+            },
+        )
+        row["groups"].append(group.model_dump())
+        row["counts"]["groups"] += 1
+    for d in batch:
+        if not rows[d]["groups"]:
+            rows[d]["counts"]["documents_without_groups"] += 1
+        rows[d]["counts"] = dict(rows[d]["counts"])
+    return [rows[d] for d in batch]
+
+
+def run_job(handle: Any, *, llm: LLM | None = None, judge_llm: LLM | None = None, docstore: Any = None) -> dict[str, Any]:
+    """The ``generate`` job kind (``server.jobs``): parameters from ``handle.params``.
+
+    ``handle.params["_restrict_paths"]`` (set by the MCP tool) keeps paths inside the allowed
+    roots; the CLI omits it.
+    """
+    from adaptrank.core.settings import get_settings
+
+    settings = getattr(handle.manager, "settings", None) or get_settings()
+    raw = dict(handle.params)
+    restrict = bool(raw.pop("_restrict_paths", True))
+    params = GenerateParams.model_validate(raw)
+    try:
+        ref = generate_dataset(
+            params,
+            settings,
+            llm=llm,
+            judge_llm=judge_llm,
+            progress=handle.progress,
+            cancelled=lambda: handle.cancelled,
+            checkpoint_dir=handle.checkpoint_dir,
+            docstore=docstore,
+            restrict_paths=restrict,
+        )
+    except GenerationCancelled:
+        handle.check_cancelled()  # raises JobCancelled
+        raise
+    return {
+        "dataset": ref.name,
+        "version": ref.version,
+        "path": str(ref.path),
+        "counts": ref.card.counts,
+        "skipped": ref.card.skipped,
+        "seconds": ref.card.seconds,
+    }

@@ -1,0 +1,214 @@
+"""Query generation: k search questions per document from named templates, batched, cleaned.
+
+For each document, ``k`` queries are spread over its passages (first passages first); each gets a
+*question type* chosen to suit the passage (``core.prompts.pick_question_types``: types whose cue
+words occur in the passage first, then the set's defaults), so one document yields different
+questions instead of k paraphrases. Prompts for a whole batch of documents go to the LLM in ONE
+``generate`` call, which the backend batches.
+
+Cleaning (:func:`clean_query`) turns small-model output into a query or a reason to drop it:
+chatter (``Sure! Here is a question: ...``, ``A patient might ask, "..."``), numbering, quotes
+and labels are stripped and only the first question kept; then length bounds, no "the passage"
+references, no copying the passage (word-trigram overlap), and deduplication within the document
+(near-duplicates too) and across the run (exact, after normalization). Every drop is counted by
+reason for the dataset card.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from adaptrank.core.errors import InputError
+from adaptrank.core.llm.base import LLM
+from adaptrank.core.llm.constraints import parse_json
+from adaptrank.core.prompts import (
+    QUERYGEN_LIST,
+    QUERYGEN_TYPED,
+    TYPE_SETS,
+    get_template,
+    pick_question_types,
+    querygen_list_prompt,
+    querygen_typed_prompt,
+)
+from adaptrank.training.corpus import Passage
+
+TEMPLATES = (QUERYGEN_TYPED.name, QUERYGEN_LIST.name)
+
+
+@dataclass
+class GeneratedQuery:
+    query: str
+    passage_id: str
+    doc_id: str
+    query_type: str | None
+    template: str
+
+
+@dataclass
+class CleanLimits:
+    min_words: int = 3
+    max_words: int = 40
+    max_chars: int = 300
+    max_copy_overlap: float = 0.75  # share of the query's word trigrams found in the passage
+    near_duplicate: float = 0.85  # word-set Jaccard within one document
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+_QUOTED = re.compile(r"[\"“”']([^\"“”]{8,}\?)[\"“”']")
+_LABEL = re.compile(r"^\s*(?:\d+\s*[.)\-:]|[-*•]|(?:question|query|q)\s*\d*\s*[:.)\-])\s*", re.I)
+_CHATTER = re.compile(r"^(?:sure|here|okay|ok|certainly|of course|a (?:user|patient|person|reader)[^:]{0,40})\b[^:]{0,60}:\s*", re.I)
+_PASSAGE_REF = re.compile(r"\b(?:the|this|that|above|given)\s+(?:passage|text|article|paragraph|excerpt)\b", re.I)
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def normalize(text: str) -> str:
+    return " ".join(words(text))
+
+
+def _trigrams(tokens: list[str]) -> set[tuple[str, ...]]:
+    return {tuple(tokens[i : i + 3]) for i in range(len(tokens) - 2)}
+
+
+def strip_chatter(text: str) -> str:
+    """The bare query inside typical small-model wrapping."""
+    text = (text or "").strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    line = lines[0]
+    if len(lines) > 1 and not re.search(r"[a-z]", _CHATTER.sub("", line), re.I):
+        line = lines[1]  # "Here is a question:" on its own line
+    quoted = _QUOTED.search(line)
+    if quoted:
+        line = quoted.group(1)
+    line = _CHATTER.sub("", line)
+    line = _LABEL.sub("", line)
+    line = line.strip().strip("\"'`“”*_ ").strip()
+    if "?" in line:
+        line = line[: line.index("?") + 1]
+    return re.sub(r"\s+", " ", line).strip()
+
+
+def clean_query(text: str, passage: str, limits: CleanLimits | None = None) -> tuple[str | None, str | None]:
+    """``(query, None)`` or ``(None, reason)``; reasons: empty, too_short, too_long,
+    refers_to_passage, copies_passage."""
+    limits = limits or CleanLimits()
+    query = strip_chatter(text)
+    tokens = words(query)
+    if not tokens:
+        return None, "empty"
+    if len(tokens) < limits.min_words:
+        return None, "too_short"
+    if len(tokens) > limits.max_words or len(query) > limits.max_chars:
+        return None, "too_long"
+    if _PASSAGE_REF.search(query):
+        return None, "refers_to_passage"
+    grams = _trigrams(tokens)
+    if len(grams) >= 3:
+        shared = len(grams & _trigrams(words(passage))) / len(grams)
+        if shared >= limits.max_copy_overlap:
+            return None, "copies_passage"
+    return query, None
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / max(1, len(a | b))
+
+
+def plan_queries(
+    passages: Sequence[Passage], k: int, type_set: str = "general", offset: int = 0
+) -> list[tuple[Passage, str]]:
+    """``k`` (passage, question type) pairs for one document's passages."""
+    if not passages:
+        return []
+    per_passage: dict[int, int] = Counter(i % len(passages) for i in range(k))
+    plan = []
+    for i, n in sorted(per_passage.items()):
+        for qtype in pick_question_types(passages[i].text, n, type_set, offset=offset + i):
+            plan.append((passages[i], qtype))
+    return plan
+
+
+def generate_queries(
+    llm: LLM,
+    documents: Sequence[Sequence[Passage]],
+    k: int,
+    *,
+    template: str = QUERYGEN_TYPED.name,
+    type_set: str = "general",
+    limits: CleanLimits | None = None,
+    seen: set[str] | None = None,
+    doc_offsets: Sequence[int] | None = None,
+    temperature: float = 0.0,
+) -> tuple[list[GeneratedQuery], Counter]:
+    """Queries for a batch of documents (each a list of its passages), in document order.
+
+    ``seen`` (normalized queries already kept this run) is updated in place, so duplicates
+    across batches are dropped too. Returns the queries and a Counter of outcomes (``prompts``,
+    ``kept`` and one key per drop reason, ``invalid_output`` for unparseable JSON replies).
+    """
+    if k < 1:
+        raise InputError("queries_per_document", f"is {k}; it must be at least 1")
+    if type_set not in TYPE_SETS:
+        raise InputError("question_types", f"{type_set!r} is not one of {sorted(TYPE_SETS)}")
+    tpl = get_template(template)
+    if tpl.name not in TEMPLATES:
+        raise InputError("template", f"{template!r} is not a query template (known: {list(TEMPLATES)})")
+    seen = set() if seen is None else seen
+    counts: Counter = Counter()
+    offsets = list(doc_offsets) if doc_offsets is not None else list(range(len(documents)))
+
+    # raw[d] = list of (passage, qtype or None, raw text)
+    raw: list[list[tuple[Passage, str | None, str]]] = [[] for _ in documents]
+    if tpl.name == QUERYGEN_TYPED.name:
+        plans = [plan_queries(ps, k, type_set, off) for ps, off in zip(documents, offsets, strict=True)]
+        flat = [(d, p, t) for d, plan in enumerate(plans) for p, t in plan]
+        prompts = [querygen_typed_prompt(p.text, t) for _, p, t in flat]
+        counts["prompts"] += len(prompts)
+        texts = llm.generate(prompts, temperature=temperature, **tpl.generate_kwargs()) if prompts else []
+        for (d, p, t), text in zip(flat, texts, strict=True):
+            raw[d].append((p, t, text))
+    else:
+        flat_list = []
+        for d, ps in enumerate(documents):
+            share = Counter(i % len(ps) for i in range(k)) if ps else {}
+            for i, n in sorted(share.items()):
+                types = pick_question_types(ps[i].text, max(n, 3), type_set, offset=offsets[d] + i)
+                flat_list.append((d, ps[i], n, types))
+        prompts = [querygen_list_prompt(p.text, n, types) for _, p, n, types in flat_list]
+        counts["prompts"] += len(prompts)
+        texts = (
+            llm.generate(prompts, temperature=temperature, strict=False, **tpl.generate_kwargs()) if prompts else []
+        )
+        for (d, p, n, _), text in zip(flat_list, texts, strict=True):
+            value, error = parse_json(text, tpl.json_schema)
+            if error is not None:
+                counts["invalid_output"] += 1
+                continue
+            for item in value["queries"][:n]:
+                raw[d].append((p, str(item.get("type") or "") or None, item["query"]))
+
+    out: list[GeneratedQuery] = []
+    for d, items in enumerate(raw):
+        kept_words: list[set[str]] = []
+        for passage, qtype, text in items:
+            query, reason = clean_query(text, passage.text, limits)
+            if query is None:
+                counts[reason] += 1
+                continue
+            norm = normalize(query)
+            ws = set(norm.split())
+            if norm in seen or any(_jaccard(ws, other) >= (limits or CleanLimits()).near_duplicate for other in kept_words):
+                counts["duplicate"] += 1
+                continue
+            seen.add(norm)
+            kept_words.append(ws)
+            out.append(GeneratedQuery(query, passage.id, passage.doc_id, qtype, tpl.id))
+            counts["kept"] += 1
+    return out, counts
