@@ -1,9 +1,9 @@
 """Question decomposition: the LLM splits a question into sub-questions; rules step in when it fails.
 
 The LLM gets the ``decompose`` template and its JSON schema. Its answer is accepted only if it
-parses, every item is a question-sized string, and each sub-question is *grounded* (most of its
+parses, every item is a question-sized string, each sub-question is *grounded* (most of its
 content words occur in the original question — a small model that drifts off topic is caught
-here). Anything else falls back to :func:`rule_split`, which cuts at ``;``, at a ``?`` followed by
+here), and together they *cover* the question (a model that drops a half is caught too). Anything else falls back to :func:`rule_split`, which cuts at ``;``, at a ``?`` followed by
 more text, and at ``and``/``but``/``also`` when a new clause starts with a question word
 ("What causes X, and how is Y treated?" -> "What causes X?", "How is Y treated?").
 """
@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from adaptrank.agents.prompts import DECOMPOSE, render_decompose
+from adaptrank.agents.prompts import DECOMPOSE, decompose_schema, render_decompose
 from adaptrank.core.llm.base import LLM, LLMError
 
 Method = Literal["llm", "rule", "caller", "off"]
@@ -27,6 +27,7 @@ QUESTION_WORDS = (
 _CLAUSE = re.compile(rf",?\s+(?:and|but|also|plus|as well as)\s+(?=(?:{QUESTION_WORDS})\b)", re.IGNORECASE)
 _QMARK = re.compile(r"\?\s+(?=\S)")
 _WORD = re.compile(r"[a-z0-9]+")
+MIN_COVERAGE = 0.6  # share of the question's content words the sub-questions must repeat, together
 STOPWORDS = frozenset(
     "the a an of and or to in on for with by at from is are was were be been being it its this that these those "
     "what how why when where which who whom whose do does did can could should would will has have had "
@@ -123,7 +124,13 @@ def parse_subquestions(text: str, question: str, max_subquestions: int, max_char
             raise ValueError(f"sub-question {sub[:60]!r} is not grounded in the question")
         if _norm(sub) not in {_norm(s) for s in out}:
             out.append(sub)
-    return out[:max_subquestions]
+    out = out[:max_subquestions]
+    if original:
+        covered = set().union(*(_content(s) for s in out))
+        share = len(original & covered) / len(original)
+        if share < MIN_COVERAGE:
+            raise ValueError(f"the sub-questions cover {share:.0%} of the question's content words (< {MIN_COVERAGE:.0%})")
+    return out
 
 
 def decompose(question: str, llm: LLM | None, max_subquestions: int = 4, max_new_tokens: int = 160) -> Decomposition:
@@ -136,6 +143,22 @@ def decompose(question: str, llm: LLM | None, max_subquestions: int = 4, max_new
     except LLMError as exc:
         return _fallback(question, max_subquestions, None, f"LLM failed: {exc}")
     return _accept(question, raw, max_subquestions)
+
+
+def decompose_many(
+    questions: list[str], llm: LLM | None, max_subquestions: int = 4, max_new_tokens: int = 160
+) -> list[Decomposition]:
+    """:func:`decompose` for many questions in ONE batched ``generate`` call (the LLM protocol is
+    batch-first: a batch costs about as much as its longest member on the embedded backend)."""
+    if llm is None:
+        return [Decomposition(q, rule_split(q, max_subquestions), "rule") for q in questions]
+    prompts = [render_decompose(q, max_subquestions)[0] for q in questions]
+    try:
+        raws = llm.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0,
+                            json_schema=decompose_schema(max_subquestions))
+    except LLMError as exc:
+        return [_fallback(q, max_subquestions, None, f"LLM failed: {exc}") for q in questions]
+    return [_accept(q, raw, max_subquestions) for q, raw in zip(questions, raws, strict=True)]
 
 
 async def adecompose(
