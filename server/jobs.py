@@ -379,8 +379,12 @@ class JobManager:
                     state, result, tb = JobState.failed, None, traceback.format_exc()
                     error = str(exc) if isinstance(exc, AdaptRankError) else f"{type(exc).__name__}: {exc}"
                     log.error("job %s (%s) failed: %s", job_id, info.kind, error)
+            last = handle._progress  # the newest report, which the throttle may have held back
             self._update(
                 job_id,
+                done=last.done,
+                total=last.total,
+                message=last.message,
                 state=state.value,
                 result=json.dumps(result, default=str) if result is not None else None,
                 error=error,

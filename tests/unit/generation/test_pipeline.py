@@ -1,0 +1,161 @@
+"""The generation pipeline end to end with a scripted LLM: dataset contents, card, batching,
+judge on/off, Chroma source, bad input, and a resumed job equal to an uninterrupted one."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError
+from adaptrank.core.llm import LLMError, ScriptedLLM
+from adaptrank.server.jobs import JobManager, JobState
+from adaptrank.training.dataset import DatasetStore
+from adaptrank.training.generate import GenerateParams, generate_dataset, run_job
+
+
+def _params(corpus_dir, **kw):
+    base = dict(
+        source="folder", path=str(corpus_dir), output_name="toy", max_documents=100, queries_per_document=1,
+        negatives=3, question_types="medical", dense="off", batch_documents=5, dev_fraction=0.25,
+    )
+    return {**base, **kw}
+
+
+def test_pipeline_writes_judged_groups(gen, corpus_dir, settings, tiny_bi_encoder):
+    settings.embedding_model = tiny_bi_encoder  # dense mining on a tiny random encoder: more candidates
+    # A second passage answering "What causes Alder fever?" in other words: a false negative of mining.
+    (corpus_dir / "99-alder-causes.txt").write_text("Alder fever is caused by a gene change plus early infections.")
+    llm = gen.scripted()
+    progress = []
+    ref = generate_dataset(
+        _params(corpus_dir, negatives=4, judge_depth=8, dense="on"), settings, llm=llm, restrict_paths=False,
+        progress=lambda d, t, m: progress.append((d, t)),
+    )
+    groups = DatasetStore(settings).load("toy") + DatasetStore(settings).load("toy", split="dev")
+    # 25 documents, one query each; the new document's query repeats document 00's: dropped
+    assert len(groups) == ref.card.counts["groups"] == 24 and ref.card.skipped == {"duplicate": 1, "documents_without_groups": 1}
+    for g in groups:
+        assert gen.truly_relevant(g.query, g.positive)
+        assert not any(gen.truly_relevant(g.query, n) for n in g.negatives)  # judge removed false negatives
+        assert len(g.negatives) == len(g.negative_ids) == len(g.negative_scores) == 4
+        assert set(g.negative_scores) == {0.2}
+    alder = [g for g in groups if g.query == "What causes Alder fever?"]
+    assert len(alder) == 1 and alder[0].extra_positives  # the other wording became an extra positive
+    card = ref.card
+    assert card.llm == card.judge == "scripted"
+    assert card.prompt_versions == {"querygen": "querygen.typed@1", "judge": "judge.relevance@1"}
+    assert card.counts["documents_sampled"] == 25 and card.counts["queries_kept"] == 24
+    assert card.label_stats["judged_relevant"] >= 1 and card.label_stats["judged_pairs"] > 0
+    assert card.seconds["total"] > 0 and card.parameters["negatives"] == 4
+    # batching: 5 batches of 5 documents, one generation call and one judge call each
+    assert len(llm.calls) == 10 and len(llm.calls[0]["prompts"]) == 5
+    assert progress[-1] == (25, 25)
+    # split by document
+    train_docs = {g.doc_id for g in DatasetStore(settings).load("toy")}
+    dev_docs = {g.doc_id for g in DatasetStore(settings).load("toy", split="dev")}
+    assert train_docs and dev_docs and not train_docs & dev_docs
+
+
+def test_pipeline_without_judge_keeps_mined_negatives(gen, corpus_dir, settings):
+    llm = gen.scripted()
+    ref = generate_dataset(_params(corpus_dir, judge=False, negatives=2), settings, llm=llm, restrict_paths=False)
+    assert ref.card.judge is None and "judge" not in ref.card.prompt_versions
+    groups = DatasetStore(settings).load("toy")
+    assert all(g.negative_scores == [] and len(g.negatives) == 2 for g in groups)
+    # BM25's top candidates: the same condition's other aspects
+    assert all(gen._condition(n) == gen._condition(g.query) for g in groups for n in g.negatives)
+    assert all(call.get("choices") is None for call in llm.calls)  # the judge was never asked
+
+
+def test_chroma_source(gen, corpus_dir, settings, tiny_bi_encoder):
+    from adaptrank.core.docstore import DocStore
+    from adaptrank.core.ingest import ingest
+
+    settings.embedding_model = tiny_bi_encoder
+    store = DocStore(settings)
+    ingest(store, corpus_dir, "toycol", progress=False)
+    ref = generate_dataset(
+        {"source": "chroma", "collection": "toycol", "output_name": "fromchroma", "negatives": 2, "question_types": "medical"},
+        settings, llm=gen.scripted(), docstore=store,
+    )
+    assert ref.card.source["kind"] == "chroma" and ref.card.extra["mining"]["retrievers"] == ["bm25", "dense:chroma"]
+    assert ref.card.counts["groups"] == 24
+    with pytest.raises(NotFoundError, match="unknown collection 'nope'"):
+        generate_dataset({"source": "chroma", "collection": "nope", "output_name": "x"}, settings, llm=gen.scripted(), docstore=store)
+
+
+def test_bad_input_is_a_clear_error(gen, corpus_dir, settings, tmp_path):
+    llm = gen.scripted()
+    with pytest.raises(InputError, match="path: .*does not exist"):
+        generate_dataset(_params(tmp_path / "missing"), settings, llm=llm, restrict_paths=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no .txt/.md files"):
+        generate_dataset(_params(tmp_path / "empty"), settings, llm=llm, restrict_paths=False)
+    with pytest.raises(InputError, match="outside the allowed roots"):
+        generate_dataset(_params(corpus_dir), settings, llm=llm, restrict_paths=True)
+    with pytest.raises(ValueError, match="collection: is required"):
+        GenerateParams(source="chroma", output_name="x")
+    with pytest.raises(ValueError, match="output_name"):
+        GenerateParams(source="folder", path="x", output_name="../up")
+    with pytest.raises(ValueError, match="queries_per_document"):
+        GenerateParams(source="folder", path="x", output_name="x", queries_per_document=0)
+    # an LLM that only writes garbage: every query dropped, and the run fails loudly
+    garbage = ScriptedLLM(lambda p: "ok")
+    with pytest.raises(AdaptRankError, match="no training groups.*too_short"):
+        generate_dataset(_params(corpus_dir), settings, llm=garbage, restrict_paths=False)
+    assert DatasetStore(settings).names() == []
+
+    class Down(ScriptedLLM):
+        def generate(self, prompts, **kw):
+            raise LLMError("openai: failed after 5 attempts: APIConnectionError")
+
+    with pytest.raises(LLMError, match="APIConnectionError"):
+        generate_dataset(_params(corpus_dir), settings, llm=Down(lambda p: ""), restrict_paths=False)
+
+
+def test_resumed_job_writes_the_same_dataset(gen, corpus_dir, settings):
+    # The uninterrupted reference run.
+    jobs = JobManager(settings)
+    ref_llm = gen.scripted()
+    jobs.register("generate", lambda h: run_job(h, llm=ref_llm))
+    info = jobs.wait(jobs.submit("generate", {**_params(corpus_dir, output_name="straight"), "_restrict_paths": False}).id, 60)
+    assert info.state == JobState.succeeded, info.error
+    straight = DatasetStore(settings).get("straight")
+
+    # The same run, cancelled after its second batch, then resumed (here by a new manager, as
+    # after a restart).
+    stop_after = threading.Event()
+    llm = gen.scripted()
+    job_id = {}
+
+    def cancel_midway(prompt):
+        if len(llm.calls) == 4 and not stop_after.is_set():  # 2 batches generated and judged
+            stop_after.set()
+            jobs.cancel(job_id["id"])
+        return gen.respond(prompt)
+
+    llm.respond = cancel_midway
+    jobs.register("generate", lambda h: run_job(h, llm=llm))
+    params = {**_params(corpus_dir, output_name="resumed"), "_restrict_paths": False}
+    first = jobs.submit("generate", params)
+    job_id["id"] = first.id
+    info = jobs.wait(first.id, 60)
+    assert info.state == JobState.cancelled and info.progress.done == 10  # 2 of 5 batches kept
+    assert DatasetStore(settings).names() == ["straight"]  # nothing half-written
+    jobs.close()
+
+    again = JobManager(settings)
+    resumed_llm = gen.scripted()
+    again.register("generate", lambda h: run_job(h, llm=resumed_llm))
+    info = again.wait(again.resume(first.id).id, 60)
+    assert info.state == JobState.succeeded, info.error
+    assert info.result["dataset"] == "resumed" and info.attempts == 2
+    # finished documents were not redone: 15 documents left, 3 batches x (generate + judge)
+    assert len(resumed_llm.calls) == 6 and sum(len(c["prompts"]) for c in resumed_llm.calls[::2]) == 14
+    resumed = DatasetStore(settings).get("resumed")
+    for split in ("train", "dev"):
+        assert resumed.file(split).read_text() == straight.file(split).read_text()
+    assert resumed.card.counts == straight.card.counts and resumed.card.skipped == straight.card.skipped
+    assert resumed.card.label_stats == straight.card.label_stats
+    again.close()
