@@ -13,6 +13,7 @@ from fastmcp import FastMCP
 from adaptrank.core import __version__
 from adaptrank.core.settings import Settings
 from adaptrank.server.context import Services
+from adaptrank.server.errors import ReadableValidationErrors
 
 INSTRUCTIONS = """\
 adaptrank reranks candidate passages for retrieval-augmented generation with a cross-encoder.
@@ -28,8 +29,8 @@ def _register_parts(mcp: FastMCP, services: Services) -> None:
     tools_rerank.register(mcp, services)  # rerank, list_models, adaptrank://models resources
     http.register(mcp, services)  # POST /v1/rerank (Cohere-compatible), GET /healthz
     from adaptrank.server import tools_search; tools_search.register(mcp, services)  # search, ingest_documents, list_collections
-    # Other parts add their line here, e.g.:
-    #   from adaptrank.server import tools_training; tools_training.register(mcp, services)
+    from adaptrank.server import tools_training; tools_training.register(mcp, services)  # generate_training_data, job_status, list_jobs, cancel_job, resume_job, list_datasets
+    # Other parts add their line here.
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastMCP:
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Unexpected exceptions reach the client as "Error calling tool 'x'"; deliberate errors
         # (bad input, unknown model) are ToolErrors with their full message (see errors.py).
         mask_error_details=True,
+        middleware=[ReadableValidationErrors()],
     )
     mcp.services = services  # type: ignore[attr-defined]  # for transports, tests and the CLI
     _register_parts(mcp, services)

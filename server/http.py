@@ -32,6 +32,7 @@ from adaptrank.core.errors import InputError, NotFoundError
 from adaptrank.core.settings import Settings
 from adaptrank.server.auth import check_bind
 from adaptrank.server.context import Services
+from adaptrank.server.errors import validation_errors
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +65,9 @@ def _error(status: int, message: str, field: str | None = None, **extra: Any) ->
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _field(loc: tuple[Any, ...]) -> str:
-    """``('documents', 3, 'CohereDocument', 'text')`` -> ``documents[3].text`` (union tags dropped)."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("str", "CohereDocument"):
-            continue
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "body"
-
-
 def _validation_error(exc: ValidationError) -> JSONResponse:
-    raw = exc.errors(include_url=False)
-    errors = [{"field": _field(e["loc"]), "message": e["msg"]} for e in raw]
-    # For a union (string or object) the deepest location is the informative one:
-    # a dict without "text" reports documents[0].text, not "documents[0]: not a string".
-    first = errors[max(range(len(raw)), key=lambda i: len(raw[i]["loc"]))]
+    errors = [{"field": f, "message": m} for f, m in validation_errors(exc)]
+    first = errors[0]
     return _error(422, f"{first['field']}: {first['message']}", first["field"], errors=errors)
 
 

@@ -91,7 +91,8 @@ BAD_CALLS = [
     ({"query": "q", "documents": []}, "documents", "at least 1 item"),
     ({"query": "q", "documents": ["a"] * 6}, "documents", "at most 5 items"),
     ({"query": "q", "documents": ["a", "x" * 61]}, "documents[1].text", "the limit is 60"),
-    ({"query": "q", "documents": [{"id": "no-text"}]}, "documents.0", "text"),
+    ({"query": "q", "documents": [{"id": "no-text"}]}, "documents[0].text", "Field required"),
+    ({"query": "q", "documents": [7]}, "documents[0]", "valid string"),
     ({"query": "q", "documents": ["a"], "top_n": 0}, "top_n", "greater than or equal to 1"),
     ({"query": "q", "documents": ["a"], "top_n": 6}, "top_n", "less than or equal to 5"),
     ({"query": "q", "documents": ["a"], "model": "no-such-model"}, "model", "unknown model 'no-such-model'"),
@@ -104,7 +105,7 @@ async def test_bad_input_is_a_tool_error_naming_field_and_limit(app, args, field
         with pytest.raises(ToolError) as exc:
             await client.call_tool("rerank", args)
         message = str(exc.value)
-        assert field in message and limit in message, message
+        assert message.startswith(f"{field}: ") and limit in message and "\n" not in message, message
         # The server keeps serving on the same session.
         ok = await client.call_tool("rerank", {"query": "q", "documents": ["a", "b"]})
         assert len(ok.structured_content["results"]) == 2
