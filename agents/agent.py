@@ -23,12 +23,12 @@ import concurrent.futures
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from adaptrank.agents.decompose import Decomposition, _extract_json, adecompose, rule_split
 from adaptrank.agents.prompts import ANSWER, FOLLOW_UP
 from adaptrank.agents.results import Answer, Passage, Provenance, SearchResult, Stage, Trace
-from adaptrank.agents.retrieval import Retriever
+from adaptrank.agents.retrieval import RRF_K, Retriever
 from adaptrank.core.docstore import Hit
 from adaptrank.core.engine import Reranker
 from adaptrank.core.errors import InputError
@@ -61,6 +61,10 @@ class AgentConfig:
     answer: bool = False
     answer_passages: int = 5
     model: str | None = None  # reranker model (default: the engine's default)
+    # "original": rank the pool by the engine's score against the whole question (the paper).
+    # "fusion": the engine also scores the pool against each sub-question, and the per-query
+    # rankings are fused by RRF, so every part of the question gets passages near the top.
+    rerank: Literal["original", "fusion"] = "original"
 
 
 class _Timer:
@@ -143,10 +147,11 @@ class DecompositionAgent:
             self._merge(pool, found, queries, rankings, round_=0)
             d["pool"] = len(pool)
 
-        # 4. rerank the pool against the ORIGINAL question
-        with timer.stage("rerank", pool=len(pool)) as d:
-            scores, resolved = await self._score(question, pool, cfg)
+        # 4. rerank the pool against the ORIGINAL question (and, for "fusion", each sub-question)
+        with timer.stage("rerank", pool=len(pool), mode=cfg.rerank) as d:
+            scores, per_query, resolved = await self._score(question, queries, pool, cfg)
             d["model"] = resolved.name
+            d["pairs"] = len(pool) * (len(per_query) if per_query else 1)
 
         # 5. optional follow-up round for sub-questions with thin coverage
         if cfg.follow_up and len(queries) > 1:
@@ -162,7 +167,7 @@ class DecompositionAgent:
                     before = len(pool)
                     self._merge(pool, found, queries, [[]] * offset + extra, round_=1)
                     d["new_passages"] = len(pool) - before
-                    scores, resolved = await self._score(question, pool, cfg)
+                    scores, per_query, resolved = await self._score(question, queries, pool, cfg)
 
         order = sorted(pool, key=lambda i: -scores[i])[: cfg.top_n]
         results = [
@@ -173,6 +178,7 @@ class DecompositionAgent:
                 score=float(scores[i]),
                 rank=r,
                 found_by=found[i],
+                query_scores=[round(float(q[i]), 6) for q in per_query] if per_query else None,
             )
             for r, i in enumerate(order, 1)
         ]
@@ -219,6 +225,8 @@ class DecompositionAgent:
             raise InputError("k", f"is {cfg.k}; it must be between 1 and {s.max_documents}")
         if not 1 <= cfg.max_subquestions <= 10:
             raise InputError("max_subquestions", f"is {cfg.max_subquestions}; it must be between 1 and 10")
+        if cfg.rerank not in ("original", "fusion"):
+            raise InputError("rerank", f"is {cfg.rerank!r}; use 'original' or 'fusion'")
         if cfg.pool_budget is not None and not 1 <= cfg.pool_budget <= s.max_documents:
             raise InputError("pool_budget", f"is {cfg.pool_budget}; it must be between 1 and {s.max_documents}")
         return question.strip()
@@ -247,14 +255,26 @@ class DecompositionAgent:
                     Provenance(query_index=qi, query=queries[qi], rank=rank, score=float(hit.score), round=round_)
                 )
 
-    async def _score(self, question: str, pool: dict[str, Hit], cfg: AgentConfig):
+    async def _score(self, question: str, queries: list[str], pool: dict[str, Hit], cfg: AgentConfig):
+        """``(final score by id, per-query engine scores or [], resolved model)``."""
         if not pool:
             from adaptrank.core.engine.registry import resolve
 
-            return {}, await asyncio.to_thread(resolve, cfg.model or self.reranker.default_model, self.reranker.store)
+            return {}, [], await asyncio.to_thread(resolve, cfg.model or self.reranker.default_model, self.reranker.store)
         ids = list(pool)
-        scores, resolved = await self.reranker.ascore_texts(question, [pool[i].text for i in ids], cfg.model)
-        return dict(zip(ids, (float(x) for x in scores), strict=True)), resolved
+        texts = [pool[i].text for i in ids]
+        if cfg.rerank == "original" or len(queries) == 1:
+            scores, resolved = await self.reranker.ascore_texts(question, texts, cfg.model)
+            return dict(zip(ids, (float(x) for x in scores), strict=True)), [], resolved
+        # fusion: concurrent requests share forward passes through the engine's micro-batcher
+        outs = await asyncio.gather(*(self.reranker.ascore_texts(q, texts, cfg.model) for q in queries))
+        resolved = outs[0][1]
+        per_query = [dict(zip(ids, (float(x) for x in sc), strict=True)) for sc, _ in outs]
+        fused = dict.fromkeys(ids, 0.0)
+        for sc in per_query:
+            for rank, i in enumerate(sorted(ids, key=lambda i: -sc[i]), 1):
+                fused[i] += 1.0 / (RRF_K + rank)
+        return fused, per_query, resolved
 
     @staticmethod
     def _thin(

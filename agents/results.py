@@ -25,9 +25,15 @@ class Passage(BaseModel):
     id: str
     text: str
     metadata: dict[str, Any] = Field(default_factory=dict)
-    score: float = Field(description="reranker score against the original question")
+    score: float = Field(
+        description="the engine's score against the original question (rerank='original'), or the RRF "
+        "fusion of the per-query engine rankings (rerank='fusion')"
+    )
     rank: int = Field(description="1-based rank after reranking")
     found_by: list[Provenance] = Field(description="every (sub-)query that retrieved this passage")
+    query_scores: list[float] | None = Field(
+        None, description="rerank='fusion': the engine's score against each of SearchResult.queries"
+    )
 
 
 class Stage(BaseModel):

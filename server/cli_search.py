@@ -96,6 +96,8 @@ def ask(
     follow_up: Annotated[bool, typer.Option(help="one more round for sub-questions the top missed")] = False,
     answer: Annotated[bool, typer.Option(help="write an answer with citations (loads the LLM)")] = False,
     model: Annotated[str | None, typer.Option("--model", "-m", help="reranker model")] = None,
+    rerank: Annotated[str, typer.Option(help="original: rank against the whole question; fusion: also against "
+                                        "each sub-question, rankings fused")] = "original",
     chroma_url: ChromaOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the SearchResult as JSON")] = False,
 ) -> None:
@@ -123,7 +125,7 @@ def ask(
                 agent = DecompositionAgent(reranker, the_llm, AgentConfig())
                 res = asyncio.run(agent.arun(question, retriever, decompose=decompose, sub_questions=sub_question,
                                              collection=collection, top_n=top_n, k=k, follow_up=follow_up,
-                                             answer=answer))
+                                             answer=answer, rerank=rerank))
             finally:
                 reranker.close()
     if as_json:

@@ -85,6 +85,7 @@ async def run_search(
     follow_up: bool = False,
     answer: bool = False,
     model: str | None = None,
+    rerank: str = "original",
     use_llm: bool = True,
 ) -> SearchResult:
     """The ``search`` tool's work, shared with the CLI's ``ask``."""
@@ -102,6 +103,7 @@ async def run_search(
         follow_up=follow_up,
         answer=answer,
         model=model,
+        rerank=rerank,
     )
 
 
@@ -132,6 +134,9 @@ def register(mcp: FastMCP, services: Services) -> None:
         follow_up: Annotated[bool, Field(description="one more retrieval round for sub-questions the top missed")] = False,
         answer: Annotated[bool, Field(description="also write a short answer with citations (needs the server's LLM)")] = False,
         model: Annotated[str | None, Field(description="reranker model (default: the server's; see list_models)")] = None,
+        rerank: Annotated[Literal["original", "fusion"], Field(
+            description="'original': rank by relevance to the whole question; 'fusion': also score against "
+            "each sub-question and fuse the rankings, so every part of the question is covered")] = "original",
     ) -> SearchResult:
         """Search a document collection for a question, decomposing compound questions.
 
@@ -142,7 +147,7 @@ def register(mcp: FastMCP, services: Services) -> None:
         """
         return await run_search(
             services, question, collection, top_n=top_n, decompose=decompose, k=k, sub_questions=sub_questions,
-            hybrid=hybrid, follow_up=follow_up, answer=answer, model=model,
+            hybrid=hybrid, follow_up=follow_up, answer=answer, model=model, rerank=rerank,
         )
 
     @mcp.tool(annotations=WRITES)

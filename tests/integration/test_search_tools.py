@@ -121,3 +121,35 @@ async def test_errors_reach_the_caller(app, corpus, tmp_path):
         await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})
         ok = await client.call_tool("search", {"question": "gout?", "collection": "notes"})  # still serving
         assert ok.structured_content["results"]
+
+
+def test_cli_ingest_ask_collections(tmp_path, corpus, minilm, monkeypatch):
+    from typer.testing import CliRunner
+
+    from adaptrank.server.cli import app as cli
+
+    monkeypatch.setenv("ADAPTRANK_HOME", str(tmp_path / "cli-home"))
+    monkeypatch.setenv("ADAPTRANK_EMBEDDING_MODEL", minilm)
+    monkeypatch.setenv("ADAPTRANK_DEFAULT_MODEL", f"bi-encoder:{minilm}")
+    runner = CliRunner()
+    first = runner.invoke(cli, ["ingest", str(corpus), "-c", "notes", "--json"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["added"] == 3
+    again = runner.invoke(cli, ["ingest", str(corpus), "-c", "notes", "--json"])
+    assert json.loads(again.stdout)["unchanged"] == 3
+
+    res = runner.invoke(cli, ["ask", Q, "-c", "notes", "-k", "1", "--json", "--rerank", "fusion"])
+    assert res.exit_code == 0, res.output
+    body = json.loads(res.stdout)
+    assert body["queries"] == [Q, "What causes gout?", "How is asthma treated?"]
+    assert {r["metadata"]["doc_id"] for r in body["results"]} == {"gout.md", "asthma.md"}
+    assert body["results"][0]["query_scores"] and len(body["results"][0]["query_scores"]) == 3
+
+    table = runner.invoke(cli, ["ask", Q, "-c", "notes", "-k", "1"], terminal_width=200)
+    assert table.exit_code == 0 and "found by" in table.stdout and "q2:1" in table.stdout and "trace:" in table.stdout
+
+    listed = runner.invoke(cli, ["collections", "--json"])
+    assert json.loads(listed.stdout)["collections"] == [{"name": "notes", "count": 3}]
+
+    missing = runner.invoke(cli, ["ask", Q, "-c", "nope"])
+    assert missing.exit_code == 2 and "no collection 'nope'" in missing.stderr

@@ -167,6 +167,28 @@ def test_merge_dedup_provenance_and_rerank_against_the_original(reranker):
     assert res.trace.stages[0].detail["method"] == "llm" and res.trace.stages[2].detail["pool"] == 5
 
 
+def test_fusion_rerank_fuses_per_query_engine_rankings(reranker):
+    table = {Q: ["gout-cause", "paris"], "What causes gout?": ["gout-cause", "gout-treat"],
+             "How is asthma treated?": ["asthma-treat", "asthma-cause"]}
+    agent = DecompositionAgent(reranker, None, AgentConfig(rerank="fusion"))
+    res = agent.run(Q, TableRetriever(table, TEXTS))
+    ids = list(dict.fromkeys(i for q in res.queries for i in table[q]))
+    expected = dict.fromkeys(ids, 0.0)
+    per_query = []
+    for q in res.queries:
+        sc, _ = reranker.score_texts(q, [TEXTS[i] for i in ids])
+        per_query.append(dict(zip(ids, sc)))
+        for rank, i in enumerate(sorted(ids, key=lambda i: -per_query[-1][i]), 1):
+            expected[i] += 1 / (60 + rank)
+    for p in res.results:
+        assert p.score == pytest.approx(expected[p.id])
+        assert p.query_scores == pytest.approx([pq[p.id] for pq in per_query], abs=1e-5)
+    assert [p.score for p in res.results] == sorted((p.score for p in res.results), reverse=True)
+    assert res.trace.stages[3].detail["mode"] == "fusion" and res.trace.stages[3].detail["pairs"] == 3 * len(ids)
+    with pytest.raises(InputError, match="^rerank"):
+        agent.run(Q, TableRetriever(table, TEXTS), rerank="both")
+
+
 def test_top_n_pool_budget_and_decompose_off(reranker):
     table = {Q: list(TEXTS), "What causes gout?": ["gout-cause"], "How is asthma treated?": ["asthma-treat"]}
     retriever = TableRetriever(table, TEXTS)
