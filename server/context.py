@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from adaptrank.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from adaptrank.server.jobs import JobManager
+    from adaptrank.training.dataset import DatasetStore
     from adaptrank.core.docstore import DocStore
     from adaptrank.core.engine import Reranker
     from adaptrank.core.modelstore import ModelStore
@@ -53,6 +55,20 @@ class Services:
         from adaptrank.core.docstore import DocStore
 
         return DocStore(self.settings)
+
+    @cached_property
+    def jobs(self) -> JobManager:
+        """Background jobs (generation, fine-tuning) recorded in ``settings.jobs_db``."""
+        from adaptrank.server.jobs import JobManager
+
+        return JobManager(self.settings)
+
+    @cached_property
+    def datasets(self) -> DatasetStore:
+        """Generated training datasets under ``settings.datasets_dir``."""
+        from adaptrank.training.dataset import DatasetStore
+
+        return DatasetStore(self.settings)
 
     def built(self) -> dict[str, Any]:
         """The members that exist so far (lazy ones appear once used)."""

@@ -214,6 +214,7 @@ class JobManager:
         self._handles: dict[str, JobHandle] = {}
         self._fns: dict[str, JobFn] = {}  # per-job function overrides (submit(fn=...))
         self._done_events: dict[str, threading.Event] = {}
+        self._closing = False
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="adaptrank-job")
         with self._db() as db:
             db.executescript(_SCHEMA)
@@ -342,11 +343,20 @@ class JobManager:
         return self.checkpoints_dir / job_id
 
     def close(self, wait: bool = False) -> None:
-        """Stop accepting jobs; running ones are asked to cancel unless ``wait``."""
+        """Stop accepting jobs. Unless ``wait``, running jobs are stopped at their next check and
+        recorded as ``interrupted`` (resumable), and queued ones stay for ``resume``."""
         if not wait:
+            self._closing = True
             for handle in list(self._handles.values()):
                 handle._cancel.set()
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        if not wait:
+            with self._db() as db:
+                db.execute(
+                    "UPDATE jobs SET state=?, error=?, updated=? WHERE state=? AND owner=?",
+                    (JobState.interrupted.value, "interrupted: the server stopped", time.time(),
+                     JobState.queued.value, self.owner),
+                )
 
     # -- running -------------------------------------------------------------------------------
     def _start(self, job_id: str, resumed: bool) -> None:
@@ -373,12 +383,14 @@ class JobManager:
             except JobCancelled:
                 state, result, error, tb = JobState.cancelled, None, "cancelled", None
             except BaseException as exc:  # noqa: BLE001 - a job's failure is recorded, never raised
-                if handle.cancelled:
+                if handle._cancel.is_set() or handle.cancelled:
                     state, result, error, tb = JobState.cancelled, None, "cancelled", None
                 else:
                     state, result, tb = JobState.failed, None, traceback.format_exc()
                     error = str(exc) if isinstance(exc, AdaptRankError) else f"{type(exc).__name__}: {exc}"
                     log.error("job %s (%s) failed: %s", job_id, info.kind, error)
+            if state == JobState.cancelled and self._closing:
+                state, error = JobState.interrupted, "interrupted: the server stopped"
             last = handle._progress  # the newest report, which the throttle may have held back
             self._update(
                 job_id,

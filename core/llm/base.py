@@ -28,12 +28,16 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from adaptrank.core.errors import AdaptRankError
+
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 Prompt = list[Message]
 
 
-class LLMError(RuntimeError):
-    """The backend failed (down, timed out, or kept returning garbage) after its retries."""
+class LLMError(AdaptRankError, RuntimeError):
+    """The backend failed (down, timed out, or kept returning garbage) after its retries.
+
+    An :class:`AdaptRankError`, so MCP tools and the CLI show its message to the caller."""
 
 
 @dataclass

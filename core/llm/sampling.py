@@ -6,7 +6,10 @@ server-initiated sampling on 2026-07-28 (SEP-2577) and fastmcp 4 dropped ``Conte
 this backend talks to the SDK session directly and fails with a clear :class:`LLMError` when the
 client cannot sample.
 
-The session lives on the server's event loop while generation jobs run in worker threads:
+A server can only send requests to the client while one of the client's requests is open (the
+back-channel belongs to that request), so the tool that uses this backend must stay open until
+its work is done. The session lives on the server's event loop while generation jobs run in
+worker threads:
 :meth:`generate` submits the requests to that loop and waits (never call it *on* the loop; use
 :meth:`agenerate` there). Each reply is validated against ``json_schema``/``choices`` and asked
 again when invalid, like the other backends.
@@ -24,13 +27,17 @@ from adaptrank.core.llm.constraints import canonical_json, match_choice, parse_j
 
 
 def client_can_sample(ctx: Any) -> bool:
-    """True when the MCP client behind ``ctx`` declared the sampling capability."""
+    """True when the MCP client behind ``ctx`` declared the sampling capability on a
+    handshake-era session (the 2026-07-28 protocol forbids server-initiated requests)."""
     try:
         import mcp.types as types
+        from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
         session = ctx.session
+        if getattr(session, "protocol_version", None) in MODERN_PROTOCOL_VERSIONS:
+            return False
         return bool(session.check_client_capability(types.ClientCapabilities(sampling=types.SamplingCapability())))
-    except Exception:  # noqa: BLE001 - no session, a modern-protocol session, ...
+    except Exception:  # noqa: BLE001 - no session, no request context, ...
         return False
 
 
@@ -50,8 +57,9 @@ class SamplingLLM(LLM):
         if ctx is None or not client_can_sample(ctx):
             raise LLMError(
                 "llm_backend 'sampling' needs an MCP client that supports sampling "
-                "(sampling/createMessage); this client did not declare it. Use the 'transformers' "
-                "(embedded) or 'openai' backend instead."
+                "(sampling/createMessage) on a handshake-era session; this client did not declare it, "
+                "or it speaks the 2026-07-28 protocol, which has no server-initiated requests. Use the "
+                "'transformers' (embedded) or 'openai' backend instead."
             )
         self.session = ctx.session
         self.related_request_id = getattr(ctx, "request_id", None)
@@ -92,6 +100,7 @@ class SamplingLLM(LLM):
                             temperature=temperature,
                             stop_sequences=stop,
                             model_preferences=prefs,
+                            related_request_id=self.related_request_id,
                         ),
                         self.timeout,
                     )
