@@ -31,7 +31,7 @@ from adaptrank.core.settings import Settings
 #: Modules whose ``register(app)`` adds commands; one line per part.
 COMMAND_MODULES: list[str] = [
     "adaptrank.server.cli_search",  # ingest, ask, collections (issue 5)
-    # "adaptrank.server.cli_training",  # generate, finetune, eval, adapt, jobs (issues 3, 4)
+    "adaptrank.server.cli_training",  # generate, jobs, datasets (issue 3)
 ]
 
 app = typer.Typer(
