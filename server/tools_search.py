@@ -25,6 +25,7 @@ from adaptrank.core.ingest import IngestReport, ingest
 from adaptrank.core.paths import check_allowed_path
 from adaptrank.server.context import Services
 from adaptrank.server.errors import resource_errors, tool_errors
+from adaptrank.server.jobs import JobInfo
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,13 @@ class CollectionInfo(BaseModel):
 class CollectionList(BaseModel):
     location: str = Field(description="the Chroma directory or server URL")
     collections: list[CollectionInfo]
+
+
+class IngestOutcome(BaseModel):
+    """``report`` when the ingest ran inline; ``job`` (poll ``job_status``) when ``background``."""
+
+    report: IngestReport | None = None
+    job: JobInfo | None = None
 
 
 def collection_list(services: Services) -> CollectionList:
@@ -105,6 +113,25 @@ async def run_search(
         model=model,
         rerank=rerank,
     )
+
+
+INGEST_JOB = "adaptrank.server.tools_search:run_ingest_job"
+
+
+def run_ingest_job(handle: Any) -> dict[str, Any]:
+    """Job kind ``ingest``: the ``ingest_documents`` parameters in ``handle.params``. Resuming is
+    re-running: ingest skips documents it already stored unchanged."""
+    from adaptrank.core.docstore import DocStore
+
+    params = dict(handle.params)
+    settings = handle.manager.settings
+    path = check_allowed_path(settings, params.pop("path"))
+
+    def progress(done: int, total: int) -> None:
+        handle.progress(done, total, f"embedded {done}/{total} chunks")
+        handle.check_cancelled()
+
+    return ingest(DocStore(settings), path, params.pop("collection"), progress=progress, **params).to_dict()
 
 
 def register(mcp: FastMCP, services: Services) -> None:
@@ -163,25 +190,36 @@ def register(mcp: FastMCP, services: Services) -> None:
         id_field: Annotated[str, Field(description="JSONL: the id field")] = "id",
         text_field: Annotated[str, Field(description="JSONL: the text field")] = "text",
         title_field: Annotated[str, Field(description="JSONL: the title field")] = "title",
+        background: Annotated[bool, Field(description="run as a background job and return its id at once "
+                                          "(for large corpora; poll job_status)")] = False,
         ctx: Context | None = None,
-    ) -> IngestReport:
+    ) -> IngestOutcome:
         """Chunk, embed and store documents in a collection (created if missing).
 
         Re-ingesting is safe: unchanged documents are skipped, changed ones replaced (their stale
         chunks removed). Chunk ids are `<doc id>#<n>`; metadata keeps doc_id, chunk, source and title.
+        Large corpora: pass `background=true` and poll `job_status` with the returned job id.
         """
         resolved = check_allowed_path(s, path)
+        if background:
+            params = dict(path=str(resolved), collection=collection, format=format, chunk_tokens=chunk_tokens,
+                          overlap=overlap, prune=prune, id_field=id_field, text_field=text_field,
+                          title_field=title_field)
+            jobs = services.jobs
+            jobs.register("ingest", INGEST_JOB)
+            return IngestOutcome(job=await asyncio.to_thread(jobs.submit, "ingest", params))
         loop = asyncio.get_running_loop()
 
         def progress(done: int, total: int) -> None:
             if ctx is not None:
                 asyncio.run_coroutine_threadsafe(ctx.report_progress(done, total, f"embedded {done}/{total} chunks"), loop)
 
-        return await asyncio.to_thread(
+        report = await asyncio.to_thread(
             ingest, services.docstore, resolved, collection, format=format, chunk_tokens=chunk_tokens,
             overlap=overlap, prune=prune, progress=progress, id_field=id_field, text_field=text_field,
             title_field=title_field,
         )
+        return IngestOutcome(report=report)
 
     @mcp.tool(annotations=READ_ONLY)
     @tool_errors

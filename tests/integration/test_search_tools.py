@@ -54,9 +54,9 @@ async def test_ingest_then_search_with_provenance(app, corpus):
     async with Client(app, progress_handler=on_progress) as client:
         tools = {t.name for t in await client.list_tools()}
         assert {"search", "ingest_documents", "list_collections"} <= tools
-        rep = (await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})).structured_content
+        rep = (await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})).structured_content["report"]
         assert rep["documents"] == 3 and rep["added"] == 3 and rep["collection_count"] == 3
-        again = (await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})).structured_content
+        again = (await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})).structured_content["report"]
         assert again["unchanged"] == 3 and again["chunks_written"] == 0
 
         listed = (await client.call_tool("list_collections", {})).structured_content
@@ -153,3 +153,18 @@ def test_cli_ingest_ask_collections(tmp_path, corpus, minilm, monkeypatch):
 
     missing = runner.invoke(cli, ["ask", Q, "-c", "nope"])
     assert missing.exit_code == 2 and "no collection 'nope'" in missing.stderr
+
+
+async def test_background_ingest_job(app, services, corpus):
+    import asyncio
+
+    async with Client(app) as client:
+        job = (await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "bg-notes",
+                                                           "background": True})).structured_content["job"]
+        assert job["kind"] == "ingest" and job["state"] in ("queued", "running", "succeeded")
+        info = await asyncio.to_thread(services.jobs.wait, job["id"], 120)
+        assert info.state.value == "succeeded", info.error
+        assert info.result["added"] == 3 and info.result["collection"] == "bg-notes"
+        assert info.progress.done == info.progress.total == 3
+        listed = (await client.call_tool("list_collections", {})).structured_content
+        assert {"name": "bg-notes", "count": 3} in listed["collections"]
