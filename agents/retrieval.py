@@ -38,11 +38,19 @@ def rrf(rankings: Sequence[Sequence[Hit]], k: int, rrf_k: int = RRF_K) -> list[H
 
 
 class _BM25Cache:
-    """One BM25 index per collection, rebuilt when the collection's size changes."""
+    """One BM25 index per collection, rebuilt when the collection's size changes.
+
+    An in-place update that keeps the size (a re-ingested, edited document with the same number of
+    chunks) is not seen: call :meth:`clear` after one.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._indexes: dict[tuple[str, str], tuple[int, Any, dict[str, tuple[str, dict]]]] = {}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._indexes.clear()
 
     def get(self, store: DocStore, collection: str) -> tuple[Any, dict[str, tuple[str, dict]]]:
         from adaptrank.core.bm25 import BM25Index
