@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import os
 import random
-import re
 import statistics
 import sys
 import time
