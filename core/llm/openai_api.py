@@ -146,7 +146,8 @@ class OpenAICompatibleLLM(LLM):
                     self._sleep(attempt)
                 continue
             except openai.BadRequestError as exc:
-                if self.structured == "auto" and ("response_format" in kwargs or "logprobs" in kwargs):
+                # (another thread may already have switched the mode: "none" counts as auto here)
+                if self.structured in ("auto", "none") and ("response_format" in kwargs or "logprobs" in kwargs):
                     # The server does not take structured output or logprobs: do without, once.
                     if "response_format" in kwargs:
                         self.structured = "none"

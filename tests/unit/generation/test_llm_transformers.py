@@ -1,0 +1,69 @@
+"""The transformers backend's mechanics on a tiny random Llama with SmolLM2's tokenizer:
+left-padded batches equal one-at-a-time, scored choices with probabilities, JSON enforcement,
+stop strings, stats. (The real SmolLM2 runs in tests/integration/test_generation_real.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from adaptrank.core.llm import LLMError
+from adaptrank.core.llm.hf import TransformersLLM, resolve_model
+
+PROMPTS = [
+    [{"role": "user", "content": "Write a question about gout."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "A much longer prompt about asthma, " * 5}],
+    [{"role": "user", "content": "Hi"}],
+]
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_chat_lm):
+    return TransformersLLM(tiny_chat_lm, batch_size=2, threads=1)
+
+
+def test_batched_generation_equals_one_at_a_time(llm):
+    llm.stats.reset()
+    batched = llm.generate(PROMPTS, max_new_tokens=6)
+    single = [llm.generate([p], max_new_tokens=6)[0] for p in PROMPTS]
+    assert batched == single and all(isinstance(t, str) for t in batched)
+    assert llm.stats.calls == 4 and llm.stats.prompts == 6
+    assert 0 < llm.stats.generated_tokens <= 36 and llm.stats.prompt_tokens > 0
+
+
+def test_choices_are_scored_with_probabilities(llm):
+    out = llm.judge(PROMPTS, ["yes", "no"])
+    assert [label for label, _ in out] == llm.generate(PROMPTS, choices=["yes", "no"])
+    for label, p_yes in out:
+        assert label in ("yes", "no") and 0.0 <= p_yes <= 1.0
+        assert (label == "yes") == (p_yes >= 0.5)
+    # choices that share a first token are scored as whole sequences
+    shared = llm.judge(PROMPTS[:1], ["relevant", "relevance"])
+    assert shared[0][0] in ("relevant", "relevance") and 0 <= shared[0][1] <= 1
+    with pytest.raises(Exception, match="at least two"):
+        llm.judge(PROMPTS[:1], ["yes"])
+
+
+def test_json_schema_is_enforced_with_retries(llm):
+    schema = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+    llm.stats.reset()
+    with pytest.raises(LLMError, match="never matched the JSON schema"):
+        llm.generate(PROMPTS[:2], max_new_tokens=4, json_schema=schema)  # a random model writes no JSON
+    assert llm.stats.retries == 2 * llm.json_retries and llm.stats.invalid == 2
+    raw = llm.generate(PROMPTS[:2], max_new_tokens=4, json_schema=schema, strict=False)
+    assert len(raw) == 2  # best effort texts for the caller to skip
+
+
+def test_stop_strings_cut_the_text(llm):
+    full = llm.generate(PROMPTS[:1], max_new_tokens=12)[0]
+    if full.strip():
+        cut = full.strip()[0]
+        stopped = llm.generate(PROMPTS[:1], max_new_tokens=12, stop=[cut])[0]
+        assert cut not in stopped and full.startswith(stopped)
+
+
+def test_model_specs(tmp_path):
+    path, gguf, label = resolve_model(None)
+    assert gguf == "SmolLM2-135M-Instruct.Q4_1.gguf" and label == "SmolLM2-135M-Instruct"
+    assert resolve_model("org/name") == ("org/name", None, "org/name")
+    with pytest.raises(Exception, match="does not exist"):
+        resolve_model(str(tmp_path / "missing.gguf"))
