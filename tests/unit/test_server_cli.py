@@ -102,3 +102,13 @@ def test_serve_refuses_public_host_without_token(runner):
 def test_serve_rejects_unknown_model_before_serving(runner):
     result = runner.invoke(app, ["serve", "--transport", "http", "--model", "no-such-model"])
     assert result.exit_code == 2 and "unknown model" in result.stderr
+
+
+def test_rerank_reads_documents_from_stdin(runner, tiny_cross_encoder):
+    docs = ["alpha", {"id": "b", "text": "beta"}]
+    result = runner.invoke(app, ["rerank", "alpha", "--file", "-", "--json", "-m", f"cross-encoder:{tiny_cross_encoder}"],
+                           input=json.dumps(docs))
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.stdout)["results"]
+    assert sorted(r["index"] for r in results) == [0, 1]
+    assert next(r for r in results if r["index"] == 1)["id"] == "b"
