@@ -277,7 +277,7 @@ for _t in (QUERYGEN_TYPED, QUERYGEN_LIST, JUDGE_RELEVANCE):
     register(_t)
 
 
-def querygen_typed_prompt(passage: str, qtype: str, max_chars: int = 1500) -> Prompt:
+def querygen_typed_prompt(passage: str, qtype: str, max_chars: int = 1000) -> Prompt:
     return QUERYGEN_TYPED.render(passage=_clip(passage, max_chars), ask=QUESTION_TYPES[qtype].ask)
 
 
@@ -285,5 +285,5 @@ def querygen_list_prompt(passage: str, k: int, types: list[str], max_chars: int 
     return QUERYGEN_LIST.render(passage=_clip(passage, max_chars), k=k, types=", ".join(types))
 
 
-def judge_prompt(query: str, passage: str, max_chars: int = 1200) -> Prompt:
+def judge_prompt(query: str, passage: str, max_chars: int = 800) -> Prompt:
     return JUDGE_RELEVANCE.render(query=query, passage=_clip(passage, max_chars))

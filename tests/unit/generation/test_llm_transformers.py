@@ -67,3 +67,17 @@ def test_model_specs(tmp_path):
     assert resolve_model("org/name") == ("org/name", None, "org/name")
     with pytest.raises(Exception, match="does not exist"):
         resolve_model(str(tmp_path / "missing.gguf"))
+
+
+def test_shared_prefix_cache_changes_nothing_but_the_work(tiny_chat_lm):
+    system = {"role": "system", "content": "You judge search results. " * 8}  # a long shared prefix
+    prompts = [[system, {"role": "user", "content": f"Query {q}\nPassage: {p}"}]
+               for q, p in [("gout", "uric acid"), ("asthma causes", "airways narrow " * 4), ("x", "y")]]
+    cached = TransformersLLM(tiny_chat_lm, batch_size=2, threads=1)
+    plain = TransformersLLM(tiny_chat_lm, batch_size=2, threads=1, prefix_cache=False)
+    assert cached._prefix(cached._encode(prompts))[0] >= 32
+    a, b = cached.judge(prompts, ["yes", "no"]), plain.judge(prompts, ["yes", "no"])
+    assert [x[0] for x in a] == [x[0] for x in b]
+    assert [x[1] for x in a] == pytest.approx([x[1] for x in b], abs=1e-4)
+    assert cached.generate(prompts, max_new_tokens=5) == plain.generate(prompts, max_new_tokens=5)
+    assert cached.stats.prompt_tokens < plain.stats.prompt_tokens  # the prefix was computed once
