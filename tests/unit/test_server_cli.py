@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from adaptrank.server.cli import app
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from adaptrank.server.auth import check_bind, is_loopback
 from adaptrank.server.context import Services
 from adaptrank.server.http import serve_in_thread
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 TOKEN = "s3cret-token"
 

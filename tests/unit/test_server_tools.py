@@ -15,7 +15,7 @@ from adaptrank.core.settings import Settings
 from adaptrank.server.app import create_app
 from adaptrank.server.context import Services
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 LIMITS = dict(max_documents=5, max_query_chars=40, max_document_chars=60)
 
