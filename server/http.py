@@ -15,6 +15,7 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -203,14 +204,13 @@ def serve_in_thread(
     thread = threading.Thread(target=run, name="adaptrank-http", daemon=True)
     thread.start()
     try:
-        deadline = timeout
+        deadline = time.monotonic() + timeout
         while not server.started:
             if errors or not thread.is_alive():
                 raise RuntimeError(f"HTTP server failed to start: {errors[:1]}")
-            if deadline <= 0:
+            if time.monotonic() > deadline:
                 raise TimeoutError(f"HTTP server did not start within {timeout}s")
-            threading.Event().wait(0.02)
-            deadline -= 0.02
+            time.sleep(0.02)
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         yield f"http://{host}:{port}"
     finally:
