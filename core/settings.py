@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     onnx: Literal["auto", "off", "fp32", "int8"] = Field(
         "off", description="CPU ONNX Runtime path for cross-encoders (see bench/rerank_throughput.py)"
     )
+    precision: Literal["exact", "fast"] = Field(
+        "exact",
+        description="CPU cross-encoder arithmetic: 'exact' (fp32, scores as sentence-transformers "
+        "gives them) or 'fast' (bf16 on CPUs with AMX/AVX512-BF16, else ONNX int8; see docs/engine.md)",
+    )
 
     # Request limits
     max_documents: int = Field(1000, ge=1)

@@ -102,10 +102,15 @@ def _load_cross_encoder(resolved: Resolved, settings: Settings) -> Scorer:
         batch_tokens=settings.batch_tokens,
         max_batch_size=settings.max_batch_size,
     )
-    if settings.onnx != "off" and scorer.device == "cpu":
-        from adaptrank.core.engine.onnx import attach_onnx_runtime
+    if scorer.device == "cpu":
+        from adaptrank.core.engine.crossencoder import cpu_has_native_bf16
 
-        attach_onnx_runtime(scorer, settings, resolved)
+        if settings.precision == "fast" and settings.onnx != "int8" and cpu_has_native_bf16():
+            scorer.use_cpu_bf16()
+        elif settings.onnx != "off":
+            from adaptrank.core.engine.onnx import attach_onnx_runtime
+
+            attach_onnx_runtime(scorer, settings, resolved)
     return scorer
 
 
