@@ -1,0 +1,169 @@
+"""The *residual* reranker: the zero-shot bi-encoder score plus a learned correction.
+
+    score(q, d) = cos(E_q(q), E_p(d)) / tau  [+ CE(q, d)]
+
+* ``E_p`` is the frozen prior bi-encoder (by default the offline all-MiniLM-L6-v2, the zero-shot
+  default) for passages;
+* ``E_q`` is the fine-tuned query tower when the model has one (``query_encoder``), else ``E_p``;
+* ``CE`` is an optional cross-encoder correction whose head started at zero (``cross_encoder``).
+
+At step 0 (no training) this ranks exactly like the zero-shot default (scores scaled by 1/tau), so
+fine-tuning can only move the ranking where the training signal says so. Fine-tuning writes these
+models (``adaptrank.training.finetune``); the card's ``extra.residual`` says which parts exist::
+
+    {"prior": "zero-shot" | "prior", "tau": 0.05, "query_encoder": "query_encoder" | null,
+     "cross_encoder": "cross_encoder" | null}
+
+(paths are relative to the version directory). Passage embeddings are kept in a bounded LRU, so a
+passage that appears in many requests (an agent's merged pools, an evaluation) is embedded once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaptrank.core.errors import NotFoundError
+from adaptrank.core.settings import Settings
+
+ZERO_SHOT = "zero-shot"
+
+
+def _part_path(root: Path, rel: str, what: str) -> str:
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()) or not path.is_dir():
+        raise NotFoundError(f"model: residual {what} {rel!r} is missing under {root}")
+    return str(path)
+
+
+class _EmbeddingLRU:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+    def get(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            v = self._data.get(key)
+            if v is not None:
+                self._data.move_to_end(key)
+            return v
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
+class ResidualScorer:
+    backend = "residual"
+
+    def __init__(
+        self,
+        prior: Any,
+        *,
+        query_encoder: Any = None,
+        cross_encoder: Any = None,
+        tau: float = 0.05,
+        name: str = "residual",
+        version: str = "0",
+        batch_size: int = 64,
+        cache_passages: int = 20_000,
+    ) -> None:
+        """``prior``/``query_encoder``: SentenceTransformer objects; ``cross_encoder``: a scorer
+        with ``score_pairs`` returning raw logits (e.g. ``CrossEncoderScorer``)."""
+        if tau <= 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        self.prior = prior
+        self.query_encoder = query_encoder
+        self.cross_encoder = cross_encoder
+        self.tau = float(tau)
+        self.name = name
+        self.version = version
+        self.batch_size = batch_size
+        self._cache = _EmbeddingLRU(cache_passages)
+
+    def _encode(self, model: Any, texts: list[str]) -> np.ndarray:
+        return model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        keys = [self._cache.key(t) for t in texts]
+        out: list[np.ndarray | None] = [self._cache.get(k) for k in keys]
+        missing = [i for i, v in enumerate(out) if v is None]
+        if missing:
+            fresh = self._encode(self.prior, [texts[i] for i in missing])
+            for j, i in enumerate(missing):
+                out[i] = fresh[j]
+                self._cache.put(keys[i], fresh[j])
+        return np.stack(out)  # type: ignore[arg-type]
+
+    def score_pairs(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        if not pairs:
+            return np.zeros(0)
+        queries = list(dict.fromkeys(q for q, _ in pairs))
+        passages = list(dict.fromkeys(d for _, d in pairs))
+        qpos = {t: i for i, t in enumerate(queries)}
+        dpos = {t: i for i, t in enumerate(passages)}
+        q = self._encode(self.query_encoder or self.prior, queries)
+        d = self.embed_passages(passages)
+        qi = np.fromiter((qpos[a] for a, _ in pairs), dtype=np.int64, count=len(pairs))
+        di = np.fromiter((dpos[b] for _, b in pairs), dtype=np.int64, count=len(pairs))
+        scores = (q[qi] * d[di]).sum(axis=1).astype(np.float64) / self.tau
+        if self.cross_encoder is not None:
+            scores = scores + np.asarray(self.cross_encoder.score_pairs(pairs), dtype=np.float64)
+        return scores
+
+
+def load_scorer(resolved: Any, settings: Settings) -> ResidualScorer:
+    """Registry loader for card backend ``residual`` (see ``registry.BACKENDS``)."""
+    from adaptrank.core.engine.biencoder import default_embedding_path, load_sentence_transformer
+
+    root = Path(resolved.path)
+    card = resolved.card or {}
+    spec = (card.get("extra") or {}).get("residual")
+    if not isinstance(spec, dict):
+        raise NotFoundError(f"model: {resolved.name!r} has backend 'residual' but its card has no extra.residual")
+    prior_spec = spec.get("prior") or ZERO_SHOT
+    prior_path = default_embedding_path() if prior_spec == ZERO_SHOT else _part_path(root, prior_spec, "prior")
+    prior = load_sentence_transformer(prior_path, settings.device)
+    query_encoder = None
+    if spec.get("query_encoder"):
+        query_encoder = load_sentence_transformer(_part_path(root, spec["query_encoder"], "query encoder"), settings.device)
+    cross_encoder = None
+    if spec.get("cross_encoder"):
+        from adaptrank.core.engine.crossencoder import CrossEncoderScorer
+
+        cross_encoder = CrossEncoderScorer(
+            _part_path(root, spec["cross_encoder"], "cross-encoder"),
+            name=f"{resolved.name}/correction",
+            version=resolved.version,
+            device=settings.device,
+            max_length=settings.max_length,
+            mode=settings.long_documents,
+            stride=settings.window_stride,
+            batch_tokens=settings.batch_tokens,
+            max_batch_size=settings.max_batch_size,
+        )
+    return ResidualScorer(
+        prior,
+        query_encoder=query_encoder,
+        cross_encoder=cross_encoder,
+        tau=float(spec.get("tau", 0.05)),
+        name=resolved.name,
+        version=resolved.version,
+    )

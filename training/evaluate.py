@@ -1,0 +1,266 @@
+"""Evaluation: rerank a first-stage pool on BEIR-format data and report nDCG@10, MRR@10 and
+Recall@k, several models side by side with BM25 (and the zero-shot default) as baselines.
+
+Two entry points:
+
+* :func:`evaluate_beir` — real questions and qrels: first stage (BM25 over the corpus, or a Chroma
+  collection's dense retrieval), then each model reranks the same pool. ``adaptrank eval`` and the
+  ``evaluate_reranker`` tool run it.
+* :func:`rank_groups` — a dataset's dev split: each group's positive (and extra positives) ranked
+  among its hard negatives. Fine-tuning uses it for early stopping and promotion.
+
+Scoring goes through the engine (``Reranker.scorer(spec).score_pairs``) in chunks of many queries,
+so a bi-encoder embeds each passage once per chunk instead of once per query.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from adaptrank.core.beir import BeirData, load_beir
+from adaptrank.core.errors import InputError
+from adaptrank.core.metrics import evaluate_run, mrr_at_k, ndcg_at_k
+from adaptrank.core.settings import Settings, get_settings
+
+ScorePairs = Callable[[list[tuple[str, str]]], np.ndarray]
+Progress = Callable[[float, float | None, str | None], Any]
+
+BM25 = "bm25"
+
+
+class ModelMetrics(BaseModel):
+    model: str
+    version: str | None = None
+    metrics: dict[str, float]
+    seconds: float = 0.0
+
+
+class EvalReport(BaseModel):
+    data: str
+    first_stage: str
+    depth: int
+    queries: int
+    documents: int
+    results: list[ModelMetrics] = Field(default_factory=list)
+    seconds: dict[str, float] = Field(default_factory=dict)
+
+    def table(self) -> list[dict[str, Any]]:
+        return [{"model": r.model, **{k: round(v, 4) for k, v in r.metrics.items()}} for r in self.results]
+
+    def get(self, model: str) -> ModelMetrics:
+        for r in self.results:
+            if r.model == model:
+                return r
+        raise KeyError(model)
+
+
+# -- dev split: ranking inside groups ---------------------------------------------------------------
+def group_candidates(group: Any) -> tuple[list[str], set[int]]:
+    """A group's candidate passages (positive first) and the indices that are relevant."""
+    cands = [group.positive, *group.extra_positives, *group.negatives]
+    uniq = list(dict.fromkeys(cands))
+    relevant = {uniq.index(t) for t in [group.positive, *group.extra_positives]}
+    return uniq, relevant
+
+
+def rank_groups(
+    score_pairs: ScorePairs, groups: Sequence[Any], k: int = 10, chunk: int = 256
+) -> dict[str, float]:
+    """MRR@k and nDCG@k of each group's positives among its negatives (mean over groups)."""
+    if not groups:
+        return {}
+    mrr = ndcg = 0.0
+    for lo in range(0, len(groups), chunk):
+        part = groups[lo : lo + chunk]
+        plans = [group_candidates(g) for g in part]
+        pairs = [(g.query, t) for g, (cands, _) in zip(part, plans) for t in cands]
+        scores = np.asarray(score_pairs(pairs), dtype=np.float64)
+        pos = 0
+        for (cands, relevant) in plans:
+            s = scores[pos : pos + len(cands)]
+            pos += len(cands)
+            order = [str(i) for i in np.argsort(-s, kind="stable")]
+            rels = {str(i): 1 for i in relevant}
+            mrr += mrr_at_k(order, rels, k)
+            ndcg += ndcg_at_k(order, rels, k)
+    n = len(groups)
+    return {f"mrr@{k}": mrr / n, f"ndcg@{k}": ndcg / n, "groups": float(n)}
+
+
+# -- BEIR: first stage + rerank -------------------------------------------------------------------
+def first_stage_bm25(data: BeirData, qids: Sequence[str], depth: int) -> dict[str, list[tuple[str, float]]]:
+    from adaptrank.core.bm25 import BM25Index
+
+    ids = list(data.corpus)
+    index = BM25Index([data.doc_text(i) for i in ids], ids)
+    hits = index.search_many([data.queries[q] for q in qids], depth)
+    return dict(zip(qids, hits, strict=True))
+
+
+def first_stage_chroma(
+    data: BeirData, qids: Sequence[str], depth: int, collection: str, settings: Settings
+) -> dict[str, list[tuple[str, float]]]:
+    """Dense retrieval from a Chroma collection; chunks map back to corpus ids (best chunk wins)."""
+    from adaptrank.core.docstore import DocStore
+
+    store = DocStore(settings)
+    out: dict[str, list[tuple[str, float]]] = {}
+    for lo in range(0, len(qids), 64):
+        part = list(qids[lo : lo + 64])
+        results = store.query(collection, [data.queries[q] for q in part], depth * 3)
+        for q, hits in zip(part, results, strict=True):
+            seen: dict[str, float] = {}
+            for h in hits:
+                doc = str(h.metadata.get("doc_id") or h.id.split("#", 1)[0])
+                if doc in data.corpus and doc not in seen:
+                    seen[doc] = h.score
+            out[q] = list(seen.items())[:depth]
+    return out
+
+
+def select_queries(data: BeirData, max_queries: int | None, seed: int) -> list[str]:
+    """Queries with judgements whose relevant documents are in the corpus (a sample if asked)."""
+    qids = [q for q in data.queries if any(d in data.corpus for d in data.qrels.get(q, {}))]
+    if not qids:
+        raise InputError("data", "no query has a judged document in the corpus (check qrels.tsv)")
+    if max_queries and len(qids) > max_queries:
+        rng = np.random.default_rng(seed)
+        qids = sorted(rng.choice(qids, size=max_queries, replace=False).tolist(), key=qids.index)
+    return qids
+
+
+def rerank_run(
+    score_pairs: ScorePairs,
+    data: BeirData,
+    pools: dict[str, list[tuple[str, float]]],
+    chunk: int = 200,
+    progress: Callable[[int, int], None] | None = None,
+    fuse: float = 0.0,
+) -> dict[str, list[str]]:
+    """Each query's pool reordered by the model (ties keep first-stage order).
+
+    ``fuse > 0`` adds ``fuse`` times the z-normalised first-stage score to the z-normalised model
+    score (interpolation with the first stage).
+    """
+    qids = list(pools)
+    run: dict[str, list[str]] = {}
+    for lo in range(0, len(qids), chunk):
+        part = qids[lo : lo + chunk]
+        pairs = [(data.queries[q], data.doc_text(d)) for q in part for d, _ in pools[q]]
+        scores = np.asarray(score_pairs(pairs), dtype=np.float64) if pairs else np.zeros(0)
+        pos = 0
+        for q in part:
+            docs = [d for d, _ in pools[q]]
+            s = scores[pos : pos + len(docs)]
+            pos += len(docs)
+            if fuse and len(docs) > 1:
+                s = _z(s) + fuse * _z(np.asarray([x for _, x in pools[q]], dtype=np.float64))
+            run[q] = [docs[i] for i in np.argsort(-s, kind="stable")]
+        if progress is not None:
+            progress(min(lo + chunk, len(qids)), len(qids))
+    return run
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    sd = x.std()
+    return (x - x.mean()) / sd if sd > 0 else x - x.mean()
+
+
+def evaluate_beir(
+    data: BeirData | str | Path,
+    models: Sequence[str] = ("zero-shot",),
+    *,
+    first_stage: Literal["bm25"] | str = BM25,
+    depth: int = 30,
+    max_queries: int | None = None,
+    recall_k: int | None = None,
+    seed: int = 0,
+    settings: Settings | None = None,
+    reranker: Any = None,
+    progress: Progress | None = None,
+    fuse: dict[str, float] | None = None,
+) -> EvalReport:
+    """Evaluate ``models`` (engine specs: ``zero-shot``, store names, ``cross-encoder:<path>``...)
+    reranking the first stage's top ``depth``; the first stage itself is the baseline row.
+
+    ``first_stage``: ``bm25`` or ``chroma:<collection>``. ``fuse``: model -> interpolation weight
+    with the first-stage score (see :func:`rerank_run`).
+    """
+    settings = settings or get_settings()
+    if not 1 <= depth <= 1000:
+        raise InputError("depth", f"is {depth}; it must be between 1 and 1000")
+    if not models and first_stage != BM25:
+        raise InputError("models", "name at least one model")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    location = str(data) if not isinstance(data, BeirData) else "in-memory"
+    if not isinstance(data, BeirData):
+        data = load_beir(data)
+    qids = select_queries(data, max_queries, seed)
+    timings["load"] = time.perf_counter() - t0
+
+    def report(done: float, total: float | None, msg: str) -> None:
+        if progress is not None:
+            progress(done, total, msg)
+
+    t0 = time.perf_counter()
+    report(0, None, f"first stage ({first_stage}) for {len(qids)} queries")
+    if first_stage == BM25:
+        pools = first_stage_bm25(data, qids, depth)
+    elif first_stage.startswith("chroma:"):
+        pools = first_stage_chroma(data, qids, depth, first_stage.split(":", 1)[1], settings)
+    else:
+        raise InputError("first_stage", f"{first_stage!r} is not 'bm25' or 'chroma:<collection>'")
+    timings["first_stage"] = time.perf_counter() - t0
+    rk = recall_k or depth
+    report_ = EvalReport(data=location, first_stage=first_stage, depth=depth, queries=len(qids), documents=len(data.corpus))
+    base_run = {q: [d for d, _ in pools[q]] for q in qids}
+    report_.results.append(
+        ModelMetrics(model=first_stage, metrics=evaluate_run(base_run, data.qrels, 10, rk), seconds=timings["first_stage"])
+    )
+    if reranker is None:
+        from adaptrank.core.engine import Reranker
+
+        reranker = Reranker(settings=settings)
+    for m, spec in enumerate(models):
+        t0 = time.perf_counter()
+        scorer = reranker.scorer(spec)
+
+        def step(done: int, total: int, _m: int = m, _spec: str = spec) -> None:
+            report(_m * len(qids) + done, len(models) * len(qids), f"{_spec}: {done}/{total} queries")
+
+        run = rerank_run(scorer.score_pairs, data, pools, progress=step, fuse=(fuse or {}).get(spec, 0.0))
+        seconds = time.perf_counter() - t0
+        timings[spec] = seconds
+        report_.results.append(
+            ModelMetrics(
+                model=spec,
+                version=getattr(scorer, "version", None),
+                metrics=evaluate_run(run, data.qrels, 10, rk),
+                seconds=round(seconds, 2),
+            )
+        )
+    report_.seconds = {k: round(v, 2) for k, v in timings.items()}
+    return report_
+
+
+def run_job(handle: Any) -> dict[str, Any]:
+    """The ``evaluate`` job kind: ``evaluate_beir`` with the job's parameters."""
+    from adaptrank.core.paths import check_allowed_path
+
+    p = dict(handle.params)
+    settings = get_settings()
+    path = check_allowed_path(settings, p.pop("path"))
+
+    def progress(done: float, total: float | None, msg: str | None) -> None:
+        handle.check_cancelled()
+        handle.progress(done, total, msg)
+
+    report = evaluate_beir(path, p.pop("models", ["zero-shot"]), settings=settings, progress=progress, **p)
+    return report.model_dump(mode="json")

@@ -1,0 +1,128 @@
+"""Training-side pieces of the *residual* reranker: the adapted model starts as the zero-shot
+scorer and learns only a correction on top of it.
+
+Why: no pretrained cross-encoder ships offline, and a bare encoder learns to cross-encode slowly
+(a MiniLM cross-encoder trained with LCE on 600 real groups reached 0.46 nDCG@10 where the zero-shot
+bi-encoder reaches 0.70). So the correction must be zero at step 0:
+
+* ``query-encoder``: the passage side stays the frozen zero-shot bi-encoder (its embeddings are
+  computed once, here, by :class:`PassageBank`); only a copy of the *query* tower is trained, with
+  LCE over the frozen passage embeddings (:class:`FrozenPassageLCE`). Step 0 is exactly the
+  zero-shot ranking; training costs a forward/backward over short queries only, so it fits a CPU.
+* ``residual`` cross-encoder: score = cos(q, d) / tau + CE(q, d), the CE head zero-initialised
+  (:func:`zero_head`); the priors travel in the dataset's ``label`` column (see
+  :class:`adaptrank.training.lce.LCELoss`).
+
+Serving lives in :mod:`adaptrank.core.engine.residual`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from adaptrank.training.lce import lce
+
+Progress = Callable[[int, int], None]
+
+
+class PassageBank:
+    """Unique passages and their frozen, normalised prior embeddings (computed once)."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.texts = list(dict.fromkeys(texts))
+        self.index = {t: i for i, t in enumerate(self.texts)}
+        self.embeddings: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def ids(self, texts: Sequence[str]) -> list[int]:
+        return [self.index[t] for t in texts]
+
+    def embed(
+        self,
+        model,
+        batch_size: int = 64,
+        progress: Progress | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> np.ndarray:
+        """Embed every passage with ``model`` (a SentenceTransformer), longest first so batches pad
+        little; ``check`` runs between batches (it raises to cancel)."""
+        order = sorted(range(len(self.texts)), key=lambda i: -len(self.texts[i]))
+        out = np.zeros((len(self.texts), model.get_embedding_dimension()), dtype=np.float32)
+        for lo in range(0, len(order), batch_size):
+            if check is not None:
+                check()
+            idx = order[lo : lo + batch_size]
+            out[idx] = model.encode(
+                [self.texts[i] for i in idx],
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            if progress is not None:
+                progress(min(lo + batch_size, len(order)), len(order))
+        self.embeddings = out
+        return out
+
+
+class FrozenPassageLCE(nn.Module):
+    """LCE for a query tower against frozen passage embeddings.
+
+    Dataset columns: ``query`` (text) and ``label`` (G passage ids into the bank, positive first).
+    score(q, d_j) = cos(f(q), e_j) / tau, where e_j is the frozen prior embedding; loss = LCE.
+    """
+
+    def __init__(self, model, passage_embeddings: np.ndarray | Tensor, tau: float = 0.05) -> None:
+        super().__init__()
+        self.model = model
+        self.tau = float(tau)
+        bank = torch.as_tensor(np.asarray(passage_embeddings), dtype=torch.float32)
+        self.register_buffer("bank", bank, persistent=False)
+
+    def forward(self, sentence_features, labels: Tensor) -> Tensor:
+        features = list(sentence_features)
+        q = self.model(features[0])["sentence_embedding"]
+        q = nn.functional.normalize(q.float(), dim=-1)
+        d = self.bank.to(q.device)[labels.to(q.device).long()]  # [B, G, D]
+        scores = torch.einsum("bd,bgd->bg", q, d) / self.tau
+        return lce(scores)
+
+    def get_config_dict(self) -> dict[str, float | str]:
+        return {"loss": "lce-frozen-passages", "tau": self.tau}
+
+
+def zero_head(cross_encoder) -> None:
+    """Zero the last linear layer of a one-logit cross-encoder, so its score starts at 0 and the
+    residual model starts exactly at the prior."""
+    hf = cross_encoder.model
+    last = None
+    for name in ("classifier", "score", "out_proj"):
+        mod = getattr(hf, name, None)
+        if isinstance(mod, nn.Linear):
+            last = mod
+        elif mod is not None and isinstance(getattr(mod, "out_proj", None), nn.Linear):
+            last = mod.out_proj
+        if last is not None:
+            break
+    if last is None:
+        linears = [m for m in hf.modules() if isinstance(m, nn.Linear) and m.out_features == 1]
+        if not linears:
+            raise ValueError("cannot find the cross-encoder's one-logit head to zero")
+        last = linears[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        if last.bias is not None:
+            last.bias.zero_()
+
+
+def cosine_priors(queries: Sequence[str], passage_ids: Sequence[Sequence[int]], query_model, bank: np.ndarray) -> np.ndarray:
+    """cos(q, d) for every (query, passage id) of each group: ``[N, G]``."""
+    q = query_model.encode(list(queries), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    ids = np.asarray(passage_ids)
+    return np.einsum("nd,ngd->ng", q, bank[ids]).astype(np.float32)
