@@ -199,7 +199,8 @@ def main() -> None:
     print(f"micro-batching off: {off['rps']:.2f} req/s, p50 {off['p50']:.0f} ms, p95 {off['p95']:.0f} ms")
     print(f"micro-batching on:  {on['rps']:.2f} req/s, p50 {on['p50']:.0f} ms, p95 {on['p95']:.0f} ms")
     print(f"server CPU-seconds per request: off {off['cpu_per_request']:.2f}, on {on['cpu_per_request']:.2f} "
-          f"(CPU-efficiency ratio {off['cpu_per_request'] / on['cpu_per_request']:.2f}; robust to other load on the machine)")
+          f"(CPU-efficiency ratio {off['cpu_per_request'] / on['cpu_per_request']:.2f}; on a busy machine this includes "
+          "OpenMP threads spin-waiting for preempted siblings)")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"ratio: {on['rps'] / off['rps']:.2f}")
 
