@@ -18,6 +18,7 @@ Templates:
 * ``querygen.list`` — k questions of varied types in one JSON reply (for capable LLMs behind
   ``openai``/``vllm``; fewer calls per document).
 * ``judge.relevance`` — does this passage answer this query? ``yes``/``no`` (a constrained choice).
+* ``judge.likelihood`` — the query-likelihood judge for small models: log p(query | passage).
 
 Question types are general-purpose (``definition``, ``cause``, ``how-to``...); the ``medical``
 set adds the consumer-health ones (``symptoms``, ``treatment``, ``inheritance``...).
@@ -246,6 +247,19 @@ JUDGE_RELEVANCE = PromptTemplate(
     variables=("query", "passage"),
 )
 
+JUDGE_LIKELIHOOD = PromptTemplate(
+    name="judge.likelihood",
+    version="1",
+    description=(
+        "Query likelihood: the judge's score is log p(query | passage) as the reply to this prompt "
+        "(LLM.loglikelihood), compared with the query's own passage. For small models."
+    ),
+    system="You write the search question a user would type to find a passage.",
+    user="Passage: {passage}\n\nWrite a question that this passage answers.",
+    max_new_tokens=48,
+    variables=("passage",),
+)
+
 TEMPLATES: dict[str, PromptTemplate] = {}
 
 
@@ -273,7 +287,7 @@ def get_template(name: str) -> PromptTemplate:
         raise NotFoundError(f"template: unknown prompt template {name!r} (known: {known})") from None
 
 
-for _t in (QUERYGEN_TYPED, QUERYGEN_LIST, JUDGE_RELEVANCE):
+for _t in (QUERYGEN_TYPED, QUERYGEN_LIST, JUDGE_RELEVANCE, JUDGE_LIKELIHOOD):
     register(_t)
 
 
@@ -287,3 +301,7 @@ def querygen_list_prompt(passage: str, k: int, types: list[str], max_chars: int 
 
 def judge_prompt(query: str, passage: str, max_chars: int = 800) -> Prompt:
     return JUDGE_RELEVANCE.render(query=query, passage=_clip(passage, max_chars))
+
+
+def likelihood_prompt(passage: str, max_chars: int = 800) -> Prompt:
+    return JUDGE_LIKELIHOOD.render(passage=_clip(passage, max_chars))

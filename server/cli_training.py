@@ -72,7 +72,7 @@ def generate(
     negatives: Annotated[int, typer.Option(help="hard negatives per group")] = 7,
     mining_depth: Annotated[int, typer.Option(help="candidates mined per query (BM25 + dense)")] = 30,
     judge: Annotated[bool, typer.Option("--judge/--no-judge", help="LLM-judge the mined candidates")] = True,
-    judge_depth: Annotated[int | None, typer.Option(help="candidates judged per query [default: negatives+3]")] = None,
+    judge_depth: Annotated[int | None, typer.Option(help="candidates judged per query [default: negatives]")] = None,
     llm_backend: Annotated[str | None, typer.Option(help="transformers | llamacpp | openai | vllm [env ADAPTRANK_LLM_BACKEND]")] = None,
     llm_model: Annotated[str | None, typer.Option(help="model for the backend [env ADAPTRANK_LLM_MODEL]")] = None,
     openai_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint [env ADAPTRANK_OPENAI_BASE_URL]")] = None,

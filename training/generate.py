@@ -31,11 +31,11 @@ from pydantic import BaseModel, Field, model_validator
 
 from adaptrank.core.errors import AdaptRankError, InputError
 from adaptrank.core.llm.base import LLM
-from adaptrank.core.prompts import JUDGE_RELEVANCE, QUERYGEN_TYPED, TYPE_SETS, get_template
+from adaptrank.core.prompts import JUDGE_LIKELIHOOD, JUDGE_RELEVANCE, QUERYGEN_TYPED, TYPE_SETS, get_template
 from adaptrank.core.settings import Settings
 from adaptrank.training.corpus import Corpus, load_corpus, sample_documents
 from adaptrank.training.dataset import DatasetRef, DatasetStore, Group
-from adaptrank.training.labeling import label_candidates
+from adaptrank.training.labeling import label_candidates, resolve_method
 from adaptrank.training.mining import CandidateMiner
 from adaptrank.training.querygen import generate_queries
 
@@ -58,8 +58,12 @@ class GenerateParams(BaseModel):
     negatives: int = Field(7, ge=0, le=100, description="hard negatives per group")
     mining_depth: int = Field(30, ge=1, le=1000, description="candidates mined per query")
     judge: bool = Field(True, description="LLM-judge the mined candidates (off: top mined are negatives)")
-    judge_depth: int | None = Field(None, ge=0, le=1000, description="candidates judged per query (default negatives+3)")
+    judge_depth: int | None = Field(None, ge=0, le=1000, description="candidates judged per query (default: negatives; the judge is the costly step)")
     judge_threshold: float | None = Field(None, ge=0.0, le=1.0, description="p(yes) cut-off instead of the label")
+    judge_method: Literal["auto", "choice", "likelihood"] = Field(
+        "auto", description="choice: yes/no; likelihood: query likelihood vs the own passage; auto: by model"
+    )
+    judge_margin: float = Field(0.0, ge=0.0, le=10.0, description="likelihood judge: nats/token of slack")
     llm_backend: str | None = None
     llm_model: str | None = None
     judge_backend: str | None = Field(None, description="default: the same LLM as generation")
@@ -225,13 +229,15 @@ def generate_dataset(
         )
     seconds["total"] = time.perf_counter() - t_start
     judged = counts.get("judged", 0)
+    judge_method = resolve_method(judge, params.judge_method) if judge is not None else None
     card = {
         "source": {**corpus.describe(), "sampled_documents": total},
         "llm": gen_llm.name,
         "judge": judge.name if judge is not None else None,
         "prompt_versions": {
             "querygen": get_template(params.template).id,
-            **({"judge": JUDGE_RELEVANCE.id} if judge is not None else {}),
+            **({"judge": (JUDGE_LIKELIHOOD if judge_method == "likelihood" else JUDGE_RELEVANCE).id}
+               if judge is not None else {}),
         },
         "parameters": params.model_dump(),
         "counts": {
@@ -240,6 +246,7 @@ def generate_dataset(
             "queries_kept": counts.get("kept", 0),
         },
         "label_stats": {
+            "judge_method": judge_method,
             "judged_pairs": judged,
             "judged_relevant": counts.get("judged_relevant", 0),
             "judged_relevant_rate": round(counts.get("judged_relevant", 0) / judged, 4) if judged else None,
@@ -285,6 +292,7 @@ def _process_batch(
     t_mine = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    by_id = {p.id: p for ps in docs for p in ps}
     labeled, lcounts = label_candidates(
         judge,
         [q.query for q in queries],
@@ -292,10 +300,12 @@ def _process_batch(
         negatives=params.negatives,
         judge_depth=params.judge_depth,
         threshold=params.judge_threshold,
+        method=params.judge_method,
+        positives=[by_id[q.passage_id].text for q in queries],
+        margin=params.judge_margin,
     )
     t_label = time.perf_counter() - t0
 
-    by_id = {p.id: p for ps in docs for p in ps}
     rows: dict[str, dict[str, Any]] = {
         d: {"doc_id": d, "groups": [], "normalized": [], "counts": Counter()} for d in batch
     }

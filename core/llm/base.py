@@ -63,6 +63,9 @@ class LLMStats:
 class LLM(ABC):
     #: e.g. "transformers:SmolLM2-135M-Instruct" — recorded in dataset cards
     name: str = "llm"
+    #: True when this model judges relevance better by query likelihood (``loglikelihood``) than
+    #: by answering yes/no — small models; the labelling step's ``judge_method="auto"`` reads it.
+    likelihood_judge: bool = False
 
     @property
     def stats(self) -> LLMStats:

@@ -81,3 +81,23 @@ def test_shared_prefix_cache_changes_nothing_but_the_work(tiny_chat_lm):
     assert [x[1] for x in a] == pytest.approx([x[1] for x in b], abs=1e-4)
     assert cached.generate(prompts, max_new_tokens=5) == plain.generate(prompts, max_new_tokens=5)
     assert cached.stats.prompt_tokens < plain.stats.prompt_tokens  # the prefix was computed once
+
+
+def test_loglikelihood_matches_a_direct_computation(tiny_chat_lm):
+    import torch
+
+    llm = TransformersLLM(tiny_chat_lm, batch_size=2, threads=1, dtype="float32")
+    system = {"role": "system", "content": "You write the search question a user would type. " * 4}
+    prompts = [[system, {"role": "user", "content": f"Passage: {p}"}] for p in ("uric acid", "airways narrow in asthma", "x")]
+    conts = ["What causes gout?", "How is asthma treated?", "Why?"]
+    got = llm.loglikelihood(prompts, conts)
+    tok = llm.tokenizer
+    for prompt, cont, value in zip(prompts, conts, got):
+        head = tok(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
+        tail = tok(cont, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logp = llm.model(input_ids=torch.tensor([head + tail])).logits[0].float().log_softmax(-1)
+        expected = logp[len(head) - 1 : -1].gather(-1, torch.tensor(tail)[:, None]).mean().item()
+        assert value == pytest.approx(expected, abs=1e-3)
+    with pytest.raises(Exception, match="one continuation per prompt"):
+        llm.loglikelihood(prompts, conts[:1])

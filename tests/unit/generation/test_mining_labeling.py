@@ -94,3 +94,41 @@ def test_a_failing_judge_item_is_skipped_and_counted_but_all_failing_raises():
 
     with pytest.raises(LLMError, match="every item"):
         label_candidates(Down(lambda p: ""), ["q"], [_cands(3)], negatives=2)
+
+
+class LikelihoodLLM(ScriptedLLM):
+    """Scores log p(query | passage) by word overlap: a stand-in with the real method's shape."""
+
+    likelihood_judge = True
+
+    def loglikelihood(self, prompts, continuations):
+        self.calls.append({"loglikelihood": len(prompts)})
+        out = []
+        for p, q in zip(prompts, continuations):
+            passage = p[-1]["content"].split("Passage: ", 1)[1].lower()
+            words = q.lower().rstrip("?").split()
+            out.append(-1.0 + sum(w in passage for w in words) / len(words))
+        return out
+
+
+def test_likelihood_judge_compares_with_the_own_passage():
+    from adaptrank.training.labeling import resolve_method
+
+    judge = LikelihoodLLM(lambda p: "no")
+    assert resolve_method(judge, "auto") == "likelihood" and resolve_method(ScriptedLLM(lambda p: ""), "auto") == "choice"
+    cands = [
+        Candidate("a", "da", "what causes gout? uric acid crystals", 0.5),  # explains the query as well as the own passage
+        Candidate("b", "db", "asthma narrows the airways", 0.4),
+        Candidate("c", "dc", "gout pain", 0.3),
+    ]
+    [res], counts = label_candidates(
+        judge, ["what causes gout"], [cands], negatives=2, judge_depth=3, method="auto",
+        positives=["what causes gout: uric acid"],
+    )
+    assert [c.id for c in res.extra_positives] == ["a"] and [c.id for c in res.negatives] == ["b", "c"]
+    assert res.negative_scores[0] < res.negative_scores[1] < 0.5  # sigmoid of the likelihood gap
+    assert judge.calls == [{"loglikelihood": 4}]  # 3 candidates + the own passage, one call
+    with pytest.raises(Exception, match="own passage"):
+        label_candidates(judge, ["q"], [cands], negatives=2, method="likelihood")
+    with pytest.raises(Exception, match="cannot score likelihoods"):
+        label_candidates(ScriptedLLM(lambda p: ""), ["q"], [cands], negatives=2, method="likelihood", positives=["x"])
