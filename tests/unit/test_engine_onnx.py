@@ -173,3 +173,20 @@ def test_fast_precision_picks_bf16_or_int8(tiny_cross_encoder, tmp_path, monkeyp
     assert int8.runtime_name == "onnxruntime-int8"
     plain, _ = _load(tiny_cross_encoder, tmp_path, precision="fast", onnx="off")
     assert plain.runtime_name == "torch"
+
+
+def test_packed_torch_runtime_matches_plain_and_fuses_gelu(sharp_cross_encoder):
+    """The exact CPU path runs pre-packed oneDNN linears; same fp32 scores as plain eager torch."""
+    from adaptrank.core.engine.crossencoder import PackedLinear, TorchRuntime, packing_available
+
+    if not packing_available():
+        pytest.skip("no oneDNN packed linear in this torch build")
+    scorer = CrossEncoderScorer(sharp_cross_encoder, max_length=64, mode="truncate")
+    assert scorer.runtime.packed
+    layer = scorer.runtime.model.bert.encoder.layer[0]
+    assert isinstance(layer.intermediate.dense, PackedLinear) and layer.intermediate.dense.activation == "gelu"
+    assert not isinstance(scorer.hf_model.bert.encoder.layer[0].intermediate.dense, PackedLinear)  # a copy
+    enc = encode_pairs(scorer.tokenizer, _pairs(), 64, "truncate")
+    batch = pad_batch(enc, np.arange(len(enc)), scorer.tokenizer.pad_token_id)
+    plain = TorchRuntime(scorer.hf_model, "cpu", pack=False)
+    np.testing.assert_allclose(scorer.runtime(batch), plain(batch), atol=1e-5)
