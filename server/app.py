@@ -30,6 +30,7 @@ def _register_parts(mcp: FastMCP, services: Services) -> None:
     http.register(mcp, services)  # POST /v1/rerank (Cohere-compatible), GET /healthz
     from adaptrank.server import tools_search; tools_search.register(mcp, services)  # search, ingest_documents, list_collections
     from adaptrank.server import tools_training; tools_training.register(mcp, services)  # generate_training_data, job_status, list_jobs, cancel_job, resume_job, list_datasets
+    from adaptrank.server import tools_finetune; tools_finetune.register(mcp, services)  # finetune_reranker, evaluate_reranker
     # Other parts add their line here.
 
 

@@ -32,6 +32,7 @@ from adaptrank.core.settings import Settings
 COMMAND_MODULES: list[str] = [
     "adaptrank.server.cli_search",  # ingest, ask, collections (issue 5)
     "adaptrank.server.cli_training",  # generate, jobs, datasets (issue 3)
+    "adaptrank.server.cli_finetune",  # finetune, eval, adapt (issue 4)
 ]
 
 app = typer.Typer(

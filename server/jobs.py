@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 JOB_KINDS: dict[str, str] = {
     "generate": "adaptrank.training.generate:run_job",
     "finetune": "adaptrank.training.finetune:run_job",
+    "evaluate": "adaptrank.training.evaluate:run_job",
+    "adapt": "adaptrank.training.adapt:run_job",
 }
 
 JobFn = Callable[["JobHandle"], "dict[str, Any] | None"]

@@ -255,7 +255,7 @@ def run_job(handle: Any) -> dict[str, Any]:
     from adaptrank.core.paths import check_allowed_path
 
     p = dict(handle.params)
-    settings = get_settings()
+    settings = getattr(handle.manager, "settings", None) or get_settings()
     path = check_allowed_path(settings, p.pop("path"))
 
     def progress(done: float, total: float | None, msg: str | None) -> None:

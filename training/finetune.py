@@ -367,7 +367,7 @@ class _Monitor:
         if self.loss is not None:
             parts.append(f"loss {self.loss:.4f}")
         if self.dev is not None:
-            parts.append(f"dev {self.metric_key.removeprefix('eval_')} {self.dev:.4f}")
+            parts.append(f"dev {self.metric_key.removeprefix('eval_dev_')} {self.dev:.4f}")
         return " ".join(parts)
 
     def restore_best(self) -> None:

@@ -1,0 +1,98 @@
+"""MCP tools ``finetune_reranker`` and ``evaluate_reranker``, both background jobs.
+
+They validate their input at once (an unknown dataset or base model, a group size larger than the
+negatives the dataset has: a tool error naming the field), start a job and return its id. Progress
+(steps, loss, dev metric) streams through the job: ``job_status(job_id, wait_seconds)`` relays it as
+MCP progress notifications; ``cancel_job`` stops a run and leaves the model store as it was.
+
+No ``from __future__ import annotations``: fastmcp must see the annotated types as objects.
+"""
+
+import asyncio
+from typing import Annotated, Literal
+
+from fastmcp import Context, FastMCP
+from mcp_types import ToolAnnotations
+from pydantic import Field
+
+from adaptrank.server.context import Services
+from adaptrank.server.errors import tool_errors
+from adaptrank.server.jobs import JobInfo
+from adaptrank.server.tools_training import Wait, wait_for_job
+
+STARTS_JOB = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")]
+
+
+def register(mcp: FastMCP, services: Services) -> None:
+    s = services.settings
+
+    @mcp.tool(annotations=STARTS_JOB)
+    @tool_errors
+    async def finetune_reranker(
+        dataset: Annotated[Name, Field(description="dataset name (or name@version) from generate_training_data / list_datasets")],
+        base_model: Annotated[str | None, Field(max_length=512, description="start from: 'zero-shot', a model-store name, a server-side path or an HF id (default: the offline MiniLM)")] = None,
+        epochs: Annotated[float, Field(gt=0, le=50, description="passes over the training groups")] = 2.0,
+        group_size: Annotated[int, Field(ge=2, le=64, description="1 positive + G-1 hard negatives per group")] = 8,
+        learning_rate: Annotated[float | None, Field(gt=0, le=0.1, description="peak learning rate (default: per method)")] = None,
+        output_name: Annotated[Name | None, Field(description="model-store name (default '<dataset>-reranker')")] = None,
+        promote: Annotated[bool | None, Field(description="null: activate only if it beats the active model on the dev split; true: force; false: never")] = None,
+        method: Annotated[Literal["auto", "query-encoder", "residual", "cross-encoder", "bi-encoder"], Field(description="auto: cross-encoder LCE for a pretrained cross-encoder base, else the residual query-encoder")] = "auto",
+        wait_seconds: Wait = 0,
+        ctx: Context | None = None,
+    ) -> JobInfo:
+        """Fine-tune the reranker on a generated dataset with the LCE loss, as a background job.
+
+        The new model is saved as a new version of `output_name` with a card (base, dataset, loss,
+        hyper-parameters, dev metrics before/after). It becomes active only if it beats the active
+        model (or the zero-shot default) on the dataset's dev split, unless `promote` says otherwise.
+        Returns the job at once: `job_status(job_id, wait_seconds)` for progress (steps, loss, dev
+        metric) and the result, `cancel_job(job_id)` to stop (the active model is never touched).
+        """
+        from adaptrank.training.finetune import load_dataset_groups, parse_params, resolve_base
+
+        params = parse_params({
+            k: v for k, v in dict(
+                dataset=dataset, base_model=base_model, epochs=epochs, group_size=group_size,
+                learning_rate=learning_rate, output_name=output_name, promote=promote, method=method,
+            ).items() if v is not None
+        })
+        if params.base_model and params.base_model.startswith(("/", ".", "~")):
+            from adaptrank.core.paths import check_allowed_path
+
+            check_allowed_path(s, params.base_model, "base_model")
+
+        def check() -> None:  # fail now on what can be checked cheaply
+            load_dataset_groups(params, s)
+            resolve_base(params.base_model, services.store)
+
+        await asyncio.to_thread(check)
+        info = await asyncio.to_thread(services.jobs.submit, "finetune", params.model_dump(exclude_none=True))
+        return await wait_for_job(services.jobs, info.id, wait_seconds, ctx)
+
+    @mcp.tool(annotations=STARTS_JOB)
+    @tool_errors
+    async def evaluate_reranker(
+        path: Annotated[str, Field(min_length=1, max_length=4096, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv) inside the server's allowed roots")],
+        models: Annotated[list[Annotated[str, Field(min_length=1, max_length=512)]], Field(min_length=1, max_length=8, description="models to compare (zero-shot, store names, name@version)")] = ["zero-shot"],  # noqa: B006 - pydantic copies defaults
+        first_stage: Annotated[str, Field(pattern=r"^(bm25|chroma:[A-Za-z0-9._-]+)$", description="bm25, or chroma:<collection> for dense retrieval")] = "bm25",
+        depth: Annotated[int, Field(ge=1, le=1000, description="first-stage candidates reranked per query")] = 30,
+        max_queries: Annotated[int | None, Field(ge=1, le=100_000, description="evaluate a sample of the queries")] = None,
+        wait_seconds: Wait = 0,
+        ctx: Context | None = None,
+    ) -> JobInfo:
+        """Evaluate rerankers on BEIR-format data, as a background job: the first stage's top `depth`
+        reranked by each model; nDCG@10, MRR@10 and Recall@depth per model, the first stage as
+        baseline. The job's result holds the table."""
+        from adaptrank.core.engine import registry
+        from adaptrank.core.paths import check_allowed_path
+
+        resolved = check_allowed_path(s, path)
+        for m in models:
+            await asyncio.to_thread(registry.resolve, m, services.store)  # unknown model: error now
+        params = {"path": str(resolved), "models": list(models), "first_stage": first_stage, "depth": depth}
+        if max_queries:
+            params["max_queries"] = max_queries
+        info = await asyncio.to_thread(services.jobs.submit, "evaluate", params)
+        return await wait_for_job(services.jobs, info.id, wait_seconds, ctx)

@@ -1,0 +1,194 @@
+"""Self-adaptation in one call: generate → fine-tune → evaluate → promote.
+
+``adapt(AdaptParams(collection="docs"), settings)`` writes a synthetic dataset from the team's
+documents (:mod:`.generate`), fine-tunes the reranker on it (:mod:`.finetune`, which promotes the
+new version only if it beats the active model — or the zero-shot default — on the dataset's dev
+split), and, when the source is a BEIR folder with real questions and qrels, evaluates BM25, the
+zero-shot default, the previous active model and the new one on them (:mod:`.evaluate`). The real
+questions are never used for training: generation reads ``corpus.jsonl`` only.
+
+The defaults are the recipe measured in docs/finetuning.md for a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from adaptrank.core.errors import InputError
+from adaptrank.core.modelstore import ModelStore, validate_name
+from adaptrank.core.settings import Settings, get_settings
+
+Progress = Callable[[float, float | None, str | None], Any]
+
+STAGES = ("generate", "finetune", "evaluate")
+
+
+class AdaptParams(BaseModel):
+    collection: str | None = Field(None, description="Chroma collection holding the team's documents")
+    path: str | None = Field(None, description="or a BEIR folder (corpus.jsonl; queries+qrels enable evaluation) / a text folder")
+    name: str | None = Field(None, description="base name: dataset '<name>-synth', model '<name>-reranker'")
+    max_documents: int = Field(1000, ge=1, le=1_000_000)
+    queries_per_document: int = Field(2, ge=1, le=20)
+    negatives: int = Field(7, ge=1, le=100)
+    judge: bool = Field(False, description="LLM-judge the mined candidates (slower; see docs/finetuning.md)")
+    question_types: Literal["general", "medical"] = "general"
+    llm_backend: str | None = None
+    llm_model: str | None = None
+    method: str = "auto"
+    base_model: str | None = None
+    epochs: float = Field(2.0, gt=0, le=100)
+    group_size: int = Field(8, ge=2, le=128)
+    learning_rate: float | None = None
+    promote: bool | None = None
+    evaluate: bool = Field(True, description="evaluate on the source's real questions when it has qrels")
+    eval_max_queries: int | None = Field(None, ge=1)
+    eval_depth: int = Field(30, ge=1, le=1000)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> AdaptParams:
+        if bool(self.collection) == bool(self.path):
+            raise InputError("collection", "give exactly one of collection or path")
+        validate_name(self.base_name, "name")
+        return self
+
+    @property
+    def base_name(self) -> str:
+        if self.name:
+            return self.name
+        raw = self.collection or Path(str(self.path)).name.removesuffix(".jsonl")
+        cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in raw).strip("-.") or "team"
+        return cleaned[:48]
+
+
+class AdaptResult(BaseModel):
+    dataset: str
+    model: str
+    version: str | None
+    promoted: bool
+    decision: str
+    dev_before: dict[str, float] = Field(default_factory=dict)
+    dev_after: dict[str, float] = Field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
+    seconds: dict[str, float] = Field(default_factory=dict)
+
+
+def _has_qrels(path: Path) -> bool:
+    return path.is_dir() and (path / "queries.jsonl").is_file() and (
+        (path / "qrels.tsv").is_file() or (path / "qrels" / "test.tsv").is_file()
+    )
+
+
+def adapt(
+    params: AdaptParams | dict[str, Any],
+    settings: Settings | None = None,
+    *,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    checkpoint_dir: Path | None = None,
+    restrict_paths: bool = True,
+    llm: Any = None,
+    docstore: Any = None,
+) -> AdaptResult:
+    from adaptrank.training.evaluate import evaluate_beir
+    from adaptrank.training.finetune import FinetuneParams, finetune
+    from adaptrank.training.generate import GenerateParams, generate_dataset
+
+    p = params if isinstance(params, AdaptParams) else AdaptParams.model_validate(params)
+    settings = settings or get_settings()
+    seconds: dict[str, float] = {}
+
+    def stage(i: int) -> Progress:
+        def report(done: float, total: float | None, msg: str | None) -> None:
+            if progress is not None:
+                frac = (done / total) if total else 0.0
+                progress(i + min(frac, 1.0), len(STAGES), f"{STAGES[i]}: {msg or ''}")
+
+        return report
+
+    # 1. generate
+    t0 = time.perf_counter()
+    gen = GenerateParams(
+        source="chroma" if p.collection else ("beir" if _is_beir(p.path) else "folder"),
+        collection=p.collection,
+        path=p.path,
+        output_name=f"{p.base_name}-synth",
+        max_documents=p.max_documents,
+        queries_per_document=p.queries_per_document,
+        negatives=p.negatives,
+        judge=p.judge,
+        llm_backend=p.llm_backend,
+        llm_model=p.llm_model,
+        question_types=p.question_types,
+        seed=p.seed,
+    )
+    ds = generate_dataset(
+        gen, settings, llm=llm, progress=stage(0), cancelled=cancelled, checkpoint_dir=checkpoint_dir,
+        docstore=docstore, restrict_paths=restrict_paths,
+    )
+    seconds["generate"] = time.perf_counter() - t0
+
+    # 2. fine-tune (+ promotion on the dev split)
+    t0 = time.perf_counter()
+    store = ModelStore(settings.models_dir)
+    model = f"{p.base_name}-reranker"
+    previous = store.active_version(model)
+    ft = finetune(
+        FinetuneParams(
+            dataset=f"{ds.name}@{ds.version}", output_name=model, method=p.method, base_model=p.base_model,
+            epochs=p.epochs, group_size=min(p.group_size, p.negatives + 1), learning_rate=p.learning_rate,
+            promote=p.promote, seed=p.seed,
+        ),
+        settings, progress=stage(1), cancelled=cancelled, store=store,
+    )
+    seconds["finetune"] = time.perf_counter() - t0
+
+    # 3. evaluate on real questions, when the source has them
+    evaluation = None
+    if p.evaluate and p.path and _has_qrels(Path(p.path)):
+        t0 = time.perf_counter()
+        models = ["zero-shot", *([f"{model}@{previous}"] if previous else []), f"{model}@{ft.version}"]
+        report = evaluate_beir(
+            p.path, models, depth=p.eval_depth, max_queries=p.eval_max_queries, seed=p.seed, settings=settings,
+            progress=stage(2),
+        )
+        evaluation = report.model_dump(mode="json")
+        seconds["evaluate"] = time.perf_counter() - t0
+    if progress is not None:
+        progress(len(STAGES), len(STAGES), f"done: {model}@{ft.version} ({ft.decision})")
+    return AdaptResult(
+        dataset=f"{ds.name}@{ds.version}", model=model, version=ft.version, promoted=ft.promoted,
+        decision=ft.decision, dev_before=ft.metrics_before, dev_after=ft.metrics_after, evaluation=evaluation,
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )
+
+
+def _is_beir(path: str | None) -> bool:
+    if not path:
+        return False
+    p = Path(path)
+    return (p.is_file() and p.name.endswith(".jsonl")) or (p / "corpus.jsonl").is_file()
+
+
+def run_job(handle: Any) -> dict[str, Any]:
+    """The ``adapt`` job kind: parameters from ``handle.params`` (``_restrict_paths`` as for generate)."""
+    from adaptrank.server.jobs import JobCancelled
+    from adaptrank.training.finetune import FinetuneCancelled
+    from adaptrank.training.generate import GenerationCancelled
+
+    settings = getattr(handle.manager, "settings", None) or get_settings()
+    raw = dict(handle.params)
+    restrict = bool(raw.pop("_restrict_paths", True))
+    try:
+        result = adapt(
+            AdaptParams.model_validate(raw), settings, progress=handle.progress, cancelled=lambda: handle.cancelled,
+            checkpoint_dir=handle.checkpoint_dir, restrict_paths=restrict,
+        )
+    except (FinetuneCancelled, GenerationCancelled) as exc:
+        raise JobCancelled(str(exc)) from exc
+    return result.model_dump(mode="json")
