@@ -1,8 +1,8 @@
 """The HTTP side of the server: a Cohere-compatible ``POST /v1/rerank``, ``GET /healthz``, and
 the helpers that serve the whole app (MCP streamable HTTP at ``/mcp`` plus these routes) with uvicorn.
 
-The Cohere route lets existing Cohere, LlamaIndex and LangChain rerank clients point their base URL
-at adaptrank and work unchanged: the same request (``query``, ``documents`` as strings or objects
+The Cohere route lets existing rerank clients built on the Cohere SDK (its own, and the Cohere
+rerankers of LlamaIndex and LangChain) point their base URL at adaptrank and work unchanged: the same request (``query``, ``documents`` as strings or objects
 with ``text``, ``top_n``, ``return_documents``, ``model``) and the same response (``results`` of
 ``index``, ``relevance_score``, ``document``). Cohere's own model names (``rerank-english-v3.0``,
 ``rerank-v3.5``...) are what those clients send by default, so a ``rerank-*`` name that is not a
@@ -12,7 +12,6 @@ model in the store means "the server's default model"; any other unknown name is
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import threading
 import time
@@ -34,8 +33,6 @@ from adaptrank.core.settings import Settings
 from adaptrank.server.auth import check_bind
 from adaptrank.server.context import Services
 from adaptrank.server.errors import validation_errors
-
-log = logging.getLogger(__name__)
 
 RERANK_PATHS = ("/v1/rerank", "/v2/rerank", "/rerank")
 MCP_PATH = "/mcp"
