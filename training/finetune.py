@@ -335,17 +335,8 @@ class _Monitor:
 
             def on_evaluate(self, args, state, control, metrics=None, **kw):
                 value = (metrics or {}).get(monitor.metric_key)
-                if value is None:
-                    return
-                monitor.dev = float(value)
-                monitor.history.append({"step": state.global_step, "dev": monitor.dev})
-                if monitor.best is None or value > monitor.best + 1e-9:
-                    monitor.best, monitor.best_step, monitor.bad = float(value), state.global_step, 0
-                    monitor.best_state = {k: v.detach().clone() for k, v in monitor.model.state_dict().items()}
-                else:
-                    monitor.bad += 1
-                    if monitor.patience and monitor.bad >= monitor.patience:
-                        control.should_training_stop = True
+                if value is not None and monitor.observe(state.global_step, float(value)):
+                    control.should_training_stop = True
                 report(state.global_step, state.max_steps or None, monitor.message())
 
         self.callback = Callback()
@@ -361,6 +352,17 @@ class _Monitor:
         self.best_state: dict | None = None
         self.bad = 0
         self.history: list[dict[str, float]] = []
+
+    def observe(self, step: int, value: float) -> bool:
+        """Record a dev evaluation; keep the best weights; True when patience has run out."""
+        self.dev = value
+        self.history.append({"step": step, "dev": value})
+        if self.best is None or value > self.best + 1e-9:
+            self.best, self.best_step, self.bad = value, step, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            return False
+        self.bad += 1
+        return bool(self.patience and self.bad >= self.patience)
 
     def message(self) -> str:
         parts = [f"step {self.step}/{self.max_steps}"]
@@ -428,7 +430,8 @@ def _training_args(cls, p: FinetuneParams, method: str, out_dir: str, steps_per_
         **extra,
     )
     if _is_distributed() and not torch.cuda.is_available():
-        kwargs["ddp_backend"] = "gloo"
+        kwargs["ddp_backend"] = "gloo"  # CPU-only DDP (accelerate's MULTI_CPU needs use_cpu to pick it)
+        kwargs["use_cpu"] = True
     return cls(**kwargs)
 
 
@@ -464,10 +467,18 @@ class Run:
         return bank
 
     def _fit(self, trainer, model) -> _Monitor:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # stdout belongs to the CLI's result and to MCP over stdio
         monitor = _Monitor(model, self.metric_key, self.p.patience, self.report, self.check)
         trainer.add_callback(monitor.callback)
-        if self.dev:
-            trainer.evaluate()  # step 0 joins the early-stopping race (for residual methods: the prior)
+        if self.dev and trainer.evaluator is not None:
+            # Step 0 joins the early-stopping race (for residual methods: the prior itself). Called
+            # directly, not through trainer.evaluate(): that marks the model accelerate-prepared, and
+            # train() would then skip the DDP wrap (each rank training alone).
+            metrics = trainer.evaluator(model)
+            monitor.observe(0, float(metrics[trainer.evaluator.primary_metric]))
+            self.report(0, None, monitor.message())
         trainer.train()
         monitor.restore_best()
         return monitor
@@ -587,7 +598,11 @@ class Run:
             return self._dev_rank(score_pairs)
 
         method = "residual" if residual else "cross-encoder"
-        args = _training_args(CrossEncoderTrainingArguments, self.p, method, out_dir, self._steps_per_epoch(), bool(self.dev))
+        args = _training_args(
+            CrossEncoderTrainingArguments, self.p, method, out_dir, self._steps_per_epoch(), bool(self.dev),
+            # every parameter takes part in each step; searching for unused ones trips DDP's hooks here
+            ddp_find_unused_parameters=False if _is_distributed() else None,
+        )
         trainer = CrossEncoderTrainer(
             model=ce,
             args=args,

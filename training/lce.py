@@ -14,8 +14,10 @@ sentence-transformers 6's cross-encoder ``MultipleNegativesRankingLoss`` compute
 when it draws no in-batch negatives, applies no activation and scales by 1: its
 ``calculate_loss`` stacks the columns ``(positive, hard_neg_1, ..)`` into a ``[B, G]`` matrix and
 takes cross-entropy against label 0. Its own ``num_negatives=0`` path calls
-``torch.multinomial(.., 0)``, which raises, so :class:`LCELoss` overrides the in-batch sampler to
-draw nothing and keeps everything else upstream.
+``torch.multinomial(.., 0)``, which raises, so :class:`LCELoss` draws no in-batch negatives and
+scores all B*G pairs in one forward pass (upstream calls the model once per column, which DDP
+refuses: a parameter may join only one backward per step), then reuses upstream's
+``calculate_loss``.
 
 The *residual* variant adds a fixed prior per pair (the zero-shot score divided by a
 temperature) before the softmax, so the cross-encoder only learns a correction. The priors
@@ -59,15 +61,16 @@ class LCELoss(MultipleNegativesRankingLoss):
         return iter(())  # localized negatives only: never borrow another query's passages
 
     def forward(self, inputs: list[list[str]], labels: Tensor | list[Tensor] | None = None, prompt=None, task=None) -> Tensor:
-        if not self.prior_weight or labels is None:
-            return super().forward(inputs, labels, prompt=prompt, task=task)
-        anchors = inputs[0]
-        prior = torch.stack(list(labels)) if isinstance(labels, list) else labels  # [B, G]
-        scores = []
-        for j, column in enumerate(inputs[1:]):
-            s = self.call_model_with_columns(anchors, column, prompt=prompt, task=task)
-            scores.append(s + self.prior_weight * prior[:, j].to(s.device, s.dtype))
-        return self.calculate_loss(scores, len(anchors))
+        anchors, columns = inputs[0], inputs[1:]
+        batch = len(anchors)
+        # One forward pass over all B*G pairs (column-major, as upstream stacks them): faster than one
+        # call per column, and DDP allows a parameter to join only one backward per step.
+        pairs = [[a, c] for column in columns for a, c in zip(anchors, column, strict=True)]
+        scores = list(self.call_model_with_pairs(pairs, prompt=prompt, task=task).split(batch))
+        if self.prior_weight and labels is not None:
+            prior = torch.stack(list(labels)) if isinstance(labels, list) else labels  # [B, G]
+            scores = [s + self.prior_weight * prior[:, j].to(s.device, s.dtype) for j, s in enumerate(scores)]
+        return self.calculate_loss(scores, batch)
 
     def get_config_dict(self) -> dict[str, float | str]:
         return {"loss": "lce", "prior_weight": self.prior_weight}
