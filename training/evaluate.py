@@ -139,7 +139,7 @@ def rerank_run(
     score_pairs: ScorePairs,
     data: BeirData,
     pools: dict[str, list[tuple[str, float]]],
-    chunk: int = 200,
+    chunk: int = 2000,
     progress: Callable[[int, int], None] | None = None,
     fuse: float = 0.0,
 ) -> dict[str, list[str]]:
@@ -165,6 +165,32 @@ def rerank_run(
         if progress is not None:
             progress(min(lo + chunk, len(qids)), len(qids))
     return run
+
+
+def fit_fusion_weight(
+    score_pairs: ScorePairs,
+    data: BeirData,
+    pools: dict[str, list[tuple[str, float]]],
+    grid: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
+    metric: str = "mrr@10",
+) -> tuple[float, dict[float, float]]:
+    """The interpolation weight with the first stage that does best on ``data`` (a dev split:
+    synthetic queries whose qrels are their source documents, never the real questions)."""
+    qids = [q for q in pools if q in data.qrels]
+    pairs = [(data.queries[q], data.doc_text(d)) for q in qids for d, _ in pools[q]]
+    cached = dict(zip(pairs, np.asarray(score_pairs(pairs), dtype=np.float64), strict=True)) if pairs else {}
+    results: dict[float, float] = {}
+    for w in grid:
+        run = {}
+        for q in qids:
+            docs = [d for d, _ in pools[q]]
+            s = np.asarray([cached[(data.queries[q], data.doc_text(d))] for d in docs])
+            if w and len(docs) > 1:
+                s = _z(s) + w * _z(np.asarray([x for _, x in pools[q]], dtype=np.float64))
+            run[q] = [docs[i] for i in np.argsort(-s, kind="stable")]
+        results[w] = evaluate_run(run, data.qrels, 10, 100)[metric]
+    best = max(results, key=lambda w: (results[w], -w))
+    return best, results
 
 
 def _z(x: np.ndarray) -> np.ndarray:

@@ -298,6 +298,11 @@ def freeze_bottom(hf_model, layers: int) -> int:
     return layers
 
 
+#: frozen prior embeddings of passages, per prior model, shared by the runs of one process (a bench
+#: or a server that fine-tunes again on a grown dataset re-embeds only the new passages)
+_PASSAGE_CACHE: dict[str, dict[str, Any]] = {}
+
+
 # -- the training run ---------------------------------------------------------------------------
 @dataclass
 class Trained:
@@ -456,14 +461,21 @@ class Run:
         """(query, [positive, G-1 negatives]) per training group."""
         return [(g.query, [g.positive, *g.negatives[: self.G - 1]]) for g in self.train_groups]
 
-    def _bank(self, prior) -> Any:
+    def _bank(self, prior, prior_path: str) -> Any:
         from adaptrank.training.evaluate import group_candidates
         from adaptrank.training.residual import PassageBank
 
         texts = [t for _, ts in self._rows() for t in ts] + [t for g in self.dev for t in group_candidates(g)[0]]
         bank = PassageBank(texts)
+        from adaptrank.core.engine.registry import _fingerprint
+
+        key = f"{prior_path}:{_fingerprint(prior_path)}"  # a folder whose files change gets a new key
+        if sum(len(c) for c in _PASSAGE_CACHE.values()) > 200_000:
+            _PASSAGE_CACHE.clear()
+        cache = _PASSAGE_CACHE.setdefault(key, {})
         self.report(0, None, f"embedding {len(bank)} passages with the prior")
-        bank.embed(prior, progress=lambda d, t: self.report(d, t, f"embedding passages {d}/{t}"), check=self.check)
+        bank.embed(prior, progress=lambda d, t: self.report(d, t, f"embedding passages {d}/{t}"), check=self.check,
+                   cache=cache)
         return bank
 
     def _fit(self, trainer, model) -> _Monitor:
@@ -506,7 +518,7 @@ class Run:
 
         prior = load_bi_encoder(self.base, self.settings.device)
         prior.eval()
-        bank = self._bank(prior)
+        bank = self._bank(prior, self.base.path)
         emb = bank.embeddings
         query_model = load_bi_encoder(self.base, self.settings.device)
         query_model.max_seq_length = self.p.max_length or DEFAULT_MAX_LENGTH["query-encoder"]
@@ -576,7 +588,7 @@ class Run:
             zero_head(ce)
             prior = load_sentence_transformer(default_encoder_path(), self.settings.device)
             prior.eval()
-            bank = self._bank(prior)
+            bank = self._bank(prior, default_encoder_path())
             emb = bank.embeddings
             q_all = list(dict.fromkeys([q for q, _ in rows] + [g.query for g in self.dev]))
             qe = prior.encode(q_all, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)

@@ -49,11 +49,20 @@ class PassageBank:
         batch_size: int = 64,
         progress: Progress | None = None,
         check: Callable[[], None] | None = None,
+        cache: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Embed every passage with ``model`` (a SentenceTransformer), longest first so batches pad
-        little; ``check`` runs between batches (it raises to cancel)."""
-        order = sorted(range(len(self.texts)), key=lambda i: -len(self.texts[i]))
+        little; ``check`` runs between batches (it raises to cancel). ``cache`` (text -> vector, for
+        this model only) lets repeated runs in one process skip passages already embedded."""
         out = np.zeros((len(self.texts), model.get_embedding_dimension()), dtype=np.float32)
+        todo = []
+        for i, t in enumerate(self.texts):
+            hit = cache.get(t) if cache is not None else None
+            if hit is not None:
+                out[i] = hit
+            else:
+                todo.append(i)
+        order = sorted(todo, key=lambda i: -len(self.texts[i]))
         for lo in range(0, len(order), batch_size):
             if check is not None:
                 check()
@@ -65,6 +74,9 @@ class PassageBank:
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
+            if cache is not None:
+                for i in idx:
+                    cache[self.texts[i]] = out[i]
             if progress is not None:
                 progress(min(lo + batch_size, len(order)), len(order))
         self.embeddings = out
