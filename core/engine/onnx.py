@@ -252,14 +252,14 @@ def _time(fn, batch, repeats: int) -> float:
 
 
 def timing_batch(scorer, rows: int = 16, length: int = 128) -> dict[str, torch.Tensor]:
+    """``rows`` full windows of ``length`` tokens, built by the scorer's own tokenizer (so the
+    inputs are exactly the ones this model takes)."""
+    from adaptrank.core.engine.tokens import encode_pairs, pad_batch
+
     length = min(length, scorer.max_length)
-    vocab = getattr(scorer.hf_model.config, "vocab_size", 1000)
-    ids = torch.randint(1000 if vocab > 2000 else 5, vocab, (rows, length), generator=torch.Generator().manual_seed(1))
-    return {
-        "input_ids": ids,
-        "attention_mask": torch.ones(rows, length, dtype=torch.long),
-        "token_type_ids": torch.zeros(rows, length, dtype=torch.long),
-    }
+    text = "the cause of the disease is a change in one gene that makes a protein " * (length // 8 + 1)
+    enc = encode_pairs(scorer.tokenizer, [("what causes it?", text)] * rows, length, "truncate")
+    return pad_batch(enc, np.arange(rows), scorer.tokenizer.pad_token_id or 0)
 
 
 def measure(scorer, ort_runtime: OrtRuntime, repeats: int = 3) -> dict[str, float]:

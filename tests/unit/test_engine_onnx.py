@@ -190,3 +190,12 @@ def test_packed_torch_runtime_matches_plain_and_fuses_gelu(sharp_cross_encoder):
     batch = pad_batch(enc, np.arange(len(enc)), scorer.tokenizer.pad_token_id)
     plain = TorchRuntime(scorer.hf_model, "cpu", pack=False)
     np.testing.assert_allclose(scorer.runtime(batch), plain(batch), atol=1e-5)
+
+
+def test_measure_times_both_runtimes_on_the_models_own_inputs(tiny_cross_encoder, tmp_path):
+    scorer, s = _load(tiny_cross_encoder, tmp_path, onnx="fp32")
+    plain = CrossEncoderScorer(tiny_cross_encoder, max_length=64, mode="truncate")
+    timing = eo.measure(plain, scorer.runtime, repeats=1)
+    assert timing["torch_s"] > 0 and timing["ort_s"] > 0
+    batch = eo.timing_batch(plain, rows=4, length=32)
+    assert batch["input_ids"].shape == (4, 32) and bool(batch["attention_mask"].all())
