@@ -146,6 +146,7 @@ LEVERS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "max_length": [("query max_length=32", {"max_length": 32}), ("query max_length=128", {"max_length": 128})],
     "lr": [("lr=1e-5", {"learning_rate": 1e-5}), ("lr=5e-5", {"learning_rate": 5e-5})],
     "freeze": [("freeze bottom 4 of 6 layers", {"freeze_layers": 4})],
+    "in_batch": [("in-batch negatives too", {"in_batch_negatives": True})],
     "method": [
         ("method=bi-encoder (both towers, max_length 128)", {"method": "bi-encoder", "max_length": 128, "epochs": 1}),
         ("method=residual CE (max_length 128, 1 epoch)", {"method": "residual", "max_length": 128, "epochs": 1}),

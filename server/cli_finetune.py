@@ -98,6 +98,7 @@ def finetune(
     grad_accumulation: Annotated[int, typer.Option(help="steps per optimizer update")] = 1,
     max_length: Annotated[int | None, typer.Option(help="tokens (query tokens for query-encoder)")] = None,
     freeze_layers: Annotated[int, typer.Option(help="bottom encoder layers kept frozen")] = 0,
+    in_batch_negatives: Annotated[bool, typer.Option("--in-batch-negatives", help="query-encoder: other queries' passages as extra negatives")] = False,
     patience: Annotated[int, typer.Option(help="dev evaluations without a gain before stopping (0: never)")] = 3,
     max_groups: Annotated[int | None, typer.Option(help="use at most this many training groups")] = None,
     promote: Annotated[bool | None, typer.Option("--promote/--no-promote", help="force or forbid promotion [default: only if it beats the active model on dev]")] = None,
@@ -110,6 +111,7 @@ def finetune(
     raw = dict(dataset=dataset, output_name=output, method=method, base_model=base_model, epochs=epochs,
                group_size=group_size, learning_rate=learning_rate, batch_size=batch_size,
                grad_accumulation=grad_accumulation, max_length=max_length, freeze_layers=freeze_layers,
+               in_batch_negatives=in_batch_negatives,
                patience=patience, max_groups=max_groups, promote=promote, seed=seed)
     with user_errors():
         settings = make_settings()

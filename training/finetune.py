@@ -85,6 +85,7 @@ class FinetuneParams(BaseModel):
     )
     tau: float = Field(0.05, gt=0, le=1, description="temperature of the residual prior (cosine / tau)")
     freeze_layers: int = Field(0, ge=0, le=128, description="bottom encoder layers (and embeddings) kept frozen")
+    in_batch_negatives: bool = Field(False, description="query-encoder: other queries' passages in the batch as extra negatives")
     eval_every: int | None = Field(None, ge=1, description="steps between dev evaluations (default: 4 per epoch)")
     patience: int = Field(3, ge=0, le=1000, description="evaluations without a dev gain before stopping (0: never)")
     max_groups: int | None = Field(None, ge=1, description="use at most this many training groups")
@@ -541,7 +542,7 @@ class Run:
             model=query_model,
             args=args,
             train_dataset=ds,
-            loss=FrozenPassageLCE(query_model, emb, tau),
+            loss=FrozenPassageLCE(query_model, emb, tau, in_batch=self.p.in_batch_negatives),
             evaluator=_group_scorer_evaluator(score_groups, f"dev_{self.p.metric}") if self.dev else None,
         )
         mon = self._fit(trainer, query_model)

@@ -90,10 +90,11 @@ class FrozenPassageLCE(nn.Module):
     score(q, d_j) = cos(f(q), e_j) / tau, where e_j is the frozen prior embedding; loss = LCE.
     """
 
-    def __init__(self, model, passage_embeddings: np.ndarray | Tensor, tau: float = 0.05) -> None:
+    def __init__(self, model, passage_embeddings: np.ndarray | Tensor, tau: float = 0.05, in_batch: bool = False) -> None:
         super().__init__()
         self.model = model
         self.tau = float(tau)
+        self.in_batch = in_batch
         bank = torch.as_tensor(np.asarray(passage_embeddings), dtype=torch.float32)
         self.register_buffer("bank", bank, persistent=False)
 
@@ -101,12 +102,19 @@ class FrozenPassageLCE(nn.Module):
         features = list(sentence_features)
         q = self.model(features[0])["sentence_embedding"]
         q = nn.functional.normalize(q.float(), dim=-1)
-        d = self.bank.to(q.device)[labels.to(q.device).long()]  # [B, G, D]
-        scores = torch.einsum("bd,bgd->bg", q, d) / self.tau
-        return lce(scores)
+        labels = labels.to(q.device).long()
+        bank = self.bank.to(q.device)
+        if not self.in_batch:
+            scores = torch.einsum("bd,bgd->bg", q, bank[labels]) / self.tau  # [B, G]
+            return lce(scores)
+        # Every passage of the batch is a candidate for every query (frozen passages make them free);
+        # a query's own positive is its target, the other queries' passages extra negatives.
+        ids, inverse = torch.unique(labels, return_inverse=True)
+        scores = q @ bank[ids].T / self.tau  # [B, U]
+        return nn.functional.cross_entropy(scores, inverse[:, 0])
 
     def get_config_dict(self) -> dict[str, float | str]:
-        return {"loss": "lce-frozen-passages", "tau": self.tau}
+        return {"loss": "lce-frozen-passages" + ("+in-batch" if self.in_batch else ""), "tau": self.tau}
 
 
 def zero_head(cross_encoder) -> None:

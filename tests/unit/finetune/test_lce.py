@@ -91,3 +91,28 @@ def test_residual_prior_is_added_before_the_softmax(tiny_cross_encoder):
     zero_head(ce)  # step 0 of the residual model: the loss is the prior's own LCE
     with torch.no_grad():
         assert LCELoss(ce, prior_weight=1 / tau)(inputs, prior).item() == pytest.approx(lce(prior / tau).item(), rel=1e-5)
+
+
+def test_frozen_passage_lce_by_hand():
+    """The query-encoder's loss: LCE of cos(q, frozen passage)/tau; with in-batch negatives, every
+    passage of the batch is a candidate (each one once)."""
+    from adaptrank.training.residual import FrozenPassageLCE
+
+    torch.manual_seed(0)
+    bank = nn.functional.normalize(torch.randn(5, 4), dim=-1)
+    q = nn.functional.normalize(torch.randn(2, 4), dim=-1)
+
+    class Tower(nn.Module):
+        def forward(self, features):
+            return {"sentence_embedding": features["q"]}
+
+    labels = torch.tensor([[0, 1, 2], [3, 1, 4]])  # passage 1 is a negative of both queries
+    tau = 0.1
+    local = FrozenPassageLCE(Tower(), bank, tau)([{"q": q}], labels)
+    s = torch.stack([q[i] @ bank[labels[i]].T for i in range(2)]) / tau
+    want = sum(-s[i, 0] + torch.logsumexp(s[i], 0) for i in range(2)) / 2
+    assert local.item() == pytest.approx(want.item(), rel=1e-5)
+    wide = FrozenPassageLCE(Tower(), bank, tau, in_batch=True)([{"q": q}], labels)
+    s = q @ bank.T / tau  # the batch holds passages 0-4, each once
+    want = (-s[0, 0] + torch.logsumexp(s[0], 0) - s[1, 3] + torch.logsumexp(s[1], 0)) / 2
+    assert wide.item() == pytest.approx(want.item(), rel=1e-5)
