@@ -120,7 +120,7 @@ def _top1(scored: list[tuple[float, bool]], groups: list[int]) -> float:
 
 
 def judge_accuracy(llm: LLM, data: Any, doc_ids: list[str], n_questions: int, n_neg: int, settings: Any, seed: int,
-                   methods: list[str]) -> dict[str, Any]:
+                   methods: list[str], margin: float = 0.3) -> dict[str, Any]:
     """Real questions with their true answer and mined negatives, judged against the qrels."""
     from adaptrank.training.corpus import Corpus, Passage
     from adaptrank.training.labeling import judge_pairs, likelihood_verdicts
@@ -170,12 +170,12 @@ def judge_accuracy(llm: LLM, data: Any, doc_ids: list[str], n_questions: int, n_
         }
     if "likelihood" in methods and hasattr(llm, "loglikelihood"):
         t0 = time.perf_counter()
-        verdicts = likelihood_verdicts(llm, pairs, own, margin=0.0, temperature=0.25)
+        verdicts = likelihood_verdicts(llm, pairs, own, margin=margin, temperature=0.25)
         scored = [(p, t) for (_, p), t in zip(verdicts, truth)]
         negs = [(label, t) for (label, _), t, (q, text), o in zip(verdicts, truth, pairs, own) if text != o]
         out["likelihood"] = {
             "seconds": time.perf_counter() - t0, "auc": _auc(scored), "top1": _top1(scored, groups),
-            # the pipeline's rule, with the true answer as the own passage: negatives flagged relevant
+            # the pipeline's rule (margin), with the true answer as the own passage: negatives flagged relevant
             "negatives_flagged": sum(label == "yes" and not t for label, t in negs) / max(1, sum(not t for _, t in negs)),
             "positives_flagged": sum(label == "yes" and t for label, t in negs),
         }
@@ -199,6 +199,7 @@ def main() -> None:
     ap.add_argument("--skip-pipeline", action="store_true")
     ap.add_argument("--judge-methods", default="choice,likelihood", help="judges to evaluate in [3]")
     ap.add_argument("--judge-method", default="auto", help="the pipeline's judge: auto | choice | likelihood")
+    ap.add_argument("--judge-margin", type=float, default=0.3, help="likelihood judge margin (nats/token)")
     args = ap.parse_args()
 
     from adaptrank.core.beir import load_beir
@@ -237,7 +238,7 @@ def main() -> None:
             {"source": "beir", "path": args.data, "output_name": "bench", "max_documents": args.docs,
              "queries_per_document": args.k, "negatives": args.negatives, "judge_depth": args.judge_depth,
              "question_types": "medical", "dense": "off", "batch_documents": args.batch_documents, "seed": args.seed,
-             "judge_method": args.judge_method},
+             "judge_method": args.judge_method, "judge_margin": args.judge_margin},
             settings, llm=llm, restrict_paths=False,
             progress=lambda d, t, m: print(f"  ... {m}", file=sys.stderr) if t and int(d) % 32 == 0 else None,
         )
@@ -260,7 +261,7 @@ def main() -> None:
     # 3. judge accuracy on real questions ---------------------------------------------------------------
     data = load_beir(args.data)
     acc = judge_accuracy(inner, data, doc_ids, args.judge_questions, args.judge_negatives, settings, args.seed,
-                         args.judge_methods.split(","))
+                         args.judge_methods.split(","), args.judge_margin)
     print(f"\n[3] judge on the real questions of those documents: {acc['questions']} questions x "
           f"(true answer + {args.judge_negatives} BM25-mined negatives) = {acc['pairs']} pairs, "
           f"{acc['positives']} relevant by the qrels")
@@ -274,7 +275,7 @@ def main() -> None:
     if "likelihood" in acc:
         lk = acc["likelihood"]
         print(f"  query-likelihood judge ({lk['seconds']:.0f} s): ROC AUC {lk['auc']:.3f}; true answer ranked first "
-              f"{lk['top1']:.3f}; mined negatives it would call relevant (pipeline rule): {lk['negatives_flagged']:.3f}")
+              f"{lk['top1']:.3f}; mined negatives it would call relevant (pipeline rule, margin {args.judge_margin}): {lk['negatives_flagged']:.3f}")
     print(f"\nload average at end {load()}")
 
 

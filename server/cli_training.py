@@ -166,7 +166,7 @@ def jobs_main(ctx: typer.Context) -> None:
 
 @jobs_app.command("list")
 def jobs_list(
-    kind: Annotated[str | None, typer.Option(help="generate | finetune")] = None,
+    kind: Annotated[str | None, typer.Option(help="generate | finetune | evaluate | adapt")] = None,
     state: Annotated[str | None, typer.Option(help="queued | running | succeeded | failed | cancelled | interrupted")] = None,
     limit: Annotated[int, typer.Option(help="newest first")] = 20,
     as_json: Annotated[bool, typer.Option("--json")] = False,

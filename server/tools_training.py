@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field, ValidationError
 from adaptrank.core.errors import InputError, NotFoundError
 from adaptrank.server.context import Services
 from adaptrank.server.errors import resource_errors, tool_errors
-from adaptrank.server.jobs import JobInfo, JobManager
+from adaptrank.server.jobs import JOB_KINDS, JobInfo, JobManager
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 STARTS_JOB = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
@@ -188,7 +188,7 @@ def register(mcp: FastMCP, services: Services) -> None:
     @mcp.tool(annotations=READ_ONLY)
     @tool_errors
     async def list_jobs(
-        kind: Annotated[Literal["generate", "finetune"] | None, Field(description="only this kind")] = None,
+        kind: Annotated[str | None, Field(max_length=64, description=f"only this kind ({', '.join(sorted(JOB_KINDS))})")] = None,
         state: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"] | None, Field(description="only this state")] = None,
         limit: Annotated[int, Field(ge=1, le=200, description="newest first")] = 20,
     ) -> JobList:

@@ -37,7 +37,7 @@ from adaptrank.training.corpus import Corpus, load_corpus, sample_documents
 from adaptrank.training.dataset import DatasetRef, DatasetStore, Group
 from adaptrank.training.labeling import label_candidates, resolve_method
 from adaptrank.training.mining import CandidateMiner
-from adaptrank.training.querygen import generate_queries
+from adaptrank.training.querygen import Grounding, generate_queries
 
 ProgressFn = Callable[[float, float | None, str | None], Any]
 
@@ -63,7 +63,11 @@ class GenerateParams(BaseModel):
     judge_method: Literal["auto", "choice", "likelihood"] = Field(
         "auto", description="choice: yes/no; likelihood: query likelihood vs the own passage; auto: by model"
     )
-    judge_margin: float = Field(0.0, ge=0.0, le=10.0, description="likelihood judge: nats/token of slack")
+    judge_margin: float = Field(
+        0.3, ge=-5.0, le=5.0,
+        description="likelihood judge: how much more likely (nats/token) the query must be given a candidate "
+        "than given its own passage for the candidate to count as relevant (negative: slack)",
+    )
     llm_backend: str | None = None
     llm_model: str | None = None
     judge_backend: str | None = Field(None, description="default: the same LLM as generation")
@@ -71,6 +75,7 @@ class GenerateParams(BaseModel):
     template: str = QUERYGEN_TYPED.name
     question_types: str = Field("general", description=f"one of {sorted(TYPE_SETS)}")
     dense: Literal["auto", "on", "off"] = "auto"
+    grounding: bool = Field(True, description="drop queries whose corpus-rare words are not from the passage")
     chunk_tokens: int | None = Field(None, ge=16, le=8192, description="default: the reranker's passage budget")
     batch_documents: int = Field(16, ge=1, le=1024, description="documents per LLM batch (and checkpoint)")
     dev_fraction: float = Field(0.1, ge=0.0, lt=1.0)
@@ -192,6 +197,7 @@ def generate_dataset(
 
     if todo:
         t0 = time.perf_counter()
+        grounding = Grounding([p.text for p in corpus.passages]) if params.grounding else None
         miner = CandidateMiner(
             corpus, settings, depth=params.mining_depth, dense=params.dense, docstore=docstore, cache_dir=checkpoint_dir
         )
@@ -207,7 +213,7 @@ def generate_dataset(
             raise GenerationCancelled(f"cancelled after {total - len(todo) + lo} of {total} documents")
         batch = todo[lo : lo + params.batch_documents]
         rows = _process_batch(
-            batch, corpus, params, gen_llm, judge, miner, seen_queries, [position[d] for d in batch]
+            batch, corpus, params, gen_llm, judge, miner, seen_queries, [position[d] for d in batch], grounding
         )
         ckpt.add(rows)
         done = total - len(todo) + lo + len(batch)
@@ -270,6 +276,7 @@ def _process_batch(
     miner: CandidateMiner,
     seen: set[str],
     offsets: list[int],
+    grounding: Grounding | None = None,
 ) -> list[dict[str, Any]]:
     """Generate, mine and label one batch of documents; one checkpoint row per document."""
     t0 = time.perf_counter()
@@ -284,6 +291,7 @@ def _process_batch(
         type_set=params.question_types,
         seen=seen,
         doc_offsets=offsets,
+        grounding=grounding,
     )
     t_gen = time.perf_counter() - t0
 

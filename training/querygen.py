@@ -9,7 +9,9 @@ questions instead of k paraphrases. Prompts for a whole batch of documents go to
 Cleaning (:func:`clean_query`) turns small-model output into a query or a reason to drop it:
 chatter (``Sure! Here is a question: ...``, ``A patient might ask, "..."``), numbering, quotes
 and labels are stripped and only the first question kept; then length bounds, no "the passage"
-references, no copying the passage (word-trigram overlap), and deduplication within the document
+references, no copying the passage (word-trigram overlap), grounding (the query's corpus-rare
+words must come from the passage: no entities copied from few-shot examples, no contentless
+"the condition" questions; :class:`Grounding`), and deduplication within the document
 (near-duplicates too) and across the run (exact, after normalization). Every drop is counted by
 reason for the dataset card.
 """
@@ -95,9 +97,40 @@ def strip_chatter(text: str) -> str:
     return re.sub(r"\s+", " ", line).strip()
 
 
-def clean_query(text: str, passage: str, limits: CleanLimits | None = None) -> tuple[str | None, str | None]:
+class Grounding:
+    """Is a query about *this* passage? Small models copy entities from few-shot examples
+    ("...Marfan syndrome?" for a passage on acatalasemia) or write contentless questions ("What
+    are the symptoms of the condition?"). A query is grounded when at least one of its *specific*
+    words — words in at most ``max(rare_share * N, min_df)`` of the corpus's N passages, or in
+    none — occurs in the passage. (On medquad-dev's 200-document benchmark sample this dropped
+    all 7 copied few-shot entities and the contentless "the condition" questions.)
+    """
+
+    def __init__(self, texts: Sequence[str], rare_share: float = 0.05, min_df: int = 5) -> None:
+        self.df: Counter = Counter()
+        for t in texts:
+            self.df.update(set(words(t)))
+        self.limit = max(rare_share * len(texts), min_df)
+
+    def specific(self, query: str) -> list[str]:
+        from bm25s.stopwords import STOPWORDS_EN
+
+        stop = set(STOPWORDS_EN)
+        return [
+            w for w in dict.fromkeys(words(query))
+            if (len(w) > 2 or (len(w) == 2 and any(c.isdigit() for c in w))) and w not in stop and self.df[w] <= self.limit
+        ]
+
+    def __call__(self, query: str, passage: str) -> bool:
+        in_passage = set(words(passage))
+        return any(w in in_passage for w in self.specific(query))
+
+
+def clean_query(
+    text: str, passage: str, limits: CleanLimits | None = None, grounding: Grounding | None = None
+) -> tuple[str | None, str | None]:
     """``(query, None)`` or ``(None, reason)``; reasons: empty, too_short, too_long,
-    refers_to_passage, copies_passage."""
+    refers_to_passage, copies_passage, not_grounded (with a ``grounding`` check)."""
     limits = limits or CleanLimits()
     query = strip_chatter(text)
     tokens = words(query)
@@ -114,6 +147,8 @@ def clean_query(text: str, passage: str, limits: CleanLimits | None = None) -> t
         shared = len(grams & _trigrams(words(passage))) / len(grams)
         if shared >= limits.max_copy_overlap:
             return None, "copies_passage"
+    if grounding is not None and not grounding(query, passage):
+        return None, "not_grounded"
     return query, None
 
 
@@ -146,6 +181,7 @@ def generate_queries(
     seen: set[str] | None = None,
     doc_offsets: Sequence[int] | None = None,
     temperature: float = 0.0,
+    grounding: Grounding | None = None,
 ) -> tuple[list[GeneratedQuery], Counter]:
     """Queries for a batch of documents (each a list of its passages), in document order.
 
@@ -198,7 +234,7 @@ def generate_queries(
     for d, items in enumerate(raw):
         kept_words: list[set[str]] = []
         for passage, qtype, text in items:
-            query, reason = clean_query(text, passage.text, limits)
+            query, reason = clean_query(text, passage.text, limits, grounding)
             if query is None:
                 counts[reason] += 1
                 continue

@@ -123,11 +123,15 @@ def test_likelihood_judge_compares_with_the_own_passage():
     ]
     [res], counts = label_candidates(
         judge, ["what causes gout"], [cands], negatives=2, judge_depth=3, method="auto",
-        positives=["what causes gout: uric acid"],
+        positives=["what causes gout: uric acid"], margin=0.0,
     )
     assert [c.id for c in res.extra_positives] == ["a"] and [c.id for c in res.negatives] == ["b", "c"]
     assert res.negative_scores[0] < res.negative_scores[1] < 0.5  # sigmoid of the likelihood gap
     assert judge.calls == [{"loglikelihood": 4}]  # 3 candidates + the own passage, one call
+    # the default margin asks a candidate to beat the own passage clearly: "a" only ties it
+    [strict], _ = label_candidates(judge, ["what causes gout"], [cands], negatives=3, judge_depth=3,
+                                   positives=["what causes gout: uric acid"])
+    assert strict.extra_positives == [] and len(strict.negatives) == 3
     with pytest.raises(Exception, match="own passage"):
         label_candidates(judge, ["q"], [cands], negatives=2, method="likelihood")
     with pytest.raises(Exception, match="cannot score likelihoods"):

@@ -101,3 +101,21 @@ def test_templates_are_named_versioned_and_immutable():
         QUERYGEN_TYPED.render(passage="x")
     with pytest.raises(InputError, match="not a query template"):
         generate_queries(ScriptedLLM(lambda p: ""), [[Passage("a", "a", "t")]], 1, template="judge.relevance")
+
+
+def test_grounding_drops_copied_entities_and_contentless_questions():
+    from adaptrank.training.querygen import Grounding
+
+    corpus = [f"Condition {i} is a rare disorder with symptoms in the body." for i in range(60)] + [
+        "Acatalasemia is caused by mutations in the CAT gene.",
+        "Marfan syndrome affects the connective tissue.",
+        "L1 syndrome is an inherited disorder.",
+    ]
+    g = Grounding(corpus)
+    passage = corpus[60]
+    assert g("What genetic changes cause acatalasemia?", passage)
+    assert not g("What genetic changes are related to Marfan syndrome?", passage)  # a few-shot entity
+    assert not g("What are the symptoms of the condition?", passage)  # nothing specific at all
+    assert not g("How long is the Great Barrier Reef?", passage)  # words the corpus never uses
+    assert g("What is L1 syndrome?", corpus[62])  # short tokens with digits count
+    assert clean_query("What are the symptoms of the condition?", passage, grounding=g) == (None, "not_grounded")
