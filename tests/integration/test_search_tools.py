@@ -66,7 +66,7 @@ async def test_ingest_then_search_with_provenance(app, corpus):
 
         res = (await client.call_tool("search", {"question": Q, "collection": "notes", "top_n": 2, "k": 1})).structured_content
     assert progress and progress[-1] == (3, 3)
-    assert res["decomposition"] == "rule"  # this server has no LLM: rules split the question
+    assert res["decomposition"] == "rule"  # llm=false (default): rules split the question
     assert res["queries"] == [Q, "What causes gout?", "How is asthma treated?"]
     top = {r["metadata"]["doc_id"]: r for r in res["results"]}
     assert set(top) == {"gout.md", "asthma.md"}
@@ -97,7 +97,7 @@ async def test_search_uses_the_services_llm_when_there_is_one(tmp_path, corpus, 
     try:
         async with Client(create_app(services=services)) as client:
             await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})
-            res = (await client.call_tool("search", {"question": Q, "collection": "notes"})).structured_content
+            res = (await client.call_tool("search", {"question": Q, "collection": "notes", "llm": True})).structured_content
         assert res["decomposition"] == "llm" and res["queries"][1:] == ["What is the cause of gout?", "Asthma treatment?"]
     finally:
         services.close()

@@ -63,7 +63,7 @@ def test_llm_decomposition_uses_the_template_and_schema():
     assert dec.queries == [Q, "What causes gout?", "How is asthma treated?"]  # the original is kept, first
     call = llm.calls[0]
     assert call["json_schema"]["properties"]["sub_questions"]["maxItems"] == 3
-    assert call["temperature"] == 0.0
+    assert call["temperature"] == 0.0 and call["strict"] is False  # a bad answer falls back alone
     prompt = call["prompts"][0]
     assert prompt[0]["role"] == "system" and "at most 3 items" in prompt[0]["content"]
     assert prompt[-1] == {"role": "user", "content": f"Question: {Q}"}
