@@ -4,7 +4,9 @@ The LLM gets the ``decompose`` template and its JSON schema (``strict=False``: o
 batch falls back alone instead of failing the batch). Its answer is accepted only if it
 parses, every item is a question-sized string, each sub-question is *grounded* (most of its
 content words occur in the original question — a small model that drifts off topic is caught
-here), and together they *cover* the question (a model that drops a half is caught too). Anything else falls back to :func:`rule_split`, which cuts at ``;``, at a ``?`` followed by
+here), together they *cover* the question (a model that drops a half is caught too), and there
+are at least as many as the question's explicit clauses (a model that keeps "…, and how…" whole
+is caught as well). Anything else falls back to :func:`rule_split`, which cuts at ``;``, at a ``?`` followed by
 more text, and at ``and``/``but``/``also`` when a new clause starts with a question word
 ("What causes X, and how is Y treated?" -> "What causes X?", "How is Y treated?").
 """
@@ -180,9 +182,15 @@ async def adecompose(
 def _accept(question: str, raw: str, max_subquestions: int) -> Decomposition:
     try:
         subs = parse_subquestions(raw, question, max_subquestions)
-        return Decomposition(question, subs, "llm", template=DECOMPOSE.id, raw=raw)
     except ValueError as exc:
         return _fallback(question, max_subquestions, raw, str(exc))
+    explicit = rule_split(question, max_subquestions)
+    if len(subs) < len(explicit):  # the question says "…, and how…" yet the LLM kept it whole
+        return _fallback(
+            question, max_subquestions, raw,
+            f"the LLM gave {len(subs)} sub-question(s) for {len(explicit)} explicit clauses",
+        )
+    return Decomposition(question, subs, "llm", template=DECOMPOSE.id, raw=raw)
 
 
 def _fallback(question: str, max_subquestions: int, raw: str | None, error: str) -> Decomposition:

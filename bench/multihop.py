@@ -128,6 +128,7 @@ def main() -> None:
     ap.add_argument("--llm", action="store_true", help="also decompose with the embedded LLM")
     ap.add_argument("--llm-n", type=int, default=None, help="questions for the LLM method (default: --n)")
     ap.add_argument("--hybrid", action="store_true", help="also run (b) with BM25+dense RRF retrieval")
+    ap.add_argument("--llm-only", action="store_true", help="with --llm: skip the rule-based methods")
     args = ap.parse_args()
 
     from adaptrank.agents.agent import AgentConfig, DecompositionAgent
@@ -168,6 +169,8 @@ def main() -> None:
         ("(b) rules +orig fusion", retriever, {"retrieve_original": True, "rerank": "fusion"}, qs, None),
         ("(b) rules subs fusion", retriever, {"retrieve_original": False, "rerank": "fusion"}, qs, None),
     ]
+    if args.llm_only:
+        methods = []
     if args.hybrid:
         hybrid = ChromaRetriever(store, args.collection, hybrid=True)
         methods.append(("(b) rules subs fusion hybrid", hybrid, {"retrieve_original": False, "rerank": "fusion"}, qs, None))
@@ -191,6 +194,7 @@ def main() -> None:
                     "the rest fell back to rules")
         methods.append(("(a) single query [llm subset]", retriever, plain, llm_qs, None))
         methods.append(("(b) llm +orig", retriever, {"retrieve_original": True}, llm_qs, decs))
+        methods.append(("(b) llm +orig fusion", retriever, {"retrieve_original": True, "rerank": "fusion"}, llm_qs, decs))
         methods.append(("(b) llm subs fusion", retriever, {"retrieve_original": False, "rerank": "fusion"}, llm_qs, decs))
 
     rows = []

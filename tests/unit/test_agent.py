@@ -86,6 +86,7 @@ def test_llm_answer_with_chatter_and_code_fences_still_parses():
         ('{"sub_questions": ["What is the capital of France?"]}', "not grounded"),
         ('{"sub_questions": ["' + "gout " * 100 + '?"]}', "bad length"),
         ('{"sub_questions": ["What causes gout?"]}', "cover 50%"),  # dropped the asthma half
+        ('{"sub_questions": ["What causes gout and how is asthma treated?"]}', "1 sub-question(s) for 2 explicit"),
     ],
 )
 def test_invalid_llm_output_falls_back_to_rules(raw, why):
