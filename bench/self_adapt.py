@@ -162,7 +162,7 @@ def main() -> None:
     ap.add_argument("--home", type=Path, default=None, help="ADAPTRANK_HOME for this run (default: a temp dir)")
     ap.add_argument("--dataset", default=None, help="reuse NAME@VERSION from --home instead of generating")
     ap.add_argument("--max-documents", type=int, default=None, help="generate for this many store documents (default: all)")
-    ap.add_argument("--queries-per-document", "-k", type=int, default=2)
+    ap.add_argument("--queries-per-document", "-k", type=int, default=3)
     ap.add_argument("--negatives", type=int, default=7)
     ap.add_argument("--judge", action="store_true", help="LLM-judge the mined candidates")
     ap.add_argument("--method", default="auto")

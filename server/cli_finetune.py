@@ -99,7 +99,7 @@ def finetune(
     max_length: Annotated[int | None, typer.Option(help="tokens (query tokens for query-encoder)")] = None,
     freeze_layers: Annotated[int, typer.Option(help="bottom encoder layers kept frozen")] = 0,
     in_batch_negatives: Annotated[bool, typer.Option("--in-batch-negatives", help="query-encoder: other queries' passages as extra negatives")] = False,
-    patience: Annotated[int, typer.Option(help="dev evaluations without a gain before stopping (0: never)")] = 3,
+    patience: Annotated[int, typer.Option(help="dev evaluations without a gain before stopping (0: never; the best dev checkpoint is kept)")] = 0,
     max_groups: Annotated[int | None, typer.Option(help="use at most this many training groups")] = None,
     promote: Annotated[bool | None, typer.Option("--promote/--no-promote", help="force or forbid promotion [default: only if it beats the active model on dev]")] = None,
     seed: Annotated[int, typer.Option()] = 0,

@@ -53,8 +53,9 @@ DEFAULT_METHOD = "query-encoder"
 ZERO_SHOT = "zero-shot"
 Progress = Callable[[float, float | None, str | None], Any]
 
-#: per-method defaults where the caller gives none
-DEFAULT_LR = {"query-encoder": 2e-5, "residual": 3e-5, "cross-encoder": 3e-5, "bi-encoder": 2e-5}
+#: per-method defaults where the caller gives none. query-encoder 5e-5: on medquad-dev (1,558 generated
+#: groups, 2 epochs) it reached 0.741 MRR@10 on the real questions against 0.732 at 2e-5 (docs/finetuning.md).
+DEFAULT_LR = {"query-encoder": 5e-5, "residual": 3e-5, "cross-encoder": 3e-5, "bi-encoder": 2e-5}
 DEFAULT_MAX_LENGTH = {"query-encoder": 64, "residual": 256, "cross-encoder": 256, "bi-encoder": 256}
 
 
@@ -87,7 +88,9 @@ class FinetuneParams(BaseModel):
     freeze_layers: int = Field(0, ge=0, le=128, description="bottom encoder layers (and embeddings) kept frozen")
     in_batch_negatives: bool = Field(False, description="query-encoder: other queries' passages in the batch as extra negatives")
     eval_every: int | None = Field(None, ge=1, description="steps between dev evaluations (default: 4 per epoch)")
-    patience: int = Field(3, ge=0, le=1000, description="evaluations without a dev gain before stopping (0: never)")
+    # Default 0: the generated dev split is small and noisy; patience 3 stopped a medquad-dev run at step 100
+    # (+0.028 MRR@10 on real questions) where the full run gained +0.08. The best dev checkpoint is kept either way.
+    patience: int = Field(0, ge=0, le=1000, description="evaluations without a dev gain before stopping (0: never; the best dev checkpoint is kept)")
     max_groups: int | None = Field(None, ge=1, description="use at most this many training groups")
     metric: Literal["mrr@10", "ndcg@10"] = "mrr@10"
     promote: bool | None = Field(None, description="None: only if it beats the active model on dev; True: force; False: never")
