@@ -144,7 +144,8 @@ LEVERS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "epochs": [("epochs=1", {"epochs": 1}), ("epochs=4", {"epochs": 4})],
     "group_size": [("G=2", {"group_size": 2}), ("G=4", {"group_size": 4})],
     "max_length": [("query max_length=32", {"max_length": 32}), ("query max_length=128", {"max_length": 128})],
-    "lr": [("lr=1e-5", {"learning_rate": 1e-5}), ("lr=5e-5", {"learning_rate": 5e-5})],
+    "lr": [("lr=2e-5", {"learning_rate": 2e-5}), ("lr=1e-4", {"learning_rate": 1e-4})],
+    "patience": [("early stopping (patience 3 dev evaluations)", {"patience": 3})],
     "freeze": [("freeze bottom 4 of 6 layers", {"freeze_layers": 4})],
     "in_batch": [("in-batch negatives too", {"in_batch_negatives": True})],
     "method": [
