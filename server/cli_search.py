@@ -97,7 +97,7 @@ def ask(
     answer: Annotated[bool, typer.Option(help="write an answer with citations (loads the LLM)")] = False,
     model: Annotated[str | None, typer.Option("--model", "-m", help="reranker model")] = None,
     rerank: Annotated[str, typer.Option(help="original: rank against the whole question; fusion: also against "
-                                        "each sub-question, rankings fused")] = "original",
+                                        "each sub-question, rankings fused")] = "fusion",
     chroma_url: ChromaOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the SearchResult as JSON")] = False,
 ) -> None:

@@ -91,7 +91,7 @@ async def run_search(
     follow_up: bool = False,
     answer: bool = False,
     model: str | None = None,
-    rerank: str = "original",
+    rerank: str = "fusion",
     llm: bool = False,
 ) -> SearchResult:
     """The ``search`` tool's work, shared with the CLI's ``ask``."""
@@ -163,7 +163,7 @@ def register(mcp: FastMCP, services: Services) -> None:
         model: Annotated[str | None, Field(description="reranker model (default: the server's; see list_models)")] = None,
         rerank: Annotated[Literal["original", "fusion"], Field(
             description="'original': rank by relevance to the whole question; 'fusion': also score against "
-            "each sub-question and fuse the rankings, so every part of the question is covered")] = "original",
+            "each sub-question and fuse the rankings, so every part of the question is covered")] = "fusion",
     ) -> SearchResult:
         """Search a document collection for a question, decomposing compound questions.
 

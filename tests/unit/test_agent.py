@@ -141,7 +141,7 @@ def test_merge_dedup_provenance_and_rerank_against_the_original(reranker):
     }
     retriever = TableRetriever(table, TEXTS)
     llm = scripted({"sub_questions": ["What causes gout?", "How is asthma treated?"]})
-    agent = DecompositionAgent(reranker, llm, AgentConfig(top_n=10, k=3))
+    agent = DecompositionAgent(reranker, llm, AgentConfig(top_n=10, k=3, rerank="original"))
     res = agent.run(Q, retriever, collection="c")
 
     assert retriever.calls == [([Q, "What causes gout?", "How is asthma treated?"], 3)]  # one batched call
