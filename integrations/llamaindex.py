@@ -8,8 +8,9 @@ Thin on purpose: each wraps adaptrank's engine or agent and adds nothing else.
   the legacy ``CBEventType.RERANKING`` callback event, like llama-index-core's own rerankers.
 * :class:`AdaptRankDecomposeRetriever` — a ``BaseRetriever`` that runs the decomposition agent:
   splits the question, retrieves with any LlamaIndex retriever (or an adaptrank Chroma collection)
-  per sub-question, merges and reranks against the whole question. Each node's metadata gets
-  ``found_by`` (hidden from the embedding and the LLM).
+  per sub-question, merges and reranks (by default against the whole question and each
+  sub-question, rankings fused; ``rerank="original"`` for the whole question only). Each node's
+  metadata gets ``found_by`` (hidden from the embedding and the LLM).
 * :class:`AdaptRankEmbedding` — a ``BaseEmbedding`` on the same local sentence-transformers model
   the Chroma store uses (offline MiniLM by default), so an index never needs a hosted embedding.
 
