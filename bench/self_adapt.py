@@ -166,6 +166,8 @@ def main() -> None:
     ap.add_argument("--queries-per-document", "-k", type=int, default=3)
     ap.add_argument("--negatives", type=int, default=7)
     ap.add_argument("--judge", action="store_true", help="LLM-judge the mined candidates")
+    ap.add_argument("--consistency", type=int, default=None,
+                    help="round-trip filter: keep a query only if retrieval ranks its own document within this depth")
     ap.add_argument("--method", default="auto")
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--group-size", type=int, default=8)
@@ -195,6 +197,7 @@ def main() -> None:
             source="beir", path=str(store_dir), output_name="medquad-synth",
             max_documents=args.max_documents or n_docs, queries_per_document=args.queries_per_document,
             negatives=args.negatives, judge=args.judge, question_types="medical", seed=args.seed,
+            consistency_depth=args.consistency,
         )
         ref = generate_dataset(params, settings, progress=progress_printer("generate"),
                                checkpoint_dir=home / "gen-checkpoint", restrict_paths=False)

@@ -128,6 +128,7 @@ def register(mcp: FastMCP, services: Services) -> None:
         llm_backend: Annotated[Literal["transformers", "llamacpp", "openai", "vllm", "sampling"] | None, Field(description="default: the server's (ADAPTRANK_LLM_BACKEND); 'sampling' asks your own LLM through MCP sampling, and then the call lasts until the job ends (sampling only reaches you during the call)")] = None,
         llm_model: Annotated[str | None, Field(description="model for the backend (default: the server's)")] = None,
         question_types: Annotated[Literal["general", "medical"], Field(description="the kinds of questions to write")] = "general",
+        consistency_depth: Annotated[int | None, Field(ge=1, le=1000, description="round-trip filter: keep a query only if retrieval ranks its own document within this depth (null: keep all)")] = None,
         wait_seconds: Wait = 0,
         ctx: Context | None = None,
     ) -> JobInfo:
@@ -146,7 +147,7 @@ def register(mcp: FastMCP, services: Services) -> None:
             "source": source, "collection": collection, "path": path, "output_name": output_name,
             "max_documents": max_documents, "queries_per_document": queries_per_document,
             "negatives": negatives, "judge": judge, "llm_backend": llm_backend, "llm_model": llm_model,
-            "question_types": question_types,
+            "question_types": question_types, "consistency_depth": consistency_depth,
         }
         try:
             params = GenerateParams.model_validate(raw)

@@ -76,6 +76,11 @@ class GenerateParams(BaseModel):
     question_types: str = Field("general", description=f"one of {sorted(TYPE_SETS)}")
     dense: Literal["auto", "on", "off"] = "auto"
     grounding: bool = Field(True, description="drop queries whose corpus-rare words are not from the passage")
+    consistency_depth: int | None = Field(
+        None, ge=1, le=1000,
+        description="round-trip filter (Promptagator): keep a query only if BM25 or dense retrieval ranks "
+        "its own document within this depth (None: keep all)",
+    )
     chunk_tokens: int | None = Field(None, ge=16, le=8192, description="default: the reranker's passage budget")
     batch_documents: int = Field(16, ge=1, le=1024, description="documents per LLM batch (and checkpoint)")
     dev_fraction: float = Field(0.1, ge=0.0, lt=1.0)
@@ -296,8 +301,22 @@ def _process_batch(
     t_gen = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    candidates = miner.mine([q.query for q in queries], [q.doc_id for q in queries])
+    candidates, source_ranks = miner.mine_with_source_ranks(
+        [q.query for q in queries], [q.doc_id for q in queries], params.consistency_depth or 0
+    )
     t_mine = time.perf_counter() - t0
+    from adaptrank.training.querygen import normalize
+
+    rows: dict[str, dict[str, Any]] = {
+        d: {"doc_id": d, "groups": [], "normalized": [], "counts": Counter()} for d in batch
+    }
+    for q in queries:  # every generated query counts for later duplicate checks, kept or not
+        rows[q.doc_id]["normalized"].append(normalize(q.query))
+    if params.consistency_depth:
+        keep = [i for i, r in enumerate(source_ranks) if r is not None and r <= params.consistency_depth]
+        for i in sorted(set(range(len(queries))) - set(keep)):
+            rows[queries[i].doc_id]["counts"]["inconsistent"] += 1
+        queries, candidates = [queries[i] for i in keep], [candidates[i] for i in keep]
 
     t0 = time.perf_counter()
     by_id = {p.id: p for ps in docs for p in ps}
@@ -314,18 +333,12 @@ def _process_batch(
     )
     t_label = time.perf_counter() - t0
 
-    rows: dict[str, dict[str, Any]] = {
-        d: {"doc_id": d, "groups": [], "normalized": [], "counts": Counter()} for d in batch
-    }
     # Batch-level counters are attributed to the batch's first document (sums stay exact).
     rows[batch[0]]["counts"].update(qcounts)
     rows[batch[0]]["counts"].update(lcounts)
     rows[batch[0]]["seconds"] = {"querygen": t_gen, "mining": t_mine, "labeling": t_label}
-    from adaptrank.training.querygen import normalize
-
     for q, cands, lab in zip(queries, candidates, labeled, strict=True):
         row = rows[q.doc_id]
-        row["normalized"].append(normalize(q.query))
         if params.negatives > 0 and not lab.negatives:
             row["counts"]["no_negatives"] += 1
             continue

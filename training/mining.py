@@ -140,15 +140,31 @@ class CandidateMiner:
     # -- mining --------------------------------------------------------------------------------
     def mine(self, queries: Sequence[str], source_doc_ids: Sequence[str]) -> list[list[Candidate]]:
         """Up to ``depth`` fused candidates per query, never from the query's source document."""
+        return self.mine_with_source_ranks(queries, source_doc_ids)[0]
+
+    def mine_with_source_ranks(
+        self, queries: Sequence[str], source_doc_ids: Sequence[str], source_depth: int = 0
+    ) -> tuple[list[list[Candidate]], list[int | None]]:
+        """:meth:`mine`, plus where each query's own document ranks: the best 1-based rank of any of
+        its passages (or an exact copy of one) in the BM25 or the dense list, ``None`` when neither
+        retriever returned it within ``max(depth, source_depth)``. The round-trip filter of
+        generation (Promptagator) keeps only queries that find their own document."""
         if not queries:
-            return []
-        k = self.depth + self.max_chunks  # room for the excluded document's chunks
+            return [], []
+        k = max(self.depth, source_depth) + self.max_chunks  # room for the excluded document's chunks
         bm25 = [[pid for pid, _ in row] for row in self.bm25.search_many(list(queries), k)]
         dense = self._dense(queries, k)
         out = []
+        source_ranks: list[int | None] = []
         for b_ids, d_ids, source in zip(bm25, dense, source_doc_ids, strict=True):
             ranks: dict[str, dict[str, int]] = {}
             own = self.doc_keys.get(source, set())
+            best = [
+                next((i for i, pid in enumerate(ids, 1) if pid in self.by_id
+                      and (self.by_id[pid].doc_id == source or self.text_key[pid] in own)), None)
+                for ids in (b_ids, d_ids)
+            ]
+            source_ranks.append(min((r for r in best if r is not None), default=None))
             for name, ids in (("bm25", b_ids), ("dense", d_ids)):
                 r = 0
                 seen_keys: dict[str, str] = {}
@@ -183,4 +199,4 @@ class CandidateMiner:
                     for score, pid in fused
                 ]
             )
-        return out
+        return out, source_ranks

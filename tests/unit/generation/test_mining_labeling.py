@@ -30,6 +30,22 @@ def test_bm25_mining_excludes_the_source_document_and_its_copies(gen, settings):
     assert miner.describe()["retrievers"] == ["bm25"]
 
 
+def test_source_ranks_say_where_each_query_finds_its_own_document(gen, settings):
+    passages = [
+        Passage("a#0", "a", "Gout is caused by uric acid crystals in the joints."),
+        Passage("b#0", "b", "Asthma narrows the airways of the lungs."),
+        Passage("b#1", "b", "Asthma is treated with inhalers that open the airways."),
+        Passage("c#0", "c", "Eczema makes the skin dry and itchy."),
+    ]
+    miner = CandidateMiner(Corpus("folder", "mem", passages), settings, depth=2, dense="off")
+    queries = ["uric acid crystals gout", "inhalers airways asthma", "uric acid crystals gout skin", "volcano eruption"]
+    cands, ranks = miner.mine_with_source_ranks(queries, ["a", "b", "c", "c"])
+    assert ranks[0] == 1 and ranks[1] == 1  # each finds its own document first
+    assert ranks[2] is not None and ranks[2] > 1  # a gout query "written for" eczema finds gout first
+    assert ranks[3] is None  # nothing matches: the source is not retrieved at all
+    assert [c.id for c in cands[0]] == [c.id for c in miner.mine(queries[:1], ["a"])[0]]  # same candidates as mine()
+
+
 def test_dense_and_bm25_are_fused(gen, corpus_dir, settings):
     corpus = _corpus(gen, corpus_dir, settings)
     miner = CandidateMiner(corpus, settings, depth=10, dense="auto", cache_dir=settings.home / "ckpt")

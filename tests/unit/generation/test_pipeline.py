@@ -68,6 +68,21 @@ def test_pipeline_without_judge_keeps_mined_negatives(gen, corpus_dir, settings)
     assert all(call.get("choices") is None for call in llm.calls)  # the judge was never asked
 
 
+def test_consistency_filter_drops_queries_that_do_not_find_their_own_document(gen, corpus_dir, settings):
+    # A document whose generated question is about another condition: retrieval ranks that other
+    # condition's documents first, so the round-trip filter drops it and counts it.
+    (corpus_dir / "99-stray.txt").write_text("Stray notes: the clinic opens at nine on weekdays.")
+    plain = generate_dataset(_params(corpus_dir, judge=False, negatives=2, output_name="plain"), settings,
+                             llm=gen.scripted(), restrict_paths=False)
+    strict = generate_dataset(_params(corpus_dir, judge=False, negatives=2, output_name="strict", consistency_depth=1),
+                              settings, llm=gen.scripted(), restrict_paths=False)
+    assert strict.card.skipped.get("inconsistent", 0) >= 1
+    assert strict.card.counts["groups"] == plain.card.counts["groups"] - strict.card.skipped["inconsistent"]
+    assert strict.card.parameters["consistency_depth"] == 1
+    kept = DatasetStore(settings).load("strict") + DatasetStore(settings).load("strict", split="dev")
+    assert all(gen.truly_relevant(g.query, g.positive) for g in kept)
+
+
 def test_chroma_source(gen, corpus_dir, settings, tiny_bi_encoder):
     from adaptrank.core.docstore import DocStore
     from adaptrank.core.ingest import ingest
