@@ -88,8 +88,9 @@ class FinetuneParams(BaseModel):
     freeze_layers: int = Field(0, ge=0, le=128, description="bottom encoder layers (and embeddings) kept frozen")
     in_batch_negatives: bool = Field(False, description="query-encoder: other queries' passages in the batch as extra negatives")
     eval_every: int | None = Field(None, ge=1, description="steps between dev evaluations (default: 4 per epoch)")
-    # Default 0: the generated dev split is small and noisy; patience 3 stopped a medquad-dev run at step 100
-    # (+0.028 MRR@10 on real questions) where the full run gained +0.08. The best dev checkpoint is kept either way.
+    # Default 0: the generated dev split is small and noisy. On medquad-dev, patience 3 stopped an lr-2e-5 run at
+    # step 100 (+0.028 MRR@10 on real questions) where the full run gained +0.08; at lr 5e-5 the two tie
+    # (+0.091 vs +0.087, docs/finetuning.md). The best dev checkpoint is kept either way.
     patience: int = Field(0, ge=0, le=1000, description="evaluations without a dev gain before stopping (0: never; the best dev checkpoint is kept)")
     max_groups: int | None = Field(None, ge=1, description="use at most this many training groups")
     metric: Literal["mrr@10", "ndcg@10"] = "mrr@10"
