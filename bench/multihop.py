@@ -10,8 +10,9 @@ under ``--home``), with the SAME candidate budget (``--budget``, default 40 pass
                     retrieve ``budget // n_queries`` per query, merge, rerank.
                     ``+orig`` also retrieves with the whole question (the agent's default: 3 x 13);
                     ``subs`` retrieves with the sub-questions only (2 x 20).
-                    Rerank ``original`` (default): the pool ranked by the engine against the whole
-                    question; ``fusion``: also against each sub-question, rankings fused by RRF.
+                    Rerank ``original``: the pool ranked by the engine against the whole question
+                    (the paper); ``fusion`` (the agent's default): also against each sub-question,
+                    rankings fused by RRF. Every row names its mode explicitly.
 
 Ranking is per chunk; a document's rank is its best chunk's. Printed per method: how often BOTH
 answers are in the top 10 (and the ratio to (a); target >= 1.2), Recall@10 of the answers, MRR@10
@@ -164,8 +165,8 @@ def main() -> None:
     plain = {"decompose": False}
     methods: list[tuple[str, object, dict, list, list | None]] = [
         ("(a) single query", retriever, plain, qs, None),
-        ("(b) rules +orig", retriever, {"retrieve_original": True}, qs, None),
-        ("(b) rules subs", retriever, {"retrieve_original": False}, qs, None),
+        ("(b) rules +orig", retriever, {"retrieve_original": True, "rerank": "original"}, qs, None),
+        ("(b) rules subs", retriever, {"retrieve_original": False, "rerank": "original"}, qs, None),
         ("(b) rules +orig fusion", retriever, {"retrieve_original": True, "rerank": "fusion"}, qs, None),
         ("(b) rules subs fusion", retriever, {"retrieve_original": False, "rerank": "fusion"}, qs, None),
     ]
@@ -193,7 +194,7 @@ def main() -> None:
                     f"in {dec_s:.1f}s ({1000 * dec_s / len(llm_qs):.0f} ms/question); valid for {ok}/{len(llm_qs)}, "
                     "the rest fell back to rules")
         methods.append(("(a) single query [llm subset]", retriever, plain, llm_qs, None))
-        methods.append(("(b) llm +orig", retriever, {"retrieve_original": True}, llm_qs, decs))
+        methods.append(("(b) llm +orig", retriever, {"retrieve_original": True, "rerank": "original"}, llm_qs, decs))
         methods.append(("(b) llm +orig fusion", retriever, {"retrieve_original": True, "rerank": "fusion"}, llm_qs, decs))
         methods.append(("(b) llm subs fusion", retriever, {"retrieve_original": False, "rerank": "fusion"}, llm_qs, decs))
 
