@@ -159,18 +159,16 @@ class CandidateMiner:
         for b_ids, d_ids, source in zip(bm25, dense, source_doc_ids, strict=True):
             ranks: dict[str, dict[str, int]] = {}
             own = self.doc_keys.get(source, set())
-            best = [
-                next((i for i, pid in enumerate(ids, 1) if pid in self.by_id
-                      and (self.by_id[pid].doc_id == source or self.text_key[pid] in own)), None)
-                for ids in (b_ids, d_ids)
-            ]
-            source_ranks.append(min((r for r in best if r is not None), default=None))
+            source_rank: int | None = None
             for name, ids in (("bm25", b_ids), ("dense", d_ids)):
                 r = 0
                 seen_keys: dict[str, str] = {}
-                for pid in ids:
+                for position, pid in enumerate(ids, 1):
                     p = self.by_id.get(pid)
-                    if p is None or p.doc_id == source or self.text_key[pid] in own:
+                    if p is None:
+                        continue
+                    if p.doc_id == source or self.text_key[pid] in own:
+                        source_rank = position if source_rank is None else min(source_rank, position)
                         continue
                     first = seen_keys.setdefault(self.text_key[pid], pid)
                     if first != pid:
@@ -186,6 +184,7 @@ class CandidateMiner:
                 if self.text_key[pid] not in keys and len(fused) < self.depth:
                     keys.add(self.text_key[pid])
                     fused.append((score, pid))
+            source_ranks.append(source_rank)
             out.append(
                 [
                     Candidate(
