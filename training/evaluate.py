@@ -156,12 +156,9 @@ def rerank_run(
         scores = np.asarray(score_pairs(pairs), dtype=np.float64) if pairs else np.zeros(0)
         pos = 0
         for q in part:
-            docs = [d for d, _ in pools[q]]
-            s = scores[pos : pos + len(docs)]
-            pos += len(docs)
-            if fuse and len(docs) > 1:
-                s = _z(s) + fuse * _z(np.asarray([x for _, x in pools[q]], dtype=np.float64))
-            run[q] = [docs[i] for i in np.argsort(-s, kind="stable")]
+            n = len(pools[q])
+            run[q] = _order(pools[q], scores[pos : pos + n], fuse)
+            pos += n
         if progress is not None:
             progress(min(lo + chunk, len(qids)), len(qids))
     return run
@@ -178,19 +175,24 @@ def fit_fusion_weight(
     synthetic queries whose qrels are their source documents, never the real questions)."""
     qids = [q for q in pools if q in data.qrels]
     pairs = [(data.queries[q], data.doc_text(d)) for q in qids for d, _ in pools[q]]
-    cached = dict(zip(pairs, np.asarray(score_pairs(pairs), dtype=np.float64), strict=True)) if pairs else {}
+    scores = np.asarray(score_pairs(pairs), dtype=np.float64) if pairs else np.zeros(0)
+    bounds = np.cumsum([0] + [len(pools[q]) for q in qids])
+    per_query = {q: scores[bounds[i] : bounds[i + 1]] for i, q in enumerate(qids)}  # scored once, reused per weight
     results: dict[float, float] = {}
     for w in grid:
-        run = {}
-        for q in qids:
-            docs = [d for d, _ in pools[q]]
-            s = np.asarray([cached[(data.queries[q], data.doc_text(d))] for d in docs])
-            if w and len(docs) > 1:
-                s = _z(s) + w * _z(np.asarray([x for _, x in pools[q]], dtype=np.float64))
-            run[q] = [docs[i] for i in np.argsort(-s, kind="stable")]
+        run = {q: _order(pools[q], per_query[q], w) for q in qids}
         results[w] = evaluate_run(run, data.qrels, 10, 100)[metric]
     best = max(results, key=lambda w: (results[w], -w))
     return best, results
+
+
+def _order(pool: list[tuple[str, float]], scores: np.ndarray, fuse: float) -> list[str]:
+    """The pool's ids by model score (ties keep first-stage order); ``fuse > 0`` adds ``fuse`` times
+    the z-normalised first-stage score to the z-normalised model score."""
+    docs = [d for d, _ in pool]
+    if fuse and len(docs) > 1:
+        scores = _z(scores) + fuse * _z(np.asarray([x for _, x in pool], dtype=np.float64))
+    return [docs[i] for i in np.argsort(-scores, kind="stable")]
 
 
 def _z(x: np.ndarray) -> np.ndarray:
