@@ -37,7 +37,7 @@ from adaptrank.training.corpus import Corpus, load_corpus, sample_documents
 from adaptrank.training.dataset import DatasetRef, DatasetStore, Group
 from adaptrank.training.labeling import label_candidates, resolve_method
 from adaptrank.training.mining import CandidateMiner
-from adaptrank.training.querygen import Grounding, generate_queries
+from adaptrank.training.querygen import Grounding, generate_queries, normalize
 
 ProgressFn = Callable[[float, float | None, str | None], Any]
 
@@ -305,8 +305,6 @@ def _process_batch(
         [q.query for q in queries], [q.doc_id for q in queries], params.consistency_depth or 0
     )
     t_mine = time.perf_counter() - t0
-    from adaptrank.training.querygen import normalize
-
     rows: dict[str, dict[str, Any]] = {
         d: {"doc_id": d, "groups": [], "normalized": [], "counts": Counter()} for d in batch
     }
