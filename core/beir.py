@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adaptrank.core.errors import InputError
+from adaptrank.core.paths import Roots, inside_roots
 
 
 @dataclass
@@ -52,21 +53,22 @@ def load_corpus(path: Path, limit: int | None = None) -> dict[str, dict[str, str
     return corpus
 
 
-def load_beir(folder: Path | str, corpus_limit: int | None = None) -> BeirData:
-    folder = Path(folder)
+def load_beir(folder: Path | str, corpus_limit: int | None = None, roots: Roots = None) -> BeirData:
+    """``roots``: when given (MCP callers), each of the three files must resolve inside one of them."""
+    folder = inside_roots(folder, roots) if roots is not None else Path(folder)
     corpus_path = folder / "corpus.jsonl"
     if not corpus_path.is_file():
         raise InputError("path", f"{folder} has no corpus.jsonl (BEIR layout expected)")
-    data = BeirData(corpus=load_corpus(corpus_path, corpus_limit))
+    data = BeirData(corpus=load_corpus(inside_roots(corpus_path, roots), corpus_limit))
     if (folder / "queries.jsonl").is_file():
-        for row in read_jsonl(folder / "queries.jsonl"):
+        for row in read_jsonl(inside_roots(folder / "queries.jsonl", roots)):
             data.queries[str(row["_id"])] = row["text"]
             data.query_meta[str(row["_id"])] = row.get("metadata") or {}
     qrels_path = folder / "qrels.tsv"
     if not qrels_path.is_file() and (folder / "qrels" / "test.tsv").is_file():
         qrels_path = folder / "qrels" / "test.tsv"
     if qrels_path.is_file():
-        with open(qrels_path, encoding="utf-8") as f:
+        with open(inside_roots(qrels_path, roots), encoding="utf-8") as f:
             for row in csv.reader(f, delimiter="\t"):
                 if not row or row[0] == "query-id":
                     continue

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from adaptrank.core.chunking import chunk_texts
 from adaptrank.core.docstore import DocStore, ProgressCallback, clean_metadata
 from adaptrank.core.errors import InputError
+from adaptrank.core.paths import Roots, inside_roots
 
 Format = Literal["auto", "folder", "jsonl", "beir"]
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
@@ -89,18 +90,24 @@ def read_documents(
     text_field: str = "text",
     title_field: str = "title",
     metadata_field: str = "metadata",
+    roots: Roots = None,
 ) -> Iterator[SourceDocument]:
-    """Yield the documents of a source (see the module doc for the formats)."""
+    """Yield the documents of a source (see the module doc for the formats).
+
+    ``roots``: when given (MCP callers), every file opened must resolve inside one of them; a file
+    symlink pointing elsewhere is an ``InputError`` naming it, before anything is read.
+    """
     path = Path(path)
+    inside_roots(path, roots)
     if not path.exists():
         raise InputError("path", f"{path} does not exist")
     fmt = detect_format(path) if format == "auto" else format
     if fmt == "folder":
-        yield from _read_folder(path)
+        yield from _read_folder(path, roots)
     elif fmt == "beir":
-        yield from _read_beir(path)
+        yield from _read_beir(path, roots)
     elif fmt == "jsonl":
-        yield from _read_jsonl(path, id_field, text_field, title_field, metadata_field)
+        yield from _read_jsonl(inside_roots(path, roots), id_field, text_field, title_field, metadata_field)
     else:
         raise InputError("format", f"is {format!r}; use auto, folder, jsonl or beir")
 
@@ -112,7 +119,7 @@ def _markdown_title(text: str) -> str:
     return ""
 
 
-def _read_folder(path: Path) -> Iterator[SourceDocument]:
+def _read_folder(path: Path, roots: Roots) -> Iterator[SourceDocument]:
     if path.is_file():
         files, root = [path], path.parent
     else:
@@ -126,6 +133,8 @@ def _read_folder(path: Path) -> Iterator[SourceDocument]:
         )
         if not files:
             raise InputError("path", f"{path} holds no .txt/.md files")
+    for f in files:  # check them all before reading any: a refused link must not leave half an ingest
+        inside_roots(f, roots)
     for f in files:
         text = f.read_text(encoding="utf-8", errors="replace")
         title = _markdown_title(text) if f.suffix.lower() != ".txt" else ""
@@ -173,13 +182,13 @@ def _read_jsonl(path: Path, id_field: str, text_field: str, title_field: str, me
             )
 
 
-def _read_beir(path: Path) -> Iterator[SourceDocument]:
+def _read_beir(path: Path, roots: Roots) -> Iterator[SourceDocument]:
     from adaptrank.core.beir import load_corpus
 
     corpus_path = path / "corpus.jsonl" if path.is_dir() else path
     if not corpus_path.is_file():
         raise InputError("path", f"{path} has no corpus.jsonl (BEIR layout expected)")
-    for doc_id, doc in load_corpus(corpus_path).items():
+    for doc_id, doc in load_corpus(inside_roots(corpus_path, roots)).items():
         yield SourceDocument(id=doc_id, text=doc["text"], title=doc.get("title") or "", source=str(corpus_path.resolve()))
 
 
@@ -212,6 +221,7 @@ def ingest(
     text_field: str = "text",
     title_field: str = "title",
     metadata_field: str = "metadata",
+    roots: Roots = None,
 ) -> IngestReport:
     """Read ``path`` and upsert its chunks into ``collection`` (created if missing).
 
@@ -228,7 +238,8 @@ def ingest(
     docs: list[SourceDocument] = []
     report = IngestReport(collection=collection, source=str(path.resolve()), format=fmt)
     for doc in read_documents(
-        path, fmt, id_field=id_field, text_field=text_field, title_field=title_field, metadata_field=metadata_field
+        path, fmt, id_field=id_field, text_field=text_field, title_field=title_field, metadata_field=metadata_field,
+        roots=roots,
     ):
         if doc.text.strip():
             docs.append(doc)

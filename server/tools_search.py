@@ -22,7 +22,7 @@ from adaptrank.agents.agent import AgentConfig, DecompositionAgent
 from adaptrank.agents.results import SearchResult
 from adaptrank.agents.retrieval import ChromaRetriever
 from adaptrank.core.ingest import IngestReport, ingest
-from adaptrank.core.paths import check_allowed_path
+from adaptrank.core.paths import allowed_roots, check_allowed_path
 from adaptrank.server.context import Services
 from adaptrank.server.errors import resource_errors, tool_errors
 from adaptrank.server.jobs import JobInfo
@@ -129,7 +129,8 @@ def run_ingest_job(handle: Any) -> dict[str, Any]:
         handle.progress(done, total, f"embedded {done}/{total} chunks")
         handle.check_cancelled()
 
-    return ingest(DocStore(settings), path, params.pop("collection"), progress=progress, **params).to_dict()
+    return ingest(DocStore(settings), path, params.pop("collection"), progress=progress,
+                  roots=allowed_roots(settings), **params).to_dict()
 
 
 def register(mcp: FastMCP, services: Services) -> None:
@@ -217,7 +218,7 @@ def register(mcp: FastMCP, services: Services) -> None:
         report = await asyncio.to_thread(
             ingest, services.docstore, resolved, collection, format=format, chunk_tokens=chunk_tokens,
             overlap=overlap, prune=prune, progress=progress, id_field=id_field, text_field=text_field,
-            title_field=title_field,
+            title_field=title_field, roots=allowed_roots(s),
         )
         return IngestOutcome(report=report)
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from adaptrank.core.errors import InputError
 from adaptrank.core.modelstore import ModelStore, validate_name
+from adaptrank.core.paths import allowed_roots
 from adaptrank.core.settings import Settings, get_settings
 
 Progress = Callable[[float, float | None, str | None], Any]
@@ -155,7 +156,7 @@ def adapt(
         models = ["zero-shot", *([f"{model}@{previous}"] if previous else []), f"{model}@{ft.version}"]
         report = evaluate_beir(
             p.path, models, depth=p.eval_depth, max_queries=p.eval_max_queries, seed=p.seed, settings=settings,
-            progress=stage(2),
+            progress=stage(2), roots=allowed_roots(settings) if restrict_paths else None,
         )
         evaluation = report.model_dump(mode="json")
         seconds["evaluate"] = time.perf_counter() - t0

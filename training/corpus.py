@@ -105,7 +105,10 @@ def load_corpus(
     if source == "folder" and not (root.is_dir() or root.suffix.lower() in (".txt", ".md", ".markdown")):
         raise InputError("path", f"{path!r} is not a folder of .txt/.md files")
     docs, skipped = [], 0
-    for doc in read_documents(root, "beir" if source == "beir" else "folder"):
+    from adaptrank.core.paths import allowed_roots
+
+    roots = allowed_roots(settings) if restrict_paths else None
+    for doc in read_documents(root, "beir" if source == "beir" else "folder", roots=roots):
         if doc.text.strip():
             docs.append(doc)
         else:

@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from adaptrank.core.beir import BeirData, load_beir
+from adaptrank.core.paths import Roots, allowed_roots, check_allowed_path
 from adaptrank.core.errors import InputError
 from adaptrank.core.metrics import evaluate_run, mrr_at_k, ndcg_at_k
 from adaptrank.core.settings import Settings, get_settings
@@ -213,12 +214,13 @@ def evaluate_beir(
     reranker: Any = None,
     progress: Progress | None = None,
     fuse: dict[str, float] | None = None,
+    roots: Roots = None,
 ) -> EvalReport:
     """Evaluate ``models`` (engine specs: ``zero-shot``, store names, ``cross-encoder:<path>``...)
     reranking the first stage's top ``depth``; the first stage itself is the baseline row.
 
     ``first_stage``: ``bm25`` or ``chroma:<collection>``. ``fuse``: model -> interpolation weight
-    with the first-stage score (see :func:`rerank_run`).
+    with the first-stage score (see :func:`rerank_run`). ``roots``: as for ``load_beir``.
     """
     settings = settings or get_settings()
     if not 1 <= depth <= 1000:
@@ -229,7 +231,7 @@ def evaluate_beir(
     t0 = time.perf_counter()
     location = str(data) if not isinstance(data, BeirData) else "in-memory"
     if not isinstance(data, BeirData):
-        data = load_beir(data)
+        data = load_beir(data, roots=roots)
     qids = select_queries(data, max_queries, seed)
     timings["load"] = time.perf_counter() - t0
 
@@ -280,8 +282,6 @@ def evaluate_beir(
 
 def run_job(handle: Any) -> dict[str, Any]:
     """The ``evaluate`` job kind: ``evaluate_beir`` with the job's parameters."""
-    from adaptrank.core.paths import check_allowed_path
-
     p = dict(handle.params)
     settings = getattr(handle.manager, "settings", None) or get_settings()
     path = check_allowed_path(settings, p.pop("path"))
@@ -290,5 +290,6 @@ def run_job(handle: Any) -> dict[str, Any]:
         handle.check_cancelled()
         handle.progress(done, total, msg)
 
-    report = evaluate_beir(path, p.pop("models", ["zero-shot"]), settings=settings, progress=progress, **p)
+    report = evaluate_beir(path, p.pop("models", ["zero-shot"]), settings=settings, progress=progress,
+                           roots=allowed_roots(settings), **p)
     return report.model_dump(mode="json")
