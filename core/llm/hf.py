@@ -484,17 +484,21 @@ class TransformersLLM(LLM):
 
 
 def _pick_dtype(device: str, dtype: str) -> Any:
-    """``auto``: bfloat16 on GPUs, and on CPUs with AMX tiles (oneDNN runs bf16 matmuls on AMX:
-    395 vs 56 GFLOP/s fp32 on one core of this project's Xeon, 2-3x faster generation and judging);
-    float32 on other CPUs, where bf16 is emulated and slower."""
+    """``auto``: bfloat16 on GPUs and on CPUs with native bf16 dot products (AMX tiles or
+    AVX512-BF16), float32 on other CPUs, where bf16 is emulated and slower.
+
+    AVX512-BF16 matters as much as AMX: checking AMX alone left AMD EPYC hosts (AVX512-BF16, no
+    AMX) in fp32, several times slower (figures in docs/generation.md).
+    """
     import torch
+
+    from adaptrank.core.engine.crossencoder import cpu_has_native_bf16
 
     if dtype != "auto":
         return getattr(torch, dtype)
     if device != "cpu":
         return torch.bfloat16
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    return torch.bfloat16 if amx() else torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def _cut_at_stop(text: str, stop: list[str] | None) -> str:
