@@ -140,6 +140,8 @@ class DecompositionAgent:
         k = cfg.k if cfg.pool_budget is None else max(1, cfg.pool_budget // len(queries))
         with timer.stage("retrieve", queries=len(queries), k=k) as d:
             rankings = await asyncio.to_thread(retriever.retrieve, queries, k)
+            if hasattr(retriever, "query_tower"):
+                d["query_tower"] = retriever.query_tower
             d["candidates"] = sum(len(r) for r in rankings)
 
         # 3. merge + dedupe by id, keeping provenance
@@ -151,7 +153,8 @@ class DecompositionAgent:
 
         # 4. rerank the pool against the ORIGINAL question (and, for "fusion", each sub-question)
         with timer.stage("rerank", pool=len(pool), mode=cfg.rerank) as d:
-            scores, per_query, resolved = await self._score(question, queries, pool, cfg)
+            fingerprint = getattr(retriever, "embedding_fingerprint", None)
+            scores, per_query, resolved, d["passages"] = await self._score(question, queries, pool, cfg, fingerprint)
             d["model"] = resolved.name
             d["pairs"] = len(pool) * (len(per_query) if per_query else 1)
 
@@ -169,7 +172,7 @@ class DecompositionAgent:
                     before = len(pool)
                     self._merge(pool, found, queries, [[]] * offset + extra, round_=1)
                     d["new_passages"] = len(pool) - before
-                    scores, per_query, resolved = await self._score(question, queries, pool, cfg)
+                    scores, per_query, resolved, _ = await self._score(question, queries, pool, cfg, fingerprint)
 
         order = sorted(pool, key=lambda i: -scores[i])[: cfg.top_n]
         results = [
@@ -257,26 +260,50 @@ class DecompositionAgent:
                     Provenance(query_index=qi, query=queries[qi], rank=rank, score=float(hit.score), round=round_)
                 )
 
-    async def _score(self, question: str, queries: list[str], pool: dict[str, Hit], cfg: AgentConfig):
-        """``(final score by id, per-query engine scores or [], resolved model)``."""
+    async def _score_vectors(
+        self, question: str, queries: list[str], pool: dict[str, Hit], ids: list[str], cfg: AgentConfig,
+        fingerprint: str | None,
+    ):
+        """The same scores as :meth:`_score` from the passages' stored vectors, when the retriever
+        returned them and the model's passage tower made them; None otherwise."""
+        if fingerprint is None or any(pool[i].embedding is None for i in ids):
+            return None
+        import numpy as np
+
+        vectors = np.asarray([pool[i].embedding for i in ids], dtype=np.float32)
+        wanted = [question] if cfg.rerank == "original" or len(queries) == 1 else list(queries)
+        out = await self.reranker.ascore_embedded(wanted, vectors, fingerprint, cfg.model)
+        if out is None:
+            return None
+        matrix, resolved = out
+        per_query = [dict(zip(ids, (float(x) for x in row), strict=True)) for row in matrix]
+        if len(per_query) == 1:
+            return per_query[0], [], resolved, "stored vectors"
+        return _fuse(ids, per_query), per_query, resolved, "stored vectors"
+
+    async def _score(
+        self, question: str, queries: list[str], pool: dict[str, Hit], cfg: AgentConfig, fingerprint: str | None = None
+    ):
+        """``(final score by id, per-query engine scores or [], resolved model, "stored vectors" |
+        "texts")``; from stored passage vectors when ``fingerprint`` (of the model that made them)
+        matches the model's passage tower, else by scoring the texts."""
         if not pool:
             from adaptrank.core.engine.registry import resolve
 
-            return {}, [], await asyncio.to_thread(resolve, cfg.model or self.reranker.default_model, self.reranker.store)
+            return {}, [], await asyncio.to_thread(resolve, cfg.model or self.reranker.default_model, self.reranker.store), "texts"
         ids = list(pool)
         texts = [pool[i].text for i in ids]
+        scored = await self._score_vectors(question, queries, pool, ids, cfg, fingerprint)
+        if scored is not None:
+            return scored
         if cfg.rerank == "original" or len(queries) == 1:
             scores, resolved = await self.reranker.ascore_texts(question, texts, cfg.model)
-            return dict(zip(ids, (float(x) for x in scores), strict=True)), [], resolved
+            return dict(zip(ids, (float(x) for x in scores), strict=True)), [], resolved, "texts"
         # fusion: concurrent requests share forward passes through the engine's micro-batcher
         outs = await asyncio.gather(*(self.reranker.ascore_texts(q, texts, cfg.model) for q in queries))
         resolved = outs[0][1]
         per_query = [dict(zip(ids, (float(x) for x in sc), strict=True)) for sc, _ in outs]
-        fused = dict.fromkeys(ids, 0.0)
-        for sc in per_query:
-            for rank, i in enumerate(sorted(ids, key=lambda i: -sc[i]), 1):
-                fused[i] += 1.0 / (RRF_K + rank)
-        return fused, per_query, resolved
+        return _fuse(ids, per_query), per_query, resolved, "texts"
 
     @staticmethod
     def _thin(
@@ -339,3 +366,12 @@ class DecompositionAgent:
             return Answer(text=raw.strip(), citations=[], valid=False)
         ids = [passages[c - 1].id for c in dict.fromkeys(cites) if 1 <= c <= len(passages)]
         return Answer(text=text.strip(), citations=ids, valid=True)
+
+
+def _fuse(ids: list[str], per_query: list[dict[str, float]]) -> dict[str, float]:
+    """Reciprocal-rank fusion of the per-query rankings of one pool."""
+    fused = dict.fromkeys(ids, 0.0)
+    for sc in per_query:
+        for rank, i in enumerate(sorted(ids, key=lambda i: -sc[i]), 1):
+            fused[i] += 1.0 / (RRF_K + rank)
+    return fused

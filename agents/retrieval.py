@@ -8,7 +8,7 @@ loop runs over a DocStore collection here and over any LlamaIndex retriever in
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from adaptrank.core.docstore import DocStore, Hit
@@ -31,10 +31,11 @@ def rrf(rankings: Sequence[Sequence[Hit]], k: int, rrf_k: int = RRF_K) -> list[H
     scores: dict[str, float] = {}
     for ranking in rankings:
         for rank, hit in enumerate(ranking, 1):
-            fused.setdefault(hit.id, hit)
+            if hit.id not in fused or (fused[hit.id].embedding is None and hit.embedding is not None):
+                fused[hit.id] = hit
             scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (rrf_k + rank)
     order = sorted(scores, key=lambda i: -scores[i])[:k]
-    return [Hit(i, fused[i].text, fused[i].metadata, scores[i]) for i in order]
+    return [Hit(i, fused[i].text, fused[i].metadata, scores[i], fused[i].embedding) for i in order]
 
 
 class _BM25Cache:
@@ -75,17 +76,55 @@ class ChromaRetriever:
 
     In hybrid mode each query draws ``k`` dense and ``k`` BM25 candidates and keeps the best ``k``
     of their fusion, so the pool budget stays ``k`` per query.
+
+    ``query_encoder`` (texts -> unit vectors): embed the queries with another query tower than the
+    store's — an adapted reranker's, whose passage tower made the stored vectors
+    (:meth:`for_reranker` checks that by fingerprint). Hits carry their stored vectors
+    (``Hit.embedding``) when the collection records which model made them
+    (``embedding_fingerprint``), so a bi-encoder-family reranker scores the pool without
+    embedding a passage again.
     """
 
-    def __init__(self, store: DocStore, collection: str, hybrid: bool = False, where: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        store: DocStore,
+        collection: str,
+        hybrid: bool = False,
+        where: dict[str, Any] | None = None,
+        query_encoder: Callable[[list[str]], Any] | None = None,
+    ) -> None:
         self.store = store
         self.collection = collection
         self.hybrid = hybrid
         self.where = where
-        store.collection(collection)  # NotFoundError naming the known collections, up front
+        self.query_encoder = query_encoder
+        # NotFoundError naming the known collections, up front
+        self.embedding_fingerprint = store.embedding_fingerprint(collection)
+
+    @classmethod
+    def for_reranker(
+        cls, store: DocStore, collection: str, reranker: Any, model: str | None = None, **kwargs: Any
+    ) -> ChromaRetriever:
+        """A retriever that queries with ``model``'s query tower when its passage tower is the one
+        that embedded the collection (same fingerprint): an adapted query-encoder then improves
+        first-stage retrieval too, with no re-indexing. Otherwise the store embeds the queries."""
+        retriever = cls(store, collection, **kwargs)
+        fingerprint = reranker.passage_fingerprint(model)
+        if fingerprint is not None and fingerprint == retriever.embedding_fingerprint:
+            retriever.query_encoder = lambda queries: reranker.embed_queries(queries, model)
+        return retriever
+
+    @property
+    def query_tower(self) -> str:
+        """Which tower embedded the queries: ``reranker`` (the model's own) or ``store``."""
+        return "reranker" if self.query_encoder is not None else "store"
 
     def retrieve(self, queries: list[str], k: int) -> list[list[Hit]]:
-        dense = self.store.query(self.collection, queries, k, where=self.where)
+        vectors = self.query_encoder(list(queries)) if self.query_encoder is not None else None
+        with_vectors = self.embedding_fingerprint is not None
+        dense = self.store.query(
+            self.collection, queries, k, where=self.where, query_embeddings=vectors, include_embeddings=with_vectors
+        )
         if not self.hybrid:
             return dense
         index, docs = BM25_CACHE.get(self.store, self.collection)
@@ -98,6 +137,13 @@ class ChromaRetriever:
             if self.where:  # BM25 has no filter: apply equality filters on metadata by hand
                 bm25_hits = [h for h in bm25_hits if _matches(h.metadata, self.where)]
             out.append(rrf([d, bm25_hits], k))
+        if with_vectors:  # BM25-only hits: their stored vectors in one call
+            missing = [h.id for row in out for h in row if h.embedding is None]
+            stored = self.store.embeddings(self.collection, missing)
+            for row in out:
+                for h in row:
+                    if h.embedding is None:
+                        h.embedding = stored.get(h.id)
         return out
 
 

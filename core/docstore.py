@@ -40,12 +40,22 @@ class StoreUnavailableError(AdaptRankError, ConnectionError):
 
 @dataclass
 class Hit:
-    """One retrieved passage. ``score`` is the cosine similarity to the query (higher is better)."""
+    """One retrieved passage. ``score`` is the cosine similarity to the query (higher is better).
+
+    ``embedding``: the stored passage vector, when the caller asked for it (``include_embeddings``),
+    so a bi-encoder-family reranker scores the pool without embedding the passages again.
+    """
 
     id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
     score: float = 0.0
+    embedding: Any = field(default=None, repr=False, compare=False)
+
+
+#: collection metadata key: the content fingerprint of the model that embedded the collection
+#: (``core.embeddings.model_fingerprint``), written when an empty collection gets its first vectors
+FINGERPRINT_KEY = "adaptrank_embedding_fingerprint"
 
 
 def validate_collection_name(name: str) -> str:
@@ -206,6 +216,11 @@ class DocStore:
         if not ids:
             return 0
         col = self.collection(name, create=create)
+        if FINGERPRINT_KEY not in (col.metadata or {}) and col.count() == 0:
+            # Only an empty collection gets the stamp: vectors already stored may come from other weights.
+            from adaptrank.core.embeddings import model_fingerprint
+
+            col.modify(metadata={**(col.metadata or {}), FINGERPRINT_KEY: model_fingerprint(self.embedding_function.model)})
         batch_size = min(batch_size, self.client.get_max_batch_size())
         total = len(ids)
         bar = _progress_bar(progress, total, f"embedding into {name}")
@@ -233,10 +248,28 @@ class DocStore:
         self.collection(name).delete(ids=list(ids) if ids else None, where=where)
 
     # -- reading -------------------------------------------------------------------------------
+    def embedding_fingerprint(self, name: str) -> str | None:
+        """The fingerprint of the model whose vectors ``name`` stores (None: not recorded, e.g. a
+        collection made by an older adaptrank or by another tool; re-ingest into a new one to get it)."""
+        value = (self.collection(name).metadata or {}).get(FINGERPRINT_KEY)
+        return str(value) if value else None
+
     def query(
-        self, name: str, texts: list[str], k: int, where: dict[str, Any] | None = None
+        self,
+        name: str,
+        texts: list[str],
+        k: int,
+        where: dict[str, Any] | None = None,
+        *,
+        query_embeddings: Any = None,
+        include_embeddings: bool = False,
     ) -> list[list[Hit]]:
-        """The ``k`` nearest passages for each query text, best first."""
+        """The ``k`` nearest passages for each query text, best first.
+
+        ``query_embeddings``: the queries' vectors from another query tower (an adapted reranker's,
+        whose passage side is this collection's model); default: this store's model embeds them.
+        ``include_embeddings``: each hit carries its stored vector.
+        """
         if isinstance(texts, str):
             raise InputError("texts", "must be a list of query strings, not one string")
         if k < 1:
@@ -247,24 +280,30 @@ class DocStore:
         n = col.count()
         if n == 0:
             return [[] for _ in texts]
-        res = col.query(
-            query_embeddings=self.embedding_function.embed(list(texts)),
-            n_results=min(k, n),
-            where=where,
-            include=["documents", "metadatas", "distances"],
-        )
+        vectors = self.embedding_function.embed(list(texts)) if query_embeddings is None else query_embeddings
+        include = ["documents", "metadatas", "distances"] + (["embeddings"] if include_embeddings else [])
+        res = col.query(query_embeddings=vectors, n_results=min(k, n), where=where, include=include)
         out: list[list[Hit]] = []
         for row in range(len(texts)):
             metas = (res.get("metadatas") or [[]])[row] or []
             docs = (res.get("documents") or [[]])[row] or []
             dists = (res.get("distances") or [[]])[row] or []
+            embs = res["embeddings"][row] if include_embeddings else None
             out.append(
                 [
-                    Hit(id=i, text=docs[j] or "", metadata=dict(metas[j] or {}), score=1.0 - float(dists[j]))
+                    Hit(id=i, text=docs[j] or "", metadata=dict(metas[j] or {}), score=1.0 - float(dists[j]),
+                        embedding=None if embs is None else embs[j])
                     for j, i in enumerate(res["ids"][row])
                 ]
             )
         return out
+
+    def embeddings(self, name: str, ids: Sequence[str]) -> dict[str, Any]:
+        """Stored vectors by id (missing ids are left out)."""
+        if not ids:
+            return {}
+        res = self.collection(name).get(ids=list(dict.fromkeys(ids)), include=["embeddings"])
+        return dict(zip(res["ids"], res["embeddings"], strict=True))
 
     def get(self, name: str, ids: Sequence[str]) -> list[Hit]:
         """Passages by id (missing ids are skipped), in the order asked."""

@@ -16,7 +16,9 @@ so a collection survives a venv move. One loaded model is shared per process (pe
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,37 @@ def model_path(model: str | None) -> str:
 
         return default_embedding_path()
     return model
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".json", ".txt", ".model")
+_fingerprints: dict[tuple, str] = {}
+
+
+def model_fingerprint(model: str | None) -> str:
+    """A content fingerprint of an embedding model: what must match before vectors made by one
+    model folder are compared with vectors of another (the passages Chroma stores vs a reranker's
+    passage tower). A local folder hashes its weight and config files (name and bytes; ``onnx/``
+    and ``openvino/`` exports and READMEs are not what sentence-transformers loads); an HF id
+    fingerprints by name (``hub:<id>``). Cached per folder state, so it is computed once.
+    """
+    path = Path(model_path(model))
+    if not path.is_dir():
+        return f"hub:{model}"
+    files = sorted(
+        f for f in path.rglob("*")
+        if f.is_file() and f.suffix in _WEIGHT_SUFFIXES and not {"onnx", "openvino"} & set(f.relative_to(path).parts)
+    )
+    state = (str(path), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    found = _fingerprints.get(state)
+    if found is None:
+        h = hashlib.sha1()
+        for f in files:
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+        found = _fingerprints[state] = h.hexdigest()[:16]
+    return found
 
 
 def shared_model(model: str | None = None, device: str | None = None) -> Any:

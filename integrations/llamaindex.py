@@ -151,21 +151,49 @@ class AdaptRankEmbedding(BaseEmbedding):
     """Local sentence-transformers embeddings (shared with adaptrank's Chroma store; no hosted API).
 
     ``model``: a local path or HF id; ``None`` is the offline all-MiniLM-L6-v2.
+    ``reranker_model``: an adapted model from adaptrank's model store (a query-encoder residual, the
+    offline default of ``adaptrank adapt``) whose *query* tower embeds queries; texts are still
+    embedded by ``model``, which must be that model's passage tower (checked by fingerprint), so an
+    index built before adaptation retrieves with the adapted queries and is never re-embedded.
     """
 
     _ef: Any = PrivateAttr()
+    _reranker: Any = PrivateAttr(default=None)
+    _reranker_model: str | None = PrivateAttr(default=None)
 
-    def __init__(self, model: str | None = None, embed_batch_size: int = 64, **kwargs: Any) -> None:
-        from adaptrank.core.embeddings import AdaptRankEmbeddingFunction
+    def __init__(
+        self,
+        model: str | None = None,
+        embed_batch_size: int = 64,
+        reranker_model: str | None = None,
+        settings: Settings | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from adaptrank.core.embeddings import AdaptRankEmbeddingFunction, model_fingerprint
+        from adaptrank.core.errors import InputError
 
         super().__init__(model_name=model or "all-MiniLM-L6-v2 (offline)", embed_batch_size=embed_batch_size, **kwargs)
         self._ef = AdaptRankEmbeddingFunction(model, batch_size=embed_batch_size)
+        if reranker_model:
+            engine = _engine(None, reranker_model, settings)
+            fingerprint = engine.passage_fingerprint()
+            if fingerprint is None:
+                raise InputError("reranker_model", f"{reranker_model!r} is not a bi-encoder-family model: it has no query tower")
+            if fingerprint != model_fingerprint(model):
+                raise InputError(
+                    "reranker_model",
+                    f"{reranker_model!r} scores passages with another model than {self.model_name!r}; "
+                    "its query vectors would not match this index's",
+                )
+            self._reranker, self._reranker_model = engine, reranker_model
 
     @classmethod
     def class_name(cls) -> str:
         return "AdaptRankEmbedding"
 
     def _get_query_embedding(self, query: str) -> list[float]:
+        if self._reranker is not None:
+            return self._reranker.embed_queries([query], self._reranker_model)[0].tolist()
         return self._ef.embed([query])[0].tolist()
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
@@ -275,7 +303,9 @@ class AdaptRankDecomposeRetriever(BaseRetriever):
         from adaptrank.core.docstore import DocStore
 
         settings = settings or get_settings()
-        return cls(ChromaRetriever(DocStore(settings), collection, hybrid=hybrid), settings=settings, **kwargs)
+        reranker = _engine(kwargs.pop("reranker", None), kwargs.get("model"), settings)
+        retriever = ChromaRetriever.for_reranker(DocStore(settings), collection, reranker, kwargs.get("model"), hybrid=hybrid)
+        return cls(retriever, settings=settings, reranker=reranker, **kwargs)
 
     def _nodes(self, res: SearchResult) -> list[NodeWithScore]:
         known = getattr(self._adapter, "nodes", {})

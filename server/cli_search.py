@@ -114,13 +114,13 @@ def ask(
         settings = make_settings(chroma_url=chroma_url, default_model=model)
         with err.status("loading models and searching..."), contextlib.redirect_stdout(sys.stderr):
             store = DocStore(settings)
-            retriever = ChromaRetriever(store, collection, hybrid=hybrid)
+            reranker = Reranker(settings=settings)
+            retriever = ChromaRetriever.for_reranker(store, collection, reranker, hybrid=hybrid)
             the_llm = None
             if llm or answer:
                 from adaptrank.agents.llm import load_llm
 
                 the_llm = load_llm(settings)
-            reranker = Reranker(settings=settings)
             try:
                 agent = DecompositionAgent(reranker, the_llm, AgentConfig())
                 res = asyncio.run(agent.arun(question, retriever, decompose=decompose, sub_questions=sub_question,

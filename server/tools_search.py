@@ -95,7 +95,9 @@ async def run_search(
     llm: bool = False,
 ) -> SearchResult:
     """The ``search`` tool's work, shared with the CLI's ``ask``."""
-    retriever = await asyncio.to_thread(ChromaRetriever, services.docstore, collection, hybrid)
+    retriever = await asyncio.to_thread(
+        ChromaRetriever.for_reranker, services.docstore, collection, services.reranker, model, hybrid=hybrid
+    )
     the_llm = await asyncio.to_thread(agent_llm, services) if (llm and decompose) or answer else None
     agent = DecompositionAgent(services.reranker, the_llm, AgentConfig())
     return await agent.arun(

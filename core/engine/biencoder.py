@@ -40,9 +40,25 @@ class BiEncoderScorer:
         batch_size: int = 64,
     ) -> None:
         self.model = load_sentence_transformer(path_or_id, device)
+        self.path = path_or_id
         self.name = name or (path_or_id or "zero-shot")
         self.version = version
         self.batch_size = batch_size
+
+    #: one tower for queries and passages: passages can come pre-embedded (e.g. from Chroma)
+    dense = True
+
+    def passage_fingerprint(self) -> str:
+        from adaptrank.core.embeddings import model_fingerprint
+
+        return model_fingerprint(self.path)
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        return self.embed(texts)
+
+    def score_embedded(self, query_vectors: np.ndarray, passage_vectors: np.ndarray) -> np.ndarray:
+        """``[queries, passages]`` cosine scores from unit vectors."""
+        return (np.asarray(query_vectors) @ np.asarray(passage_vectors, dtype=np.float32).T).astype(np.float64)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         return self.model.encode(

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from adaptrank.core.engine import registry
 from adaptrank.core.engine.base import Scorer
 from adaptrank.core.engine.batcher import MicroBatcher
-from adaptrank.core.engine.cache import ScoreCache
+from adaptrank.core.engine.cache import ScoreCache, VectorCache
 from adaptrank.core.errors import InputError
 from adaptrank.core.modelstore import ModelStore
 from adaptrank.core.results import Document, RerankResponse, RerankResult
@@ -60,6 +60,7 @@ class Reranker:
         self.store = store or ModelStore(self.settings.models_dir)
         self.default_model = model or self.settings.default_model
         self.cache = ScoreCache(self.settings.cache_size)
+        self._query_vectors: dict[str, VectorCache] = {}  # per model@version: retrieval and rerank share them
         self._loaded: dict[str, _Loaded] = {}
         self._lock = threading.RLock()
 
@@ -203,6 +204,49 @@ class Reranker:
         docs = self.validate(query, documents, top_n)
         scores, resolved = await self.ascore_texts(query, [d.text for d in docs], model)
         return _response(resolved, docs, scores, top_n, return_documents)
+
+    # -- the bi-encoder family: vectors instead of texts ----------------------------------------------
+    def dense(self, model: str | None = None) -> tuple[Any, registry.Resolved] | None:
+        """``(scorer, resolved)`` when the model scores by a dot product of a query tower and a
+        passage tower (zero-shot, ``bi-encoder:``, a query-encoder residual); None otherwise."""
+        loaded = self._get(model or self.default_model)
+        return (loaded.scorer, loaded.resolved) if getattr(loaded.scorer, "dense", False) else None
+
+    def passage_fingerprint(self, model: str | None = None) -> str | None:
+        """The fingerprint of the model's passage tower (None: not a dense model). Vectors stored by
+        a collection with the same fingerprint are exactly what this model would compute."""
+        dense = self.dense(model)
+        return dense[0].passage_fingerprint() if dense else None
+
+    def embed_queries(self, queries: list[str], model: str | None = None) -> np.ndarray:
+        """The model's query vectors (its adapted query tower where it has one), cached per version,
+        so a query embedded for retrieval is not embedded again for reranking."""
+        dense = self.dense(model)
+        if dense is None:
+            raise InputError("model", f"{model or self.default_model!r} is not a bi-encoder-family model")
+        scorer, resolved = dense
+        key = f"{resolved.name}@{resolved.version}"
+        cache = self._query_vectors.get(key)
+        if cache is None:
+            cache = self._query_vectors.setdefault(key, VectorCache(4096))
+        return cache.embed(list(queries), scorer.embed_queries)
+
+    def score_embedded(
+        self, queries: list[str], passage_vectors: Any, fingerprint: str | None, model: str | None = None
+    ) -> tuple[np.ndarray, registry.Resolved] | None:
+        """``[queries, passages]`` scores from stored passage vectors — no passage is embedded again.
+        None when the model is not dense or ``fingerprint`` (of the model that made the vectors) is
+        not its passage tower's: then the caller scores texts."""
+        dense = self.dense(model)
+        if dense is None or fingerprint is None or dense[0].passage_fingerprint() != fingerprint:
+            return None
+        scorer, resolved = dense
+        return scorer.score_embedded(self.embed_queries(queries, model), passage_vectors), resolved
+
+    async def ascore_embedded(
+        self, queries: list[str], passage_vectors: Any, fingerprint: str | None, model: str | None = None
+    ) -> tuple[np.ndarray, registry.Resolved] | None:
+        return await asyncio.to_thread(self.score_embedded, queries, passage_vectors, fingerprint, model)
 
     def close(self) -> None:
         for loaded in self._loaded.values():

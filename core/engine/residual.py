@@ -20,14 +20,12 @@ passage that appears in many requests (an agent's merged pools, an evaluation) i
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from adaptrank.core.engine.cache import VectorCache
 from adaptrank.core.errors import NotFoundError
 from adaptrank.core.settings import Settings
 
@@ -39,33 +37,6 @@ def _part_path(root: Path, rel: str, what: str) -> str:
     if not path.is_relative_to(root.resolve()) or not path.is_dir():
         raise NotFoundError(f"model: residual {what} {rel!r} is missing under {root}")
     return str(path)
-
-
-class _EmbeddingLRU:
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(text: str) -> str:
-        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-
-    def get(self, key: str) -> np.ndarray | None:
-        with self._lock:
-            v = self._data.get(key)
-            if v is not None:
-                self._data.move_to_end(key)
-            return v
-
-    def put(self, key: str, value: np.ndarray) -> None:
-        if self.size <= 0:
-            return
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
 
 
 class ResidualScorer:
@@ -82,9 +53,11 @@ class ResidualScorer:
         version: str = "0",
         batch_size: int = 64,
         cache_passages: int = 20_000,
+        prior_path: str | None = None,
     ) -> None:
         """``prior``/``query_encoder``: SentenceTransformer objects; ``cross_encoder``: a scorer
-        with ``score_pairs`` returning raw logits (e.g. ``CrossEncoderScorer``)."""
+        with ``score_pairs`` returning raw logits (e.g. ``CrossEncoderScorer``). ``prior_path``:
+        the prior's folder, whose fingerprint says which stored passage vectors it can reuse."""
         if tau <= 0:
             raise ValueError(f"tau must be > 0, got {tau}")
         self.prior = prior
@@ -94,23 +67,34 @@ class ResidualScorer:
         self.name = name
         self.version = version
         self.batch_size = batch_size
-        self._cache = _EmbeddingLRU(cache_passages)
+        self.prior_path = prior_path
+        self._cache = VectorCache(cache_passages)
+
+    @property
+    def dense(self) -> bool:
+        """Without a cross-encoder term the score is a dot product of two towers (the bi-encoder
+        family): passages can come pre-embedded (e.g. from Chroma) and queries can retrieve."""
+        return self.cross_encoder is None
+
+    def passage_fingerprint(self) -> str:
+        from adaptrank.core.embeddings import model_fingerprint
+
+        return model_fingerprint(self.prior_path)
 
     def _encode(self, model: Any, texts: list[str]) -> np.ndarray:
         return model.encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
 
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        return self._encode(self.query_encoder or self.prior, texts)
+
     def embed_passages(self, texts: list[str]) -> np.ndarray:
-        keys = [self._cache.key(t) for t in texts]
-        out: list[np.ndarray | None] = [self._cache.get(k) for k in keys]
-        missing = [i for i, v in enumerate(out) if v is None]
-        if missing:
-            fresh = self._encode(self.prior, [texts[i] for i in missing])
-            for j, i in enumerate(missing):
-                out[i] = fresh[j]
-                self._cache.put(keys[i], fresh[j])
-        return np.stack(out)  # type: ignore[arg-type]
+        return self._cache.embed(texts, lambda missing: self._encode(self.prior, missing))
+
+    def score_embedded(self, query_vectors: np.ndarray, passage_vectors: np.ndarray) -> np.ndarray:
+        """``[queries, passages]`` scores from vectors (dense models only)."""
+        return (np.asarray(query_vectors) @ np.asarray(passage_vectors, dtype=np.float32).T).astype(np.float64) / self.tau
 
     def score_pairs(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:
@@ -119,7 +103,7 @@ class ResidualScorer:
         passages = list(dict.fromkeys(d for _, d in pairs))
         qpos = {t: i for i, t in enumerate(queries)}
         dpos = {t: i for i, t in enumerate(passages)}
-        q = self._encode(self.query_encoder or self.prior, queries)
+        q = self.embed_queries(queries)
         d = self.embed_passages(passages)
         qi = np.fromiter((qpos[a] for a, _ in pairs), dtype=np.int64, count=len(pairs))
         di = np.fromiter((dpos[b] for _, b in pairs), dtype=np.int64, count=len(pairs))
@@ -166,4 +150,5 @@ def load_scorer(resolved: Any, settings: Settings) -> ResidualScorer:
         tau=float(spec.get("tau", 0.05)),
         name=resolved.name,
         version=resolved.version,
+        prior_path=prior_path,
     )
