@@ -111,42 +111,12 @@ class TransformersLLM(LLM):
         self._stop_ids: dict[tuple[str, ...], Any] = {}
         self.prefix_cache = prefix_cache
         self.min_prefix_tokens = min_prefix_tokens
+        # ``threads`` sets torch's process-wide intra-op threads: only on explicit request. (A load-time
+        # calibration used to pick 1 thread when the machine was busy at that moment, which then held
+        # for the whole process, fine-tuning included.)
         if threads:
             torch.set_num_threads(threads)
-        elif self.device == "cpu" and torch.get_num_threads() > 1:
-            self._calibrate_threads()
         self.threads = torch.get_num_threads()
-
-    def _calibrate_threads(self) -> None:
-        """Use one intra-op thread when it is clearly faster.
-
-        On a CPU shared with other busy processes, torch's thread barrier waits for descheduled
-        threads: a forward pass of this small model measured 8-10x slower with 2 threads than with
-        1 on this project's loaded 2-core machine, and only a little faster on an idle one. The
-        check costs about a second at load.
-        """
-        import torch
-
-        ids = torch.randint(100, 1000, (4, 48), device=self.device)
-
-        def best_of(n: int) -> float:
-            times = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                with torch.inference_mode():
-                    self.model(input_ids=ids)
-                times.append(time.perf_counter() - t0)
-            return min(times)
-
-        many = torch.get_num_threads()
-        best_of(1)  # warm-up
-        t_many = best_of(2)
-        torch.set_num_threads(1)
-        t_one = best_of(2)
-        if t_one * 1.3 < t_many:
-            log.info("LLM: 1 thread (%.3fs) beats %d (%.3fs) on this CPU; using 1", t_one, many, t_many)
-        else:
-            torch.set_num_threads(many)
 
     # -- tokenization --------------------------------------------------------------------------
     def _encode(self, prompts: list[Prompt]) -> list[list[int]]:
