@@ -70,28 +70,35 @@ def group_candidates(group: Any) -> tuple[list[str], set[int]]:
     return uniq, relevant
 
 
-def rank_groups(
+def group_scores(
     score_pairs: ScorePairs, groups: Sequence[Any], k: int = 10, chunk: int = 256
-) -> dict[str, float]:
-    """MRR@k and nDCG@k of each group's positives among its negatives (mean over groups)."""
-    if not groups:
-        return {}
-    mrr = ndcg = 0.0
+) -> np.ndarray:
+    """``[groups, 2]``: MRR@k and nDCG@k of each group's positives among its negatives (the
+    promotion gate compares two models group by group on these)."""
+    out = np.zeros((len(groups), 2))
     for lo in range(0, len(groups), chunk):
         part = groups[lo : lo + chunk]
         plans = [group_candidates(g) for g in part]
         pairs = [(g.query, t) for g, (cands, _) in zip(part, plans) for t in cands]
         scores = np.asarray(score_pairs(pairs), dtype=np.float64)
         pos = 0
-        for (cands, relevant) in plans:
+        for j, (cands, relevant) in enumerate(plans):
             s = scores[pos : pos + len(cands)]
             pos += len(cands)
             order = [str(i) for i in np.argsort(-s, kind="stable")]
             rels = {str(i): 1 for i in relevant}
-            mrr += mrr_at_k(order, rels, k)
-            ndcg += ndcg_at_k(order, rels, k)
-    n = len(groups)
-    return {f"mrr@{k}": mrr / n, f"ndcg@{k}": ndcg / n, "groups": float(n)}
+            out[lo + j] = (mrr_at_k(order, rels, k), ndcg_at_k(order, rels, k))
+    return out
+
+
+def rank_groups(
+    score_pairs: ScorePairs, groups: Sequence[Any], k: int = 10, chunk: int = 256
+) -> dict[str, float]:
+    """MRR@k and nDCG@k of each group's positives among its negatives (mean over groups)."""
+    if not groups:
+        return {}
+    per_group = group_scores(score_pairs, groups, k, chunk)
+    return {f"mrr@{k}": float(per_group[:, 0].mean()), f"ndcg@{k}": float(per_group[:, 1].mean()), "groups": float(len(groups))}
 
 
 # -- BEIR: first stage + rerank -------------------------------------------------------------------

@@ -740,9 +740,10 @@ def finetune(
     from adaptrank.core.engine import registry
 
     before: dict[str, float] = {}
+    per_group: dict[str, Any] = {}  # "before"/"after": [groups, 2] arrays for the paired gate
     if dev:
         report(0, None, f"scoring the dev split with the baseline ({baseline})")
-        before = _dev_metrics(_load_scorer(baseline, store, settings).score_pairs, dev)
+        before, per_group["before"] = _dev_metrics(_load_scorer(baseline, store, settings).score_pairs, dev)
     check()
     hyper = p.model_dump(exclude={"dataset", "output_name", "promote", "min_delta"})
     hyper.update(method=method, learning_rate=p.learning_rate or DEFAULT_LR[method],
@@ -766,7 +767,7 @@ def finetune(
             if dev:
                 report(0, None, "scoring the dev split with the saved model")
                 resolved = registry.Resolved(name, version, trained.backend, str(tmp), card={**card, "name": name, "version": version})
-                card["metrics_after"] = _dev_metrics(registry.load(resolved, settings).score_pairs, dev)
+                card["metrics_after"], per_group["after"] = _dev_metrics(registry.load(resolved, settings).score_pairs, dev)
             check()
     except FinetuneCancelled:
         raise
@@ -779,8 +780,10 @@ def finetune(
         raise
     seconds["save_and_eval"] = time.perf_counter() - t0
     ref = store.get(name, version)
+    column = 0 if p.metric.startswith("mrr") else 1
     decision = promotion.decide(
-        p.metric, card.get("metrics_after", {}), before, baseline=baseline, force=p.promote, min_delta=p.min_delta
+        p.metric, card.get("metrics_after", {}), before, baseline=baseline, force=p.promote, min_delta=p.min_delta,
+        paired=(per_group["after"][:, column], per_group["before"][:, column]) if len(per_group) == 2 else None,
     )
     promotion.apply(store, name, version, decision)
     seconds["total"] = time.perf_counter() - t_start
@@ -796,10 +799,12 @@ def finetune(
     return result
 
 
-def _dev_metrics(score_pairs, dev: list[Group]) -> dict[str, float]:
-    from adaptrank.training.evaluate import rank_groups
+def _dev_metrics(score_pairs, dev: list[Group]) -> tuple[dict[str, float], Any]:
+    """Mean dev metrics and the per-group ``[groups, 2]`` (MRR@10, nDCG@10) scores behind them."""
+    from adaptrank.training.evaluate import group_scores
 
-    return {f"dev_{k}": v for k, v in rank_groups(score_pairs, dev).items() if k != "groups"}
+    per_group = group_scores(score_pairs, dev)
+    return {"dev_mrr@10": float(per_group[:, 0].mean()), "dev_ndcg@10": float(per_group[:, 1].mean())}, per_group
 
 
 def _load_scorer(spec: str, store: ModelStore, settings: Settings):

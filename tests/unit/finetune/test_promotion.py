@@ -99,3 +99,21 @@ def test_promotion_while_requests_are_in_flight(settings, tiny_cross_encoder, tm
     assert not errors, errors[:3]
     assert "v1" in seen and "v2" in seen
     assert seen[-1] == "v2" and "v1" not in seen[-4:]  # after the switch, new requests get v2
+
+
+def test_a_noisy_gain_does_not_clear_the_paired_margin():
+    import numpy as np
+
+    from adaptrank.training.promotion import decide, paired_lower_bound
+
+    rng = np.random.default_rng(0)
+    old = rng.uniform(0, 1, 60)
+    noisy = old + rng.normal(0.01, 0.3, 60)  # a mean gain well inside the noise
+    clear = old + rng.normal(0.08, 0.05, 60)
+    means = lambda new: ({"dev_mrr@10": float(np.mean(new))}, {"dev_mrr@10": float(np.mean(old))})  # noqa: E731
+    d_noisy = decide("mrr@10", *means(noisy), paired=(noisy, old))
+    d_clear = decide("mrr@10", *means(clear), paired=(clear, old))
+    assert d_noisy.new > d_noisy.baseline and not d_noisy.promote and "within noise" in d_noisy.reason
+    assert d_clear.promote and d_clear.lower_bound > 0 and "lower bound" in d_clear.reason and d_clear.groups == 60
+    assert paired_lower_bound(clear, old) == paired_lower_bound(clear, old)  # seeded: reproducible
+    assert "\n" not in d_noisy.reason and "\n" not in d_clear.reason  # one line, as adapt prints it
