@@ -317,13 +317,19 @@ class DocStore:
         return [found[i] for i in ids if i in found]
 
     def iter_documents(
-        self, name: str, batch_size: int = 1000, where: dict[str, Any] | None = None, include_text: bool = True
+        self, name: str, batch_size: int = 1000, where: dict[str, Any] | None = None, include_text: bool = True,
+        vectors: dict[str, Any] | None = None,
     ) -> Iterator[tuple[str, str, dict[str, Any]]]:
-        """Every ``(id, text, metadata)`` of a collection, paged (stable order within one run)."""
+        """Every ``(id, text, metadata)`` of a collection, paged (stable order within one run).
+
+        ``vectors``: a dict to fill with each passage's stored vector, by text (read in the same pages).
+        """
         if batch_size < 1:
             raise InputError("batch_size", f"is {batch_size}; it must be at least 1")
         col = self.collection(name)
-        include = ["documents", "metadatas"] if include_text else ["metadatas"]
+        include = (["documents", "metadatas"] if include_text or vectors is not None else ["metadatas"]) + (
+            ["embeddings"] if vectors is not None else []
+        )
         offset = 0
         while True:
             page = col.get(limit=batch_size, offset=offset, where=where, include=include)
@@ -331,6 +337,10 @@ class DocStore:
             if not ids:
                 return
             docs = page.get("documents") or [None] * len(ids)
+            if vectors is not None:
+                for d, e in zip(docs, page["embeddings"], strict=True):
+                    if d:
+                        vectors.setdefault(d, e)
             for i, d, m in zip(ids, docs, page["metadatas"], strict=True):
                 yield i, d or "", dict(m or {})
             if len(ids) < batch_size:

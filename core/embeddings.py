@@ -73,6 +73,20 @@ def model_fingerprint(model: str | None) -> str:
     return found
 
 
+#: model fingerprint -> {passage text: unit vector}: passages embedded once per process, whoever
+#: asked first (generation's dense miner, fine-tuning's frozen passage bank) — adapt runs both
+_passage_vectors: dict[str, dict[str, np.ndarray]] = {}
+_PASSAGE_VECTORS_LIMIT = 200_000
+
+
+def passage_vectors(model: str | None) -> dict[str, np.ndarray]:
+    """The process-wide cache of ``model``'s passage vectors, by text (keyed by the model's content
+    fingerprint, so another folder with the same weights shares it and changed weights do not)."""
+    if sum(len(v) for v in _passage_vectors.values()) > _PASSAGE_VECTORS_LIMIT:
+        _passage_vectors.clear()
+    return _passage_vectors.setdefault(model_fingerprint(model), {})
+
+
 def shared_model(model: str | None = None, device: str | None = None) -> Any:
     """The process-wide ``SentenceTransformer`` for ``model`` on ``device`` (loaded once)."""
     from adaptrank.core.engine.biencoder import load_sentence_transformer

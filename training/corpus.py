@@ -151,7 +151,13 @@ def _from_chroma(settings: Settings, collection: str, docstore: Any) -> Corpus:
             f"collection: unknown collection {collection!r} (known: {docstore.list_collections()})"
         )
     passages, skipped = [], 0
-    for rid, text, meta in docstore.iter_documents(collection):
+    # The collection's stored vectors are the prior's passage vectors when the same model made them
+    # (checked by fingerprint): fine-tuning's frozen passage bank then embeds nothing again.
+    from adaptrank.core.embeddings import model_fingerprint, passage_vectors
+
+    same = docstore.embedding_fingerprint(collection) == model_fingerprint(settings.embedding_model)
+    vectors = passage_vectors(settings.embedding_model) if same else None
+    for rid, text, meta in docstore.iter_documents(collection, vectors=vectors):
         if not text or not text.strip():
             skipped += 1
             continue

@@ -303,11 +303,6 @@ def freeze_bottom(hf_model, layers: int) -> int:
     return layers
 
 
-#: frozen prior embeddings of passages, per prior model, shared by the runs of one process (a bench
-#: or a server that fine-tunes again on a grown dataset re-embeds only the new passages)
-_PASSAGE_CACHE: dict[str, dict[str, Any]] = {}
-
-
 # -- the training run ---------------------------------------------------------------------------
 @dataclass
 class Trained:
@@ -472,12 +467,9 @@ class Run:
 
         texts = [t for _, ts in self._rows() for t in ts] + [t for g in self.dev for t in group_candidates(g)[0]]
         bank = PassageBank(texts)
-        from adaptrank.core.engine.registry import _fingerprint
+        from adaptrank.core.embeddings import passage_vectors
 
-        key = f"{prior_path}:{_fingerprint(prior_path)}"  # a folder whose files change gets a new key
-        if sum(len(c) for c in _PASSAGE_CACHE.values()) > 200_000:
-            _PASSAGE_CACHE.clear()
-        cache = _PASSAGE_CACHE.setdefault(key, {})
+        cache = passage_vectors(prior_path)  # shared with generation's miner: adapt embeds a passage once
         self.report(0, None, f"embedding {len(bank)} passages with the prior")
         bank.embed(prior, progress=lambda d, t: self.report(d, t, f"embedding passages {d}/{t}"), check=self.check,
                    cache=cache)

@@ -102,23 +102,33 @@ class CandidateMiner:
         return shared_model(self.settings.embedding_model, self.settings.device)
 
     def _embed_corpus(self, cache_dir: Path | None, progress: bool) -> np.ndarray:
+        """Every passage's vector: from the job's checkpoint, else the process-wide cache, else
+        embedded now. Either way the process-wide cache ends up holding them, so fine-tuning in the
+        same process (``adapt``) finds its frozen passage vectors already computed."""
+        from adaptrank.core.embeddings import model_fingerprint, passage_vectors
+
+        texts = [p.text for p in self.corpus.passages]
         ids = "\n".join(p.id for p in self.corpus.passages)
-        key = hashlib.sha1((ids + str(self.settings.embedding_model)).encode()).hexdigest()[:16]
+        key = hashlib.sha1((ids + model_fingerprint(self.settings.embedding_model)).encode()).hexdigest()[:16]
         cache = Path(cache_dir) / f"embeddings-{key}.npy" if cache_dir else None
+        shared = passage_vectors(self.settings.embedding_model)
         if cache is not None and cache.is_file():
-            return np.load(cache)
-        matrix = self._model().encode(
-            [p.text for p in self.corpus.passages],
-            batch_size=64,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=progress,
-        ).astype(np.float32)
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp.npy")
-            np.save(tmp, matrix)
-            tmp.replace(cache)
+            matrix = np.load(cache)
+        else:
+            todo = [t for t in dict.fromkeys(texts) if t not in shared]
+            if todo:
+                fresh = self._model().encode(
+                    todo, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress
+                ).astype(np.float32)
+                shared.update(zip(todo, fresh, strict=True))
+            matrix = np.stack([shared[t] for t in texts]).astype(np.float32)
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_suffix(".tmp.npy")
+                np.save(tmp, matrix)
+                tmp.replace(cache)
+        for t, v in zip(texts, matrix, strict=True):
+            shared.setdefault(t, v)
         return matrix
 
     def _dense(self, queries: Sequence[str], k: int) -> list[list[str]]:
