@@ -1,18 +1,28 @@
-"""The proof of self-adaptation: medquad-dev's corpus alone as a team's document store, the embedded
-defaults on this CPU, evaluated on the set's REAL questions (never used for training).
+"""The proof of self-adaptation on medquad-dev: a collection's corpus alone as a team's document
+store, ``adapt`` with its defaults on this CPU, evaluated on REAL questions never used for training.
 
-1. The store: every document of ``--focuses`` randomly drawn diseases (so each question's hard
-   negatives — the other sections about the same disease — are in the store). Generation sees a
-   folder holding ``corpus.jsonl`` only; the real questions and qrels live in a separate folder
-   that only the evaluation reads.
-2. generate (SmolLM2-135M writes typed questions per document; BM25 + dense mining; judge optional)
-3. fine-tune with the defaults (``method=auto``: the residual query-encoder on this offline CPU)
-4. evaluate BM25, the zero-shot default and the adapted model on the real questions, reranking the
-   BM25 top-30 of the store: MRR@10, nDCG@10, Recall@30; wall time of every stage.
+``--protocol cross`` (the default): medquad-dev holds two collections with different question
+styles, GARD and GHR. For each target collection C (``--targets``):
 
-    python bench/self_adapt.py                              # the whole run
-    python bench/self_adapt.py --home H --dataset NAME@VER  # reuse a generated dataset
-    python bench/self_adapt.py --home H --dataset NAME@VER --levers epochs,group_size,queries,max_length,method
+1. the store is C's whole corpus (``corpus.jsonl`` only: what generation reads);
+2. C's conditions are split in two halves by a seeded draw: the *dev half* (the only real questions
+   defaults were ever looked at with; and where ``--queries N`` takes its query log from) and the
+   *test half*, whose real questions are reported here and nowhere else;
+3. ``adapt`` runs with every default (no question types, no query log unless ``--queries``): generate
+   -> fine-tune -> the promotion gate on the generated dev split;
+4. zero-shot and the adapted version (promoted or not) rerank the BM25 top-30 of the test half's
+   questions: MRR@10, nDCG@10, the gain, whether the gate promoted and whether that agreed with the
+   real result (a promotion that loses, or a refusal that would have won, is a disagreement), and wall
+   time per stage. Defaults were developed on GHR's dev half; GARD was never looked at before the
+   reported run (docs/finetuning.md).
+
+    python bench/self_adapt.py                                # both collections, defaults
+    python bench/self_adapt.py --queries 200                  # + a 200-question query log
+    python bench/self_adapt.py --targets GARD --dtype float32 # the LLM in fp32 (a CPU without bf16)
+
+``--protocol single`` is the older run: every document of ``--focuses`` random conditions of both
+collections as one store, typed questions, evaluated on that store's real questions; with
+``--dataset`` and ``--levers`` it retrains on one dataset, one setting per row.
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medquad-dev"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_line  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -156,8 +168,91 @@ LEVERS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 
 
+# -- the cross protocol ------------------------------------------------------------------------
+def split_halves(titles: list[str], seed: int = 0) -> set[str]:
+    """The dev half of a collection's conditions (a seeded draw; the rest is the test half)."""
+    titles = sorted(titles)
+    return set(random.Random(seed).sample(titles, len(titles) // 2))
+
+
+def build_collection(out: Path, collection: str, log_size: int, seed: int = 0) -> tuple[Path, Path, Path | None, int, int]:
+    """``out/store`` (corpus only), ``out/test`` (+ the test half's questions and qrels) and, with
+    ``log_size``, ``out/log.txt``: that many real questions of the dev half, one per line."""
+    rows = [json.loads(line) for line in open(DATA / "corpus.jsonl", encoding="utf-8")]
+    docs = [r for r in rows if r["metadata"]["collection"] == collection]
+    dev_half = split_halves(list({d["title"].lower() for d in docs}), seed)
+    title = {d["_id"]: d["title"].lower() for d in docs}
+    store, test = out / "store", out / "test"
+    for folder in (store, test):
+        folder.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs)
+    (store / "corpus.jsonl").write_text(text, encoding="utf-8")
+    (test / "corpus.jsonl").write_text(text, encoding="utf-8")
+    qrels = [line.rstrip("\n").split("\t") for line in open(DATA / "qrels.tsv", encoding="utf-8")][1:]
+    qrels = [q for q in qrels if q[1] in title]
+    test_q = {q[0] for q in qrels if title[q[1]] not in dev_half}
+    dev_q = sorted({q[0] for q in qrels if title[q[1]] in dev_half})
+    (test / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(q) + "\n" for q in qrels if q[0] in test_q))
+    questions = {json.loads(line)["_id"]: line for line in open(DATA / "queries.jsonl", encoding="utf-8")}
+    (test / "queries.jsonl").write_text("".join(questions[q] for q in sorted(test_q)), encoding="utf-8")
+    log = None
+    if log_size:
+        log = out / "log.txt"
+        pick = random.Random(seed + 1).sample(dev_q, min(log_size, len(dev_q)))
+        log.write_text("".join(json.loads(questions[q])["text"].strip() + "\n" for q in pick), encoding="utf-8")
+    return store, test, log, len(docs), len(test_q)
+
+
+def run_cross(args: argparse.Namespace) -> None:
+    from adaptrank.core.settings import Settings
+    from adaptrank.training.adapt import AdaptParams, adapt
+
+    base = args.home or Path(tempfile.mkdtemp(prefix="adaptrank-cross-"))
+    print(f"machine: {cpu_line()}")
+    print(f"LLM dtype: {args.dtype}; query log: {args.queries or 'none'}; home {base}")
+    rows = []
+    for target in args.targets.split(","):
+        home = base / target
+        settings = Settings(home=home, llm_dtype=args.dtype)
+        store, test, log, n_docs, n_test = build_collection(home / "data", target, args.queries)
+        log_note = f", query log {args.queries} dev-half questions" if log else ""
+        print(f"\n[{target}] store: {n_docs} documents; test half: {n_test} real questions{log_note}", flush=True)
+        overrides = json.loads(args.adapt_json) if args.adapt_json else {}
+        t0 = time.perf_counter()
+        result = adapt(
+            AdaptParams(path=str(store), name=target.lower(), queries=str(log) if log else None, evaluate=False,
+                        seed=args.seed, **overrides),
+            settings, progress=progress_printer(f"adapt {target}"), checkpoint_dir=home / "checkpoint",
+            restrict_paths=False,
+        )
+        wall = time.perf_counter() - t0
+        print(f"[{target}] {result.model}@{result.version}: {result.decision}", flush=True)
+        t0 = time.perf_counter()
+        report = evaluate(test, ["zero-shot", f"{result.model}@{result.version}"], settings, args.max_eval_queries)
+        zs, ad = report.results[1].metrics, report.results[2].metrics
+        gain = ad["mrr@10"] - zs["mrr@10"]
+        rows.append(dict(target=target, zs=zs, ad=ad, gain=gain, promoted=result.promoted,
+                         agree=result.promoted == (gain > 0), seconds=result.seconds, wall=wall,
+                         eval=time.perf_counter() - t0, queries=report.queries, decision=result.decision))
+    print(f"\ncross protocol: adapt with defaults{' + query log' if args.queries else ''}; test-half real questions, "
+          "BM25 top-30 reranked")
+    print(f"{'collection':10s} {'questions':>9s} {'zero-shot':>9s} {'adapted':>8s} {'gain':>7s} {'dNDCG':>7s} "
+          f"{'promoted':>8s} {'gate ok':>7s} {'generate':>9s} {'finetune':>9s} {'adapt':>8s}")
+    for r in rows:
+        print(f"{r['target']:10s} {r['queries']:9d} {r['zs']['mrr@10']:9.4f} {r['ad']['mrr@10']:8.4f} {r['gain']:+7.4f} "
+              f"{r['ad']['ndcg@10'] - r['zs']['ndcg@10']:+7.4f} {str(r['promoted']):>8s} {str(r['agree']):>7s} "
+              f"{r['seconds'].get('generate', 0) / 60:8.1f}m {r['seconds'].get('finetune', 0) / 60:8.1f}m "
+              f"{r['wall'] / 60:7.1f}m")
+    print(f"targets: gain >= +0.05 MRR@10 in both directions; adapt <= 20 min without AMX. machine: {cpu_line()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--protocol", choices=["cross", "single"], default="cross")
+    ap.add_argument("--targets", default="GHR,GARD", help="cross: the collections to adapt to and report on")
+    ap.add_argument("--queries", type=int, default=0, help="cross: a query log of this many dev-half real questions")
+    ap.add_argument("--dtype", default="auto", help="cross: the embedded LLM's dtype (auto | float32 | bfloat16)")
+    ap.add_argument("--adapt-json", default=None, help="cross: AdaptParams overrides as JSON (levers, not defaults)")
     ap.add_argument("--focuses", type=int, default=300, help="diseases drawn; all their documents form the store")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--home", type=Path, default=None, help="ADAPTRANK_HOME for this run (default: a temp dir)")
@@ -176,6 +271,9 @@ def main() -> None:
     ap.add_argument("--fuse", action="store_true", help="also fit a BM25 interpolation weight on the generated dev split")
     ap.add_argument("--levers", default="", help=f"comma list of {sorted(LEVERS)} and 'queries' to run after the main result")
     args = ap.parse_args()
+    if args.protocol == "cross":
+        run_cross(args)
+        return
 
     from adaptrank.core.settings import Settings
 

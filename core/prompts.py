@@ -174,6 +174,41 @@ QUERYGEN_TYPED = PromptTemplate(
     variables=("passage", "ask"),
 )
 
+QUERYGEN_FOCUSED = PromptTemplate(
+    name="querygen.focused",
+    version="1",
+    description=(
+        "The one search question a passage answers best: about what this passage says, not about its "
+        "document's topic in general (no question type is imposed, so no taxonomy is needed)."
+    ),
+    system=(
+        "You write the search question a user would type to find one passage. Ask about the main point "
+        "of THIS passage — what it specifically says — so that other passages about the same subject "
+        "would not answer it. Name the subject instead of saying 'the passage'. Reply with the question only."
+    ),
+    user="Passage: {passage}",
+    examples=(
+        (
+            "Passage: Marfan syndrome. The condition is inherited in an autosomal dominant pattern: one "
+            "altered copy of the FBN1 gene in each cell is enough to cause it.",
+            "How is Marfan syndrome inherited?",
+        ),
+        (
+            "Passage: logrotate. To rotate logs, add a file under /etc/logrotate.d that names the log "
+            "path and options such as daily, rotate 7 and compress.",
+            "How do I set up log rotation with logrotate?",
+        ),
+        (
+            "Passage: Great Barrier Reef. The reef stretches over 2,300 kilometres off the coast of "
+            "Queensland, Australia, and can be seen from space.",
+            "How long is the Great Barrier Reef?",
+        ),
+    ),
+    stop=("\n",),
+    max_new_tokens=48,
+    variables=("passage",),
+)
+
 QUERYLIST_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -287,12 +322,17 @@ def get_template(name: str) -> PromptTemplate:
         raise NotFoundError(f"template: unknown prompt template {name!r} (known: {known})") from None
 
 
-for _t in (QUERYGEN_TYPED, QUERYGEN_LIST, JUDGE_RELEVANCE, JUDGE_LIKELIHOOD):
+for _t in (QUERYGEN_TYPED, QUERYGEN_FOCUSED, QUERYGEN_LIST, JUDGE_RELEVANCE, JUDGE_LIKELIHOOD):
     register(_t)
 
 
 def querygen_typed_prompt(passage: str, qtype: str, max_chars: int = 1000) -> Prompt:
     return QUERYGEN_TYPED.render(passage=_clip(passage, max_chars), ask=QUESTION_TYPES[qtype].ask)
+
+
+def querygen_focused_prompt(passage: str, max_chars: int = 1000, template: PromptTemplate = QUERYGEN_FOCUSED) -> Prompt:
+    """``template``: the focused template or a copy with other few-shot turns (a query log's)."""
+    return template.render(passage=_clip(passage, max_chars))
 
 
 def querygen_list_prompt(passage: str, k: int, types: list[str], max_chars: int = 2500) -> Prompt:

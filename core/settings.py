@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # LLM
     llm_backend: Literal["transformers", "openai", "vllm", "sampling", "llamacpp"] = "transformers"
     llm_model: str | None = None
+    llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="embedded (transformers) LLM weights: auto = bf16 where the GPU or CPU computes it natively"
+    )
     openai_base_url: str = "http://127.0.0.1:8001/v1"
     openai_api_key: str = "EMPTY"
     openai_concurrency: int = Field(8, ge=1)

@@ -23,6 +23,7 @@ from adaptrank.core.errors import InputError
 from adaptrank.core.modelstore import ModelStore, validate_name
 from adaptrank.core.paths import allowed_roots
 from adaptrank.core.settings import Settings, get_settings
+from adaptrank.training import promotion
 
 Progress = Callable[[float, float | None, str | None], Any]
 
@@ -38,6 +39,14 @@ class AdaptParams(BaseModel):
     negatives: int = Field(7, ge=1, le=100)
     judge: bool = Field(False, description="LLM-judge the mined candidates (slower; see docs/finetuning.md)")
     question_types: Literal["general", "medical"] = "general"
+    queries: str | None = Field(
+        None, description="a query log (real, unlabelled queries; .txt or .jsonl): training queries of their own "
+        "and style examples for generation",
+    )
+    eval_path: str | None = Field(
+        None, description="a BEIR folder with real questions + qrels: evaluation and the promotion gate "
+        "(default: path, when it holds them)",
+    )
     llm_backend: str | None = None
     llm_model: str | None = None
     method: str = "auto"
@@ -72,7 +81,8 @@ class AdaptResult(BaseModel):
     model: str
     version: str | None
     promoted: bool
-    decision: str
+    decision: str = Field(description="one line: why the new version was or was not promoted")
+    gate: str = Field("dev split", description="what decided: the generated dev split or real questions")
     dev_before: dict[str, float] = Field(default_factory=dict)
     dev_after: dict[str, float] = Field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
@@ -126,6 +136,7 @@ def adapt(
         llm_backend=p.llm_backend,
         llm_model=p.llm_model,
         question_types=p.question_types,
+        queries=p.queries,
         seed=p.seed,
     )
     ds = generate_dataset(
@@ -134,37 +145,52 @@ def adapt(
     )
     seconds["generate"] = time.perf_counter() - t0
 
-    # 2. fine-tune (+ promotion on the dev split)
+    # 2. fine-tune (+ promotion on the dev split, unless real questions will decide)
     t0 = time.perf_counter()
     store = ModelStore(settings.models_dir)
     model = f"{p.base_name}-reranker"
     previous = store.active_version(model)
+    baseline = promotion.baseline_spec(store, model)
+    real = p.eval_path or (p.path if p.path and _has_qrels(Path(p.path)) else None)
+    real_gate = bool(real and p.evaluate and p.promote is None)
     ft = finetune(
         FinetuneParams(
             dataset=f"{ds.name}@{ds.version}", output_name=model, method=p.method, base_model=p.base_model,
             epochs=p.epochs, group_size=min(p.group_size, p.negatives + 1), learning_rate=p.learning_rate,
-            promote=p.promote, seed=p.seed,
+            promote=False if real_gate else p.promote, seed=p.seed,
         ),
         settings, progress=stage(1), cancelled=cancelled, store=store,
     )
     seconds["finetune"] = time.perf_counter() - t0
+    promoted, decision, gate = ft.promoted, ft.decision, "dev split"
 
-    # 3. evaluate on real questions, when the source has them
+    # 3. evaluate on real questions, when there are some; they make the promotion decision
     evaluation = None
-    if p.evaluate and p.path and _has_qrels(Path(p.path)):
+    if real and p.evaluate:
         t0 = time.perf_counter()
-        models = ["zero-shot", *([f"{model}@{previous}"] if previous else []), f"{model}@{ft.version}"]
+        new = f"{model}@{ft.version}"
+        models = list(dict.fromkeys(["zero-shot", *([f"{model}@{previous}"] if previous else []), new]))
         report = evaluate_beir(
-            p.path, models, depth=p.eval_depth, max_queries=p.eval_max_queries, seed=p.seed, settings=settings,
+            real, models, depth=p.eval_depth, max_queries=p.eval_max_queries, seed=p.seed, settings=settings,
             progress=stage(2), roots=allowed_roots(settings) if restrict_paths else None,
         )
         evaluation = report.model_dump(mode="json")
         seconds["evaluate"] = time.perf_counter() - t0
+        if real_gate:
+            old_row, new_row = report.get(baseline), report.get(new)
+            qids = sorted(new_row.per_query)
+            d = promotion.decide(
+                "mrr@10", {"dev_mrr@10": new_row.metrics["mrr@10"]}, {"dev_mrr@10": old_row.metrics["mrr@10"]},
+                baseline=baseline, paired=([new_row.per_query[q] for q in qids], [old_row.per_query[q] for q in qids]),
+                data="real questions",
+            )
+            promotion.apply(store, model, ft.version, d)
+            promoted, decision, gate = d.promote, d.reason, "real questions"
     if progress is not None:
-        progress(len(STAGES), len(STAGES), f"done: {model}@{ft.version} ({ft.decision})")
+        progress(len(STAGES), len(STAGES), f"done: {model}@{ft.version} ({decision})")
     return AdaptResult(
-        dataset=f"{ds.name}@{ds.version}", model=model, version=ft.version, promoted=ft.promoted,
-        decision=ft.decision, dev_before=ft.metrics_before, dev_after=ft.metrics_after, evaluation=evaluation,
+        dataset=f"{ds.name}@{ds.version}", model=model, version=ft.version, promoted=promoted, decision=decision,
+        gate=gate, dev_before=ft.metrics_before, dev_after=ft.metrics_after, evaluation=evaluation,
         seconds={k: round(v, 2) for k, v in seconds.items()},
     )
 

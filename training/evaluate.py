@@ -40,6 +40,8 @@ class ModelMetrics(BaseModel):
     version: str | None = None
     metrics: dict[str, float]
     seconds: float = 0.0
+    #: MRR@10 per query id (the promotion gate compares two models query by query); not in reports
+    per_query: dict[str, float] = Field(default_factory=dict, exclude=True)
 
 
 class EvalReport(BaseModel):
@@ -281,6 +283,7 @@ def evaluate_beir(
                 version=getattr(scorer, "version", None),
                 metrics=evaluate_run(run, data.qrels, 10, rk),
                 seconds=round(seconds, 2),
+                per_query={q: mrr_at_k(run[q], data.qrels[q], 10) for q in run if q in data.qrels},
             )
         )
     report_.seconds = {k: round(v, 2) for k, v in timings.items()}

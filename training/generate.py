@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from adaptrank.core.errors import AdaptRankError, InputError
 from adaptrank.core.llm.base import LLM
-from adaptrank.core.prompts import JUDGE_LIKELIHOOD, JUDGE_RELEVANCE, QUERYGEN_TYPED, TYPE_SETS, get_template
+from adaptrank.core.prompts import JUDGE_LIKELIHOOD, JUDGE_RELEVANCE, QUERYGEN_FOCUSED, QUERYGEN_TYPED, TYPE_SETS, get_template
 from adaptrank.core.settings import Settings
 from adaptrank.training.corpus import Corpus, load_corpus, sample_documents
 from adaptrank.training.dataset import DatasetRef, DatasetStore, Group
@@ -40,6 +40,10 @@ from adaptrank.training.mining import CandidateMiner
 from adaptrank.training.querygen import Grounding, generate_queries, normalize
 
 ProgressFn = Callable[[float, float | None, str | None], Any]
+
+
+#: counters of the labelling step (the card reports them as label statistics, not as skipped queries)
+LABEL_COUNTERS = ("judged", "judged_relevant", "unjudged_negatives")
 
 
 class GenerationCancelled(AdaptRankError):
@@ -72,6 +76,13 @@ class GenerateParams(BaseModel):
     llm_model: str | None = None
     judge_backend: str | None = Field(None, description="default: the same LLM as generation")
     judge_model: str | None = None
+    queries: str | None = Field(
+        None,
+        description="a query log: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each is "
+        "mined and labelled by a teacher (zero-shot cosine + LLM likelihood) into a training group of its own, "
+        "and a few labelled ones become the generation prompt's style examples",
+    )
+    max_log_queries: int = Field(2000, ge=1, le=100_000, description="use at most this many log queries")
     template: str = QUERYGEN_TYPED.name
     question_types: str = Field("general", description=f"one of {sorted(TYPE_SETS)}")
     dense: Literal["auto", "on", "off"] = "auto"
@@ -211,14 +222,24 @@ def generate_dataset(
     else:
         mining_info = {}
 
+    log_groups: list[Group] = []
+    log_counts: Counter = Counter()
+    examples: tuple[tuple[str, str], ...] | None = None
+    if params.queries:
+        t0 = time.perf_counter()
+        report(total - len(todo), total, "labelling the query log")
+        log_groups, log_counts, examples = _query_log(params, settings, corpus, ckpt, judge or gen_llm, restrict_paths,
+                                                      docstore, checkpoint_dir)
+        seconds["query_log"] += time.perf_counter() - t0
     seen_queries: set[str] = {q for row in ckpt.done.values() for q in row.get("normalized", [])}
+    seen_queries.update(normalize(g.query) for g in log_groups)  # generated copies of log queries add nothing
     position = {d: i for i, d in enumerate(doc_ids)}
     for lo in range(0, len(todo), params.batch_documents):
         if cancelled is not None and cancelled():
             raise GenerationCancelled(f"cancelled after {total - len(todo) + lo} of {total} documents")
         batch = todo[lo : lo + params.batch_documents]
         rows = _process_batch(
-            batch, corpus, params, gen_llm, judge, miner, seen_queries, [position[d] for d in batch], grounding
+            batch, corpus, params, gen_llm, judge, miner, seen_queries, [position[d] for d in batch], grounding, examples
         )
         ckpt.add(rows)
         done = total - len(todo) + lo + len(batch)
@@ -232,7 +253,8 @@ def generate_dataset(
         groups.extend(Group.model_validate(g) for g in row["groups"])
         counts.update(row["counts"])
         seconds.update(row.get("seconds", {}))
-    skipped = {k: v for k, v in counts.items() if k not in ("prompts", "kept", "judged", "judged_relevant", "groups", "unjudged_negatives")}
+    groups.extend(log_groups)
+    skipped = {k: v for k, v in counts.items() if k not in ("prompts", "kept", "groups", *LABEL_COUNTERS)}
     if not groups:
         raise AdaptRankError(
             f"no training groups from {total} documents of {corpus.location}: queries kept {counts.get('kept', 0)}, "
@@ -246,7 +268,7 @@ def generate_dataset(
         "llm": gen_llm.name,
         "judge": judge.name if judge is not None else None,
         "prompt_versions": {
-            "querygen": get_template(params.template).id,
+            "querygen": f"{QUERYGEN_FOCUSED.id}+log" if examples else get_template(params.template).id,
             **({"judge": (JUDGE_LIKELIHOOD if judge_method == "likelihood" else JUDGE_RELEVANCE).id}
                if judge is not None else {}),
         },
@@ -255,6 +277,7 @@ def generate_dataset(
             "documents_sampled": total,
             "query_prompts": counts.get("prompts", 0),
             "queries_kept": counts.get("kept", 0),
+            **({"log_queries_labelled": len(log_groups)} if params.queries else {}),
         },
         "label_stats": {
             "judge_method": judge_method,
@@ -266,7 +289,9 @@ def generate_dataset(
         "skipped": skipped,
         "retried": gen_llm.stats.retries + (judge.stats.retries if judge is not None and judge is not gen_llm else 0) - retries_before,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
-        "extra": {"mining": mining_info, "llm_stats": gen_llm.stats.as_dict()},
+        "extra": {"mining": mining_info, "llm_stats": gen_llm.stats.as_dict(),
+                  **({"query_log": {**dict(log_counts), "style_examples": [q for _, q in examples or ()]}}
+                     if params.queries else {})},
     }
     report(total, total, "writing the dataset")
     return DatasetStore(settings).write(params.output_name, groups, card, dev_fraction=params.dev_fraction, seed=params.seed)
@@ -282,6 +307,7 @@ def _process_batch(
     seen: set[str],
     offsets: list[int],
     grounding: Grounding | None = None,
+    examples: tuple[tuple[str, str], ...] | None = None,
 ) -> list[dict[str, Any]]:
     """Generate, mine and label one batch of documents; one checkpoint row per document."""
     t0 = time.perf_counter()
@@ -297,6 +323,7 @@ def _process_batch(
         seen=seen,
         doc_offsets=offsets,
         grounding=grounding,
+        examples=examples,
     )
     t_gen = time.perf_counter() - t0
 
@@ -359,6 +386,42 @@ def _process_batch(
         )
         row["groups"].append(group.model_dump())
         row["counts"]["groups"] += 1
+    return _finish_rows(rows, batch, Counter())
+
+
+def _query_log(
+    params: GenerateParams, settings: Settings, corpus: Corpus, ckpt: Checkpoint, llm: LLM, restrict_paths: bool,
+    docstore: Any, checkpoint_dir: Path | None,
+) -> tuple[list[Group], Counter, tuple[tuple[str, str], ...]]:
+    """The log's labelled groups, counters and style examples (checkpointed: a resumed job reads them)."""
+    from adaptrank.core.embeddings import shared_model
+    from adaptrank.core.paths import allowed_roots
+    from adaptrank.training.querylog import Teacher, label_queries, read_queries, style_examples
+
+    saved = ckpt.folder / "query_log.json" if ckpt.folder is not None else None
+    if saved is not None and saved.is_file():
+        data = json.loads(saved.read_text())
+        return ([Group.model_validate(g) for g in data["groups"]], Counter(data["counts"]),
+                tuple(tuple(x) for x in data["examples"]))  # type: ignore[misc]
+    queries = read_queries(params.queries, allowed_roots(settings) if restrict_paths else None)[: params.max_log_queries]
+    miner = CandidateMiner(corpus, settings, depth=params.mining_depth, dense="on", docstore=docstore, cache_dir=checkpoint_dir)
+    model = shared_model(settings.embedding_model, settings.device)
+    teacher = Teacher(llm, lambda texts: model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True,
+                                                       show_progress_bar=False))
+    groups, counts = label_queries(queries, miner, teacher, negatives=params.negatives)
+    counts["log_queries"] = len(queries)
+    examples = style_examples(groups)
+    if saved is not None:
+        tmp = saved.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"groups": [g.model_dump() for g in groups], "counts": dict(counts),
+                                   "examples": [list(e) for e in examples]}))
+        tmp.replace(saved)
+    return groups, counts, examples
+
+
+def _finish_rows(rows: dict[str, dict[str, Any]], batch: list[str], batch_counts: Counter) -> list[dict[str, Any]]:
+    """Batch counters go to the batch's first document (sums stay exact); plain dicts for JSON."""
+    rows[batch[0]]["counts"].update(batch_counts)
     for d in batch:
         if not rows[d]["groups"]:
             rows[d]["counts"]["documents_without_groups"] += 1

@@ -21,23 +21,25 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from adaptrank.core.errors import InputError
 from adaptrank.core.llm.base import LLM
 from adaptrank.core.llm.constraints import parse_json
 from adaptrank.core.prompts import (
+    QUERYGEN_FOCUSED,
     QUERYGEN_LIST,
     QUERYGEN_TYPED,
     TYPE_SETS,
     get_template,
     pick_question_types,
+    querygen_focused_prompt,
     querygen_list_prompt,
     querygen_typed_prompt,
 )
 from adaptrank.training.corpus import Passage
 
-TEMPLATES = (QUERYGEN_TYPED.name, QUERYGEN_LIST.name)
+TEMPLATES = (QUERYGEN_FOCUSED.name, QUERYGEN_TYPED.name, QUERYGEN_LIST.name)
 
 
 @dataclass
@@ -182,6 +184,7 @@ def generate_queries(
     doc_offsets: Sequence[int] | None = None,
     temperature: float = 0.0,
     grounding: Grounding | None = None,
+    examples: tuple[tuple[str, str], ...] | None = None,
 ) -> tuple[list[GeneratedQuery], Counter]:
     """Queries for a batch of documents (each a list of its passages), in document order.
 
@@ -196,13 +199,30 @@ def generate_queries(
     tpl = get_template(template)
     if tpl.name not in TEMPLATES:
         raise InputError("template", f"{template!r} is not a query template (known: {list(TEMPLATES)})")
+    if examples:
+        # A query log's (passage, query) pairs show the log's style; they need the focused format
+        # (a passage in, its question out), whatever the template was.
+        tpl = replace(QUERYGEN_FOCUSED, examples=tuple(examples), version=QUERYGEN_FOCUSED.version + "+log")
     seen = set() if seen is None else seen
     counts: Counter = Counter()
     offsets = list(doc_offsets) if doc_offsets is not None else list(range(len(documents)))
 
     # raw[d] = list of (passage, qtype or None, raw text)
     raw: list[list[tuple[Passage, str | None, str]]] = [[] for _ in documents]
-    if tpl.name == QUERYGEN_TYPED.name:
+    if tpl.name == QUERYGEN_FOCUSED.name:
+        # No imposed type: each passage's own main question. A passage's first query is greedy;
+        # further ones (k > passages) are sampled, one round per extra query, and dedupe drops repeats.
+        shares = [Counter(i % len(ps) for i in range(k)) if ps else Counter() for ps in documents]
+        for r in range(max((max(sh.values(), default=0) for sh in shares), default=0)):
+            flat_f = [(d, documents[d][i]) for d, sh in enumerate(shares) for i, n in sorted(sh.items()) if n > r]
+            prompts = [querygen_focused_prompt(p.text, template=tpl) for _, p in flat_f]
+            counts["prompts"] += len(prompts)
+            texts = llm.generate(
+                prompts, temperature=temperature if r == 0 else max(temperature, 0.8), seed=r, **tpl.generate_kwargs()
+            ) if prompts else []
+            for (d, p), text in zip(flat_f, texts, strict=True):
+                raw[d].append((p, None, text))
+    elif tpl.name == QUERYGEN_TYPED.name:
         plans = [plan_queries(ps, k, type_set, off) for ps, off in zip(documents, offsets, strict=True)]
         flat = [(d, p, t) for d, plan in enumerate(plans) for p, t in plan]
         prompts = [querygen_typed_prompt(p.text, t) for _, p, t in flat]

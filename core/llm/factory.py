@@ -43,6 +43,7 @@ def get_llm(settings: Settings, backend: str | None = None, model: str | None = 
     if backend in UNCACHED:
         return loader(settings, model, **options)
     key = (backend, model, settings.device, settings.openai_base_url if backend == "openai" else None,
+           settings.llm_dtype if backend == "transformers" else None,
            tuple(sorted((k, repr(v)) for k, v in options.items())))
     with _cache_lock:
         llm = _cache.get(key)
@@ -62,6 +63,7 @@ def clear_cache() -> None:
 def _transformers(settings: Settings, model: str | None, **options: Any) -> LLM:
     from adaptrank.core.llm.hf import TransformersLLM
 
+    options.setdefault("dtype", settings.llm_dtype)
     return TransformersLLM(model, device=settings.device, **options)
 
 

@@ -80,3 +80,23 @@ def test_adapt_needs_exactly_one_source():
         AdaptParams()
     with pytest.raises((InputError, ValueError), match="exactly one"):
         AdaptParams(collection="a", path="/x")
+
+
+def test_real_questions_make_the_promotion_decision(settings, tiny_zero_shot, tmp_path):
+    from adaptrank.training.adapt import AdaptParams, adapt
+
+    beir = _beir(tmp_path / "team")
+    s = Settings(home=settings.home, embedding_model=tiny_zero_shot)
+    result = adapt(
+        AdaptParams(path=str(beir), name="team", max_documents=18, queries_per_document=1, negatives=3,
+                    group_size=4, epochs=1, question_types="medical"),
+        s, llm=ScriptedLLM(_respond), restrict_paths=False,
+    )
+    assert result.gate == "real questions" and "mrr@10 on real questions (18 groups)" in result.decision
+    rows = {r["model"]: r["metrics"]["mrr@10"] for r in result.evaluation["results"]}
+    new, old = rows[f"team-reranker@{result.version}"], rows["zero-shot"]
+    assert f"{new:.4f}" in result.decision and f"{old:.4f}" in result.decision
+    active = ModelStore(s.models_dir).active_version("team-reranker")
+    assert (active == result.version) == result.promoted
+    if new <= old:
+        assert not result.promoted

@@ -70,7 +70,7 @@ def respond(prompt) -> str:
         query = re.search(r"Query: (.*)\n", user).group(1)
         passage = user.split("Passage: ", 1)[1]
         return "yes" if truly_relevant(query, passage) else "no"
-    passage = re.search(r"Passage: (.*)\n\nWrite", user, re.S).group(1)
+    passage = re.search(r"Passage: (.*?)(?:\n\nWrite.*)?$", user, re.S).group(1)  # typed or focused template
     c = _condition(passage) or "it"
     aspect = _aspect_of_passage(passage) or "causes"
     # Wrap like a small model does, to exercise cleaning.
