@@ -87,6 +87,21 @@ def passage_vectors(model: str | None) -> dict[str, np.ndarray]:
     return _passage_vectors.setdefault(model_fingerprint(model), {})
 
 
+def embed_passages(texts: list[str], model: str | None = None, device: str | None = None) -> np.ndarray:
+    """Unit vectors of ``texts`` as passages of ``model``, through :func:`passage_vectors` (only
+    texts not embedded before in this process are embedded now)."""
+    cache = passage_vectors(model)
+    todo = [t for t in dict.fromkeys(texts) if t not in cache]
+    if todo:
+        fresh = shared_model(model, device).encode(
+            todo, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        cache.update(zip(todo, np.asarray(fresh, dtype=np.float32), strict=True))
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([np.asarray(cache[t], dtype=np.float32) for t in texts])
+
+
 def shared_model(model: str | None = None, device: str | None = None) -> Any:
     """The process-wide ``SentenceTransformer`` for ``model`` on ``device`` (loaded once)."""
     from adaptrank.core.engine.biencoder import load_sentence_transformer

@@ -179,6 +179,8 @@ def adapt(
     queries_per_document: Annotated[int, typer.Option("--queries-per-document", "-k")] = 2,
     judge: Annotated[bool, typer.Option("--judge/--no-judge", help="LLM-judge mined candidates")] = False,
     question_types: Annotated[str, typer.Option(help="general | medical")] = "general",
+    queries: Annotated[str | None, typer.Option(help="a query log: real queries (.txt one per line, or .jsonl) to train on and imitate")] = None,
+    eval_path: Annotated[str | None, typer.Option(help="a BEIR folder with real questions + qrels: they decide the promotion")] = None,
     llm_backend: Annotated[str | None, typer.Option(help="transformers | llamacpp | openai | vllm")] = None,
     llm_model: Annotated[str | None, typer.Option()] = None,
     method: Annotated[str, typer.Option(help="auto | query-encoder | residual | cross-encoder | bi-encoder")] = "auto",
@@ -197,6 +199,7 @@ def adapt(
             params = AdaptParams(
                 collection=collection, path=path, name=name, max_documents=max_documents,
                 queries_per_document=queries_per_document, judge=judge, question_types=question_types,
+                queries=queries, eval_path=eval_path,
                 llm_backend=llm_backend, llm_model=llm_model, method=method, epochs=epochs, group_size=group_size,
                 promote=promote, eval_max_queries=eval_max_queries,
             )
@@ -213,7 +216,8 @@ def adapt(
     if as_json:
         out.print_json(json.dumps(result))
         return
-    out.print(_metrics_table(f"{result['model']}@{result['version']}: {result['decision']}",
+    out.print(f"[bold]{result['decision']}[/bold] (decided on the {result['gate']})", highlight=False)
+    out.print(_metrics_table(f"{result['model']}@{result['version']}",
                              [("dev before", result["dev_before"]), ("dev after", result["dev_after"])]))
     if result.get("evaluation"):
         ev = result["evaluation"]

@@ -80,6 +80,7 @@ def generate(
     template: Annotated[str, typer.Option(help="querygen.typed (one question per call) | querygen.list (JSON, for big LLMs)")] = "querygen.typed",
     dense: Annotated[str, typer.Option(help="dense mining: auto | on | off")] = "auto",
     consistency_depth: Annotated[int | None, typer.Option(help="keep a query only if retrieval ranks its own document within this depth")] = None,
+    queries: Annotated[str | None, typer.Option(help="a query log: real queries (.txt one per line, or .jsonl) to train on and imitate")] = None,
     batch_documents: Annotated[int, typer.Option(help="documents per LLM batch and checkpoint")] = 16,
     dev_fraction: Annotated[float, typer.Option(help="share of documents in the dev split")] = 0.1,
     seed: Annotated[int, typer.Option(help="document sample and split seed")] = 0,
@@ -104,7 +105,7 @@ def generate(
                 queries_per_document=queries_per_document, negatives=negatives, mining_depth=mining_depth,
                 judge=judge, judge_depth=judge_depth, llm_backend=llm_backend, llm_model=llm_model,
                 question_types=question_types, template=template, dense=dense, batch_documents=batch_documents,
-                dev_fraction=dev_fraction, seed=seed, consistency_depth=consistency_depth,
+                dev_fraction=dev_fraction, seed=seed, consistency_depth=consistency_depth, queries=queries,
             )
             try:
                 params = GenerateParams.model_validate(raw)

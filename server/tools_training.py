@@ -129,6 +129,7 @@ def register(mcp: FastMCP, services: Services) -> None:
         llm_model: Annotated[str | None, Field(description="model for the backend (default: the server's)")] = None,
         question_types: Annotated[Literal["general", "medical"], Field(description="the kinds of questions to write")] = "general",
         consistency_depth: Annotated[int | None, Field(ge=1, le=1000, description="round-trip filter: keep a query only if retrieval ranks its own document within this depth (null: keep all)")] = None,
+        queries: Annotated[str | None, Field(description="a query log inside the server's allowed roots: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each becomes a training query of its own, labelled by mining and the LLM, and a few set the style of the generated ones")] = None,
         wait_seconds: Wait = 0,
         ctx: Context | None = None,
     ) -> JobInfo:
@@ -147,17 +148,19 @@ def register(mcp: FastMCP, services: Services) -> None:
             "source": source, "collection": collection, "path": path, "output_name": output_name,
             "max_documents": max_documents, "queries_per_document": queries_per_document,
             "negatives": negatives, "judge": judge, "llm_backend": llm_backend, "llm_model": llm_model,
-            "question_types": question_types, "consistency_depth": consistency_depth,
+            "question_types": question_types, "consistency_depth": consistency_depth, "queries": queries,
         }
         try:
             params = GenerateParams.model_validate(raw)
         except ValidationError as exc:
             raise _params_error(exc) from None
         # Fail now, not in the job, on what can be checked cheaply.
-        if params.path:
-            from adaptrank.core.paths import check_allowed_path
+        from adaptrank.core.paths import check_allowed_path
 
+        if params.path:
             check_allowed_path(s, params.path)
+        if params.queries:
+            check_allowed_path(s, params.queries, "queries")
         if params.source == "chroma":
             known = await asyncio.to_thread(services.docstore.list_collections)
             if params.collection not in known:

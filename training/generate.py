@@ -394,7 +394,7 @@ def _query_log(
     docstore: Any, checkpoint_dir: Path | None,
 ) -> tuple[list[Group], Counter, tuple[tuple[str, str], ...]]:
     """The log's labelled groups, counters and style examples (checkpointed: a resumed job reads them)."""
-    from adaptrank.core.embeddings import shared_model
+    from adaptrank.core.embeddings import embed_passages, shared_model
     from adaptrank.core.paths import allowed_roots
     from adaptrank.training.querylog import Teacher, label_queries, read_queries, style_examples
 
@@ -406,8 +406,11 @@ def _query_log(
     queries = read_queries(params.queries, allowed_roots(settings) if restrict_paths else None)[: params.max_log_queries]
     miner = CandidateMiner(corpus, settings, depth=params.mining_depth, dense="on", docstore=docstore, cache_dir=checkpoint_dir)
     model = shared_model(settings.embedding_model, settings.device)
-    teacher = Teacher(llm, lambda texts: model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True,
-                                                       show_progress_bar=False))
+    teacher = Teacher(
+        llm,
+        lambda texts: model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False),
+        lambda texts: embed_passages(list(texts), settings.embedding_model, settings.device),  # the miner's, cached
+    )
     groups, counts = label_queries(queries, miner, teacher, negatives=params.negatives)
     counts["log_queries"] = len(queries)
     examples = style_examples(groups)

@@ -75,7 +75,8 @@ class Teacher:
     """Scores (query, candidates) as z(cos) + z(log-likelihood), each over the query's candidates."""
 
     llm: LLM
-    embed: Any  # texts -> unit vectors (the zero-shot scorer's tower)
+    embed: Any  # query texts -> unit vectors (the zero-shot scorer's tower)
+    embed_passages: Any = None  # passage texts -> unit vectors (default: ``embed``); e.g. cached ones
     llm_weight: float = 1.0
 
     def llm_scores(self, pairs: list[tuple[str, str]]) -> np.ndarray:
@@ -97,7 +98,7 @@ class Teacher:
         lls = self.llm_scores(pairs)
         texts = list(dict.fromkeys(c for _, c in pairs))
         qv = self.embed(list(queries))
-        pv = dict(zip(texts, self.embed(texts), strict=True))
+        pv = dict(zip(texts, (self.embed_passages or self.embed)(texts), strict=True))
         out, pos = [], 0
         for i, cs in enumerate(candidates):
             cos = np.asarray([float(qv[i] @ pv[c]) for c in cs])
