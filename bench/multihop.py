@@ -18,9 +18,17 @@ Ranking is per chunk; a document's rank is its best chunk's. Printed per method:
 answers are in the top 10 (and the ratio to (a); target >= 1.2), Recall@10 of the answers, MRR@10
 of each answer (first/second half), whether both were in the reranked pool, and latency per stage.
 
+Then ``search`` as the MCP tool runs it (k=20, rules, fusion; the retriever queries with the
+model's own query tower when it made the stored vectors, and the pool is reranked from them):
+latency p50/p95 per stage over ``--latency-n`` questions (target: p50 <= 150 ms on a CPU), and
+first-stage Recall@k of single real questions with the store's query tower vs an adapted one
+(``--adapted NAME --models-home HOME``: a model ``adaptrank adapt`` wrote, e.g. by
+``bench/self_adapt.py``).
+
     python bench/multihop.py                      # 150 questions, rule-based decomposition
     python bench/multihop.py --llm                # also the embedded LLM's decomposition
     python bench/multihop.py --n 30 --model zero-shot
+    python bench/multihop.py --n 0 --adapted ghr-reranker --models-home H/GHR --recall-collection GHR
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medquad-dev"
 if not DATA.is_dir():
     DATA = Path("/work/shared/data/medquad-dev")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_line  # noqa: E402
 
 
 def build_questions(data, n: int, seed: int) -> list[dict]:
@@ -117,6 +127,77 @@ def fmt_ms(xs: list[float]) -> str:
     return f"{1000 * statistics.mean(xs):7.1f}" if xs else "      -"
 
 
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
+
+
+async def search_latency(agent, retriever, questions: list[str], model: str | None) -> dict:
+    """``search`` as the MCP tool runs it (k=20, rules, fusion): seconds per stage and in total."""
+    out: dict = {"total": [], "stages": {}, "passages": set(), "tower": set()}
+    for q in questions:
+        res = await agent.arun(q, retriever, k=20, top_n=10, model=model)
+        out["total"].append(res.trace.total_seconds)
+        for s in res.trace.stages:
+            out["stages"].setdefault(s.name, []).append(s.seconds)
+            if s.name == "rerank":
+                out["passages"].add(s.detail.get("passages"))
+            if s.name == "retrieve":
+                out["tower"].add(s.detail.get("query_tower"))
+    return out
+
+
+def first_stage_recall(retriever, data, qids: list[str], ks: tuple[int, ...]) -> dict[int, float]:
+    """Recall@k of single real questions' answers in dense retrieval (a document counts once)."""
+    hits = retriever.retrieve([data.queries[q] for q in qids], max(ks) * 3)
+    out = {}
+    for k in ks:
+        got = 0.0
+        for q, row in zip(qids, hits, strict=True):
+            docs = list(dict.fromkeys(str(h.metadata.get("doc_id", h.id.rsplit("#", 1)[0])) for h in row))[:k]
+            rel = {d for d, g in data.qrels[q].items() if g > 0}
+            got += len(rel & set(docs)) / len(rel)
+        out[k] = got / len(qids)
+    return out
+
+
+def latency_and_recall(args, store, data, settings) -> None:
+    from adaptrank.agents.agent import AgentConfig, DecompositionAgent
+    from adaptrank.agents.retrieval import ChromaRetriever
+    from adaptrank.core.engine import Reranker
+    from adaptrank.core.modelstore import ModelStore
+
+    models_root = Path(args.models_home) / "models" if args.models_home else settings.models_dir
+    reranker = Reranker(settings=settings, store=ModelStore(models_root))
+    agent = DecompositionAgent(reranker, None, AgentConfig(max_subquestions=2))
+    specs = [("zero-shot", "zero-shot")] + ([(args.adapted, args.adapted)] if args.adapted else [])
+    rng = random.Random(args.seed)
+    two_part = [q["question"] for q in build_questions(data, args.latency_n, args.seed + 1)]
+    print(f"\nsearch latency (k=20, rule decomposition, fusion rerank; {len(two_part)} two-part questions, warm):")
+    print(f"  {'model':28s} {'p50 ms':>7s} {'p95 ms':>7s}  p50 per stage (ms)                          query tower  rerank from")
+    for label, spec in specs:
+        retriever = ChromaRetriever.for_reranker(store, args.collection, reranker, spec)
+        asyncio.run(search_latency(agent, retriever, two_part[:3], spec))  # warm-up: loads are not latency
+        r = asyncio.run(search_latency(agent, retriever, two_part, spec))
+        stages = " ".join(f"{n} {1000 * pct(v, 0.5):.1f}" for n, v in r["stages"].items())
+        print(f"  {label:28s} {1000 * pct(r['total'], 0.5):7.1f} {1000 * pct(r['total'], 0.95):7.1f}  {stages:43s} "
+              f"{','.join(sorted(map(str, r['tower'])))!s:12s} {','.join(sorted(map(str, r['passages'])))}")
+    print("  target: p50 <= 150 ms")
+    qids = [q for q in data.queries if data.qrels.get(q)
+            and (not args.recall_collection or data.query_meta.get(q, {}).get("collection") == args.recall_collection)]
+    qids = sorted(rng.sample(sorted(qids), min(args.recall_n, len(qids))))
+    if not qids:
+        return
+    ks = (10, 20)
+    print(f"\nfirst-stage dense Recall@k, {len(qids)} single real questions"
+          f"{' of ' + args.recall_collection if args.recall_collection else ''}:")
+    for label, spec in specs:
+        retriever = ChromaRetriever.for_reranker(store, args.collection, reranker, spec)
+        rec = first_stage_recall(retriever, data, qids, ks)
+        print(f"  {label:28s} query tower {retriever.query_tower:8s} " + "  ".join(f"R@{k} {v:.4f}" for k, v in rec.items()))
+    reranker.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=150, help="two-part questions (default 150)")
@@ -130,6 +211,11 @@ def main() -> None:
     ap.add_argument("--llm-n", type=int, default=None, help="questions for the LLM method (default: --n)")
     ap.add_argument("--hybrid", action="store_true", help="also run (b) with BM25+dense RRF retrieval")
     ap.add_argument("--llm-only", action="store_true", help="with --llm: skip the rule-based methods")
+    ap.add_argument("--latency-n", type=int, default=100, help="questions for the search latency section (0: skip)")
+    ap.add_argument("--adapted", default=None, help="an adapted model's store name (latency and first-stage recall)")
+    ap.add_argument("--models-home", default=None, help="the ADAPTRANK_HOME whose model store holds --adapted")
+    ap.add_argument("--recall-n", type=int, default=1000, help="single real questions for first-stage recall (0: skip)")
+    ap.add_argument("--recall-collection", default=None, help="only questions of this collection (GARD | GHR)")
     args = ap.parse_args()
 
     from adaptrank.agents.agent import AgentConfig, DecompositionAgent
@@ -140,11 +226,8 @@ def main() -> None:
     from adaptrank.core.ingest import ingest
     from adaptrank.core.settings import Settings
 
-    import torch
-
     settings = Settings(home=Path(args.home), cache_size=0)  # no score cache: methods must not share work
-    print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.2f} (shared with other jobs: timings are indicative)")
+    print(f"machine: {cpu_line()}")
     store = DocStore(settings)
     t0 = time.perf_counter()
     rep = ingest(store, DATA, args.collection, progress=True)
@@ -152,6 +235,10 @@ def main() -> None:
           f"({rep.added} added, {rep.unchanged} unchanged) in {time.perf_counter() - t0:.1f}s; home {args.home}")
 
     data = load_beir(DATA)
+    if args.latency_n or args.recall_n:
+        latency_and_recall(args, store, data, settings)
+    if not args.n:
+        return
     qs = build_questions(data, args.n, args.seed)
     print(f"questions: {len(qs)}, e.g. {qs[0]['question']!r}")
 

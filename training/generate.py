@@ -38,6 +38,7 @@ from adaptrank.training.dataset import DatasetRef, DatasetStore, Group
 from adaptrank.training.labeling import label_candidates, resolve_method
 from adaptrank.training.mining import CandidateMiner
 from adaptrank.training.querygen import Grounding, generate_queries, normalize
+from adaptrank.training.specificity import Specificity
 
 ProgressFn = Callable[[float, float | None, str | None], Any]
 
@@ -87,6 +88,10 @@ class GenerateParams(BaseModel):
     question_types: str = Field("general", description=f"one of {sorted(TYPE_SETS)}")
     dense: Literal["auto", "on", "off"] = "auto"
     grounding: bool = Field(True, description="drop queries whose corpus-rare words are not from the passage")
+    specific: bool = Field(
+        True, description="drop queries that its passage's siblings (same title or document) answer as well: "
+        "questions about the subject rather than about the passage",
+    )
     consistency_depth: int | None = Field(
         None, ge=1, le=1000,
         description="round-trip filter (Promptagator): keep a query only if BM25 or dense retrieval ranks "
@@ -214,6 +219,7 @@ def generate_dataset(
     if todo:
         t0 = time.perf_counter()
         grounding = Grounding([p.text for p in corpus.passages]) if params.grounding else None
+        specificity = Specificity(corpus.passages) if params.specific else None
         miner = CandidateMiner(
             corpus, settings, depth=params.mining_depth, dense=params.dense, docstore=docstore, cache_dir=checkpoint_dir
         )
@@ -239,7 +245,8 @@ def generate_dataset(
             raise GenerationCancelled(f"cancelled after {total - len(todo) + lo} of {total} documents")
         batch = todo[lo : lo + params.batch_documents]
         rows = _process_batch(
-            batch, corpus, params, gen_llm, judge, miner, seen_queries, [position[d] for d in batch], grounding, examples
+            batch, corpus, params, gen_llm, judge, miner, seen_queries, [position[d] for d in batch], grounding, examples,
+            specificity,
         )
         ckpt.add(rows)
         done = total - len(todo) + lo + len(batch)
@@ -308,6 +315,7 @@ def _process_batch(
     offsets: list[int],
     grounding: Grounding | None = None,
     examples: tuple[tuple[str, str], ...] | None = None,
+    specificity: Specificity | None = None,
 ) -> list[dict[str, Any]]:
     """Generate, mine and label one batch of documents; one checkpoint row per document."""
     t0 = time.perf_counter()
@@ -324,6 +332,7 @@ def _process_batch(
         doc_offsets=offsets,
         grounding=grounding,
         examples=examples,
+        specificity=specificity,
     )
     t_gen = time.perf_counter() - t0
 

@@ -11,7 +11,8 @@ chatter (``Sure! Here is a question: ...``, ``A patient might ask, "..."``), num
 and labels are stripped and only the first question kept; then length bounds, no "the passage"
 references, no copying the passage (word-trigram overlap), grounding (the query's corpus-rare
 words must come from the passage: no entities copied from few-shot examples, no contentless
-"the condition" questions; :class:`Grounding`), and deduplication within the document
+"the condition" questions; :class:`Grounding`), specificity (the passage, not only its subject,
+answers it: :class:`~adaptrank.training.specificity.Specificity`), and deduplication within the document
 (near-duplicates too) and across the run (exact, after normalization). Every drop is counted by
 reason for the dataset card.
 """
@@ -38,6 +39,7 @@ from adaptrank.core.prompts import (
     querygen_typed_prompt,
 )
 from adaptrank.training.corpus import Passage
+from adaptrank.training.specificity import Specificity
 
 TEMPLATES = (QUERYGEN_FOCUSED.name, QUERYGEN_TYPED.name, QUERYGEN_LIST.name)
 
@@ -185,6 +187,7 @@ def generate_queries(
     temperature: float = 0.0,
     grounding: Grounding | None = None,
     examples: tuple[tuple[str, str], ...] | None = None,
+    specificity: Specificity | None = None,
 ) -> tuple[list[GeneratedQuery], Counter]:
     """Queries for a batch of documents (each a list of its passages), in document order.
 
@@ -255,6 +258,8 @@ def generate_queries(
         kept_words: list[set[str]] = []
         for passage, qtype, text in items:
             query, reason = clean_query(text, passage.text, limits, grounding)
+            if query is not None and specificity is not None and not specificity(query, passage.id):
+                query, reason = None, "not_specific"
             if query is None:
                 counts[reason] += 1
                 continue
