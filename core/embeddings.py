@@ -88,14 +88,18 @@ def passage_vectors(model: str | None) -> dict[str, np.ndarray]:
 
 
 def embed_passages(texts: list[str], model: str | None = None, device: str | None = None) -> np.ndarray:
-    """Unit vectors of ``texts`` as passages of ``model``, through :func:`passage_vectors` (only
-    texts not embedded before in this process are embedded now)."""
+    """Unit vectors of ``texts`` as passages of ``model`` *for training* (bf16 where the CPU has
+    it), through :func:`passage_vectors`: only texts not embedded before in this process are
+    embedded now."""
+    from adaptrank.core.engine.crossencoder import training_autocast
+
     cache = passage_vectors(model)
     todo = [t for t in dict.fromkeys(texts) if t not in cache]
     if todo:
-        fresh = shared_model(model, device).encode(
-            todo, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
+        with training_autocast(device):
+            fresh = shared_model(model, device).encode(
+                todo, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
         cache.update(zip(todo, np.asarray(fresh, dtype=np.float32), strict=True))
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)

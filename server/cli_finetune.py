@@ -102,6 +102,7 @@ def finetune(
     patience: Annotated[int, typer.Option(help="dev evaluations without a gain before stopping (0: never; the best dev checkpoint is kept)")] = 0,
     max_groups: Annotated[int | None, typer.Option(help="use at most this many training groups")] = None,
     promote: Annotated[bool | None, typer.Option("--promote/--no-promote", help="force or forbid promotion [default: only if it beats the active model on dev]")] = None,
+    precision: Annotated[str, typer.Option(help="auto (bf16 where the hardware has it) | fp32 | bf16")] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
@@ -112,7 +113,7 @@ def finetune(
                group_size=group_size, learning_rate=learning_rate, batch_size=batch_size,
                grad_accumulation=grad_accumulation, max_length=max_length, freeze_layers=freeze_layers,
                in_batch_negatives=in_batch_negatives,
-               patience=patience, max_groups=max_groups, promote=promote, seed=seed)
+               patience=patience, max_groups=max_groups, promote=promote, precision=precision, seed=seed)
     with user_errors():
         settings = make_settings()
         params = parse_params({k: v for k, v in raw.items() if v is not None})

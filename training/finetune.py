@@ -94,6 +94,9 @@ class FinetuneParams(BaseModel):
     patience: int = Field(0, ge=0, le=1000, description="evaluations without a dev gain before stopping (0: never; the best dev checkpoint is kept)")
     max_groups: int | None = Field(None, ge=1, description="use at most this many training groups")
     metric: Literal["mrr@10", "ndcg@10"] = "mrr@10"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="training arithmetic: auto = bf16 autocast where the GPU or CPU computes bf16 natively"
+    )
     promote: bool | None = Field(None, description="None: only if it beats the active model on dev; True: force; False: never")
     min_delta: float = Field(0.0, ge=0, le=1, description="dev gain required to promote")
     seed: int = 0
@@ -410,8 +413,11 @@ def _is_distributed() -> bool:
 def _training_args(cls, p: FinetuneParams, method: str, out_dir: str, steps_per_epoch: int, has_dev: bool, **extra):
     import torch
 
+    from adaptrank.core.engine.crossencoder import cpu_has_native_bf16
+
     eval_every = p.eval_every or max(1, math.ceil(steps_per_epoch / 4))
-    bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    native = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_native_bf16()
+    bf16 = p.precision == "bf16" or (p.precision == "auto" and bool(native))
     kwargs: dict[str, Any] = dict(
         output_dir=out_dir,
         num_train_epochs=p.epochs,
@@ -434,9 +440,10 @@ def _training_args(cls, p: FinetuneParams, method: str, out_dir: str, steps_per_
         dataloader_pin_memory=torch.cuda.is_available(),
         **extra,
     )
+    if not torch.cuda.is_available() and (bf16 or _is_distributed()):
+        kwargs["use_cpu"] = True  # bf16 on a CPU, and accelerate's MULTI_CPU DDP, need it said
     if _is_distributed() and not torch.cuda.is_available():
-        kwargs["ddp_backend"] = "gloo"  # CPU-only DDP (accelerate's MULTI_CPU needs use_cpu to pick it)
-        kwargs["use_cpu"] = True
+        kwargs["ddp_backend"] = "gloo"  # CPU-only DDP
     return cls(**kwargs)
 
 

@@ -115,13 +115,9 @@ class CandidateMiner:
         if cache is not None and cache.is_file():
             matrix = np.load(cache)
         else:
-            todo = [t for t in dict.fromkeys(texts) if t not in shared]
-            if todo:
-                fresh = self._model().encode(
-                    todo, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress
-                ).astype(np.float32)
-                shared.update(zip(todo, fresh, strict=True))
-            matrix = np.stack([shared[t] for t in texts]).astype(np.float32)
+            from adaptrank.core.embeddings import embed_passages
+
+            matrix = embed_passages(texts, self.settings.embedding_model, self.settings.device)
             if cache is not None:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 tmp = cache.with_suffix(".tmp.npy")

@@ -62,18 +62,21 @@ class PassageBank:
                 out[i] = hit
             else:
                 todo.append(i)
+        from adaptrank.core.engine.crossencoder import training_autocast
+
         order = sorted(todo, key=lambda i: -len(self.texts[i]))
         for lo in range(0, len(order), batch_size):
             if check is not None:
                 check()
             idx = order[lo : lo + batch_size]
-            out[idx] = model.encode(
-                [self.texts[i] for i in idx],
-                batch_size=batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            with training_autocast(str(model.device)):
+                out[idx] = model.encode(
+                    [self.texts[i] for i in idx],
+                    batch_size=batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
             if cache is not None:
                 for i in idx:
                     cache[self.texts[i]] = out[i]
