@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     cache_size: int = Field(100_000, ge=0, description="LRU score-cache entries (0 disables it)")
     microbatch: bool = True
     microbatch_wait_ms: float = Field(2.0, ge=0, le=1000)
+    microbatch_tokens: int = Field(
+        16384, ge=256,
+        description="estimated tokens per micro-batcher pass; a large request is scored over several passes, "
+        "interleaved with the requests that arrive meanwhile, so it cannot starve them",
+    )
+    max_loaded_models: int = Field(
+        4, ge=1, description="models kept loaded (LRU); the default model is pinned and counts as one"
+    )
     onnx: Literal["auto", "off", "fp32", "int8"] = Field(
         "off", description="CPU ONNX Runtime path for cross-encoders (see bench/rerank_throughput.py)"
     )
@@ -43,10 +51,16 @@ class Settings(BaseSettings):
         "gives them) or 'fast' (bf16 on CPUs with AMX/AVX512-BF16, else ONNX int8; see docs/engine.md)",
     )
 
-    # Request limits
+    # Request limits. A request within the character limits always fits the byte limit: 1,000,000
+    # characters take at most 12 MB as JSON (12 bytes for a non-BMP character written as two
+    # \uXXXX escapes), and 16 MiB leaves room for ids, metadata and the query.
     max_documents: int = Field(1000, ge=1)
     max_query_chars: int = Field(4096, ge=1)
     max_document_chars: int = Field(100_000, ge=1)
+    max_total_chars: int = Field(1_000_000, ge=1, description="characters of all documents of one request together")
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="HTTP request body limit, for /v1/rerank and MCP (/mcp) alike"
+    )
 
     # Server
     host: str = "127.0.0.1"
@@ -67,8 +81,13 @@ class Settings(BaseSettings):
     chroma_url: str | None = Field(None, description="http://host:port of a `chroma run` server")
     embedding_model: str | None = Field(None, description="local path or HF id; default offline MiniLM")
 
-    # Paths the server may read corpora from (besides ADAPTRANK_HOME).
+    # Paths the server may read corpora and models from (besides ADAPTRANK_HOME).
     allowed_roots: list[Path] = Field(default_factory=list)
+    allow_hub_models: bool = Field(
+        False,
+        description="let requests name Hugging Face hub ids as models (downloaded when the hub is reachable); "
+        "the operator's own settings (default_model, llm_model) may always name one",
+    )
 
     @property
     def models_dir(self) -> Path:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from adaptrank.training.dataset import DatasetStore
     from adaptrank.core.docstore import DocStore
     from adaptrank.core.engine import Reranker
+    from adaptrank.core.modelspec import ModelAccess
     from adaptrank.core.modelstore import ModelStore
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,20 @@ class Services:
         return ModelStore(self.settings.models_dir)
 
     @cached_property
+    def model_access(self) -> ModelAccess:
+        """What a request may name as a model (store models, built-ins, folders inside the allowed
+        roots, hub ids only when the operator allows them); every tool and route applies it."""
+        from adaptrank.core.modelspec import ModelAccess
+
+        return ModelAccess(self.settings, self.store)
+
+    @cached_property
     def reranker(self) -> Reranker:
-        """The one scoring entry point; the tools, the HTTP route and the agent all call it."""
+        """The one scoring entry point; the tools, the HTTP route and the agent all call it. The
+        models a request names pass ``model_access``."""
         from adaptrank.core.engine import Reranker
 
-        return Reranker(settings=self.settings, store=self.store)
+        return Reranker(settings=self.settings, store=self.store, access=self.model_access)
 
     @cached_property
     def docstore(self) -> DocStore:

@@ -58,10 +58,7 @@ def register(mcp: FastMCP, services: Services) -> None:
                 learning_rate=learning_rate, output_name=output_name, promote=promote, method=method,
             ).items() if v is not None
         })
-        if params.base_model and params.base_model.startswith(("/", ".", "~")):
-            from adaptrank.core.paths import check_allowed_path
-
-            check_allowed_path(s, params.base_model, "base_model")
+        services.model_access.check(params.base_model, "base_model")
 
         def check() -> None:  # fail now on what can be checked cheaply
             load_dataset_groups(params, s)
@@ -89,7 +86,8 @@ def register(mcp: FastMCP, services: Services) -> None:
         from adaptrank.core.paths import check_allowed_path
 
         resolved = check_allowed_path(s, path)
-        for m in models:
+        for i, m in enumerate(models):
+            await asyncio.to_thread(services.model_access.check, m, f"models[{i}]")
             await asyncio.to_thread(registry.resolve, m, services.store)  # unknown model: error now
         params = {"path": str(resolved), "models": list(models), "first_stage": first_stage, "depth": depth}
         if max_queries:

@@ -157,6 +157,7 @@ def register(mcp: FastMCP, services: Services) -> None:
         # Fail now, not in the job, on what can be checked cheaply.
         from adaptrank.core.paths import check_allowed_path
 
+        services.model_access.check_llm(params.llm_backend, params.llm_model, "llm_model")
         if params.path:
             check_allowed_path(s, params.path)
         if params.queries:

@@ -8,6 +8,10 @@ Specs, in the order they are tried:
   ``card.json`` says which backend loads it;
 * an existing local directory, or an HF id (``org/name``) — a cross-encoder.
 
+Path spellings fold into one (``p``, ``p/``, ``p//``, ``p/.``: see :mod:`adaptrank.core.modelspec`),
+and ``Resolved.key`` says which loaded model a spec shares with others. This module decides what a
+spec *means*; whether a request may name it is :class:`adaptrank.core.modelspec.ModelAccess`'s call.
+
 Backends are a table of lazily imported loaders, so a new backend is one line here.
 """
 
@@ -21,10 +25,9 @@ from typing import Any
 
 from adaptrank.core.engine.base import Scorer
 from adaptrank.core.errors import NotFoundError
+from adaptrank.core.modelspec import ZERO_SHOT, canonical_target, identity, split_prefix
 from adaptrank.core.modelstore import NAME_RE, ModelStore
 from adaptrank.core.settings import Settings
-
-ZERO_SHOT = "zero-shot"
 
 #: backend name -> "module:function" taking (path, name, version, settings, card) -> Scorer
 BACKENDS: dict[str, str] = {
@@ -44,11 +47,16 @@ class Resolved:
     path: str | None  # None: the default embedding weights
     card: dict[str, Any] | None = None
     store_name: str | None = None  # set for model-store models (hot-swappable)
+    key: str = ""  # the loaded model this spec shares with its other spellings
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", identity(self.backend, self.path or self.name))
 
 
 def _fingerprint(path: str) -> str:
     p = Path(path)
-    if p.is_dir():
+    if "\0" not in path and p.is_dir():
         stamps = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in p.iterdir() if f.is_file())
         return hashlib.sha1(repr(stamps).encode()).hexdigest()[:12]
     return "hub"
@@ -58,19 +66,21 @@ def resolve(spec: str, store: ModelStore) -> Resolved:
     if spec == ZERO_SHOT:
         from adaptrank.core.engine.biencoder import default_embedding_path
 
-        return Resolved(ZERO_SHOT, "all-minilm-l6-v2", "bi-encoder", default_embedding_path())
-    for backend in ("cross-encoder", "bi-encoder"):
-        if spec.startswith(backend + ":"):
-            target = spec[len(backend) + 1 :]
-            return Resolved(spec, _fingerprint(target), backend, target)
+        return Resolved(ZERO_SHOT, "all-minilm-l6-v2", "bi-encoder", default_embedding_path(), key=ZERO_SHOT)
+    backend, target = split_prefix(spec)
+    if backend is not None:
+        target = canonical_target(target)
+        return Resolved(f"{backend}:{target}", _fingerprint(target), backend, target)
     name, _, version = spec.partition("@")
     if NAME_RE.match(name) and store.versions(name):
         ref = store.get(name, version or None)
         return Resolved(
-            name, ref.version, ref.card.backend, str(ref.path), ref.card.model_dump(), store_name=name
+            name, ref.version, ref.card.backend, str(ref.path), ref.card.model_dump(), store_name=name,
+            key=f"store:{name}@{ref.version}",
         )
-    if Path(spec).is_dir():
-        return Resolved(spec, _fingerprint(spec), "cross-encoder", spec)
+    if "\0" not in spec and Path(spec).is_dir():
+        target = canonical_target(spec)
+        return Resolved(target, _fingerprint(target), "cross-encoder", target)
     if "/" in spec and not spec.startswith(("/", ".")):
         return Resolved(spec, "hub", "cross-encoder", spec)  # an HF hub id
     known = [ZERO_SHOT, *store.names()]

@@ -5,12 +5,20 @@ It validates input (errors name the field and the limit), resolves the model (st
 the *active* version, so a promotion is picked up on the next request without dropping in-flight
 ones), serves cached scores, merges concurrent requests through the micro-batcher, and runs the
 forward pass off the event loop for async callers.
+
+Loaded models live in an LRU of ``settings.max_loaded_models`` entries keyed by what a spec
+*means* (``Resolved.key``), so ``p``, ``p/`` and ``p/.`` share one copy and a stream of different
+specs cannot grow memory without bound; the default model is pinned. A server passes ``access``
+(:class:`~adaptrank.core.modelspec.ModelAccess`) to limit what a request may name; library and
+CLI callers leave it out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +28,16 @@ from pydantic import BaseModel, ValidationError
 
 from adaptrank.core.engine import registry
 from adaptrank.core.engine.base import Scorer
-from adaptrank.core.engine.batcher import MicroBatcher
+from adaptrank.core.engine.batcher import BatcherClosed, MicroBatcher
 from adaptrank.core.engine.cache import ScoreCache, VectorCache
-from adaptrank.core.errors import InputError
+from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError
+from adaptrank.core.modelspec import ModelAccess
 from adaptrank.core.modelstore import ModelStore
 from adaptrank.core.results import Document, RerankResponse, RerankResult
 from adaptrank.core.settings import Settings, get_settings
+from adaptrank.core.text import check_text, check_value
+
+log = logging.getLogger(__name__)
 
 DocumentInput = str | Document | dict[str, Any]
 
@@ -44,6 +56,7 @@ class _Loaded:
     resolved: registry.Resolved
     scorer: Scorer
     batcher: MicroBatcher | None
+    pinned: bool = False  # the default model: never evicted
 
 
 class Reranker:
@@ -54,42 +67,96 @@ class Reranker:
     """
 
     def __init__(
-        self, model: str | None = None, *, settings: Settings | None = None, store: ModelStore | None = None
+        self,
+        model: str | None = None,
+        *,
+        settings: Settings | None = None,
+        store: ModelStore | None = None,
+        access: ModelAccess | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self.store = store or ModelStore(self.settings.models_dir)
         self.default_model = model or self.settings.default_model
+        self.access = access
         self.cache = ScoreCache(self.settings.cache_size)
         self._query_vectors: dict[str, VectorCache] = {}  # per model@version: retrieval and rerank share them
-        self._loaded: dict[str, _Loaded] = {}
-        self._lock = threading.RLock()
+        self._loaded: OrderedDict[str, _Loaded] = OrderedDict()  # Resolved.key -> model, LRU order
+        self._lock = threading.RLock()  # one loader at a time; in-flight requests keep their scorer
 
     # -- models --------------------------------------------------------------------------------
     def scorer(self, model: str | None = None) -> Scorer:
-        return self._get(model or self.default_model).scorer
+        return self._get(self._spec(model)).scorer
+
+    def _spec(self, model: str | None) -> str:
+        """The spec to score with; a model named by a request passes ``access`` first."""
+        if model is None or model == self.default_model:
+            return self.default_model
+        if self.access is not None:
+            self.access.check(model)
+        return model
 
     def _get(self, spec: str) -> _Loaded:
         resolved = registry.resolve(spec, self.store)
-        current = self._loaded.get(spec)
-        if current is not None and current.resolved.version == resolved.version:
-            return current
-        with self._lock:  # one loader at a time; in-flight requests keep the old scorer
-            current = self._loaded.get(spec)
+        pinned = spec == self.default_model
+        with self._lock:
+            current = self._loaded.get(resolved.key)
             if current is not None and current.resolved.version == resolved.version:
+                self._loaded.move_to_end(resolved.key)
+                current.pinned = current.pinned or pinned
                 return current
-            scorer = registry.load(resolved, self.settings)
+            scorer = self._load(spec, resolved)
             batcher = (
-                MicroBatcher(scorer.score_pairs, self.settings.microbatch_wait_ms, max_pairs=1024)
+                MicroBatcher(scorer.score_pairs, self.settings.microbatch_wait_ms, max_pairs=1024,
+                             pass_tokens=self.settings.microbatch_tokens)
                 if self.settings.microbatch
                 else None
             )
-            self._loaded[spec] = new = _Loaded(resolved, scorer, batcher)
-            if current is not None and current.batcher is not None:
-                current.batcher.close()  # drains what it already queued
+            new = _Loaded(resolved, scorer, batcher, pinned)
+            self._loaded[resolved.key] = new
+            self._loaded.move_to_end(resolved.key)
+            for key, old in list(self._loaded.items()):
+                # the same path with other weights, or the version a promotion replaced
+                same = key == resolved.key
+                promoted = resolved.store_name is not None and "@" not in spec
+                older = promoted and old.resolved.store_name == resolved.store_name and (pinned or not old.pinned)
+                if old is not new and (same or older):
+                    self._drop(key, old)
+                elif old is not new and pinned:
+                    old.pinned = False  # one default at a time
+            self._evict(keep=new)
             return new
 
+    def _load(self, spec: str, resolved: registry.Resolved) -> Scorer:
+        """Load a scorer. A failure is the caller's bad model, not a server fault: with ``access``
+        (a server) it is the same error as an unknown model, so it reveals nothing about the disk."""
+        try:
+            return registry.load(resolved, self.settings)
+        except AdaptRankError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any loader failure means "not a loadable model"
+            if self.access is not None and spec != self.default_model:
+                log.warning("model %r failed to load: %s: %s", spec, type(exc).__name__, exc)
+                raise self.access.refused(spec, "model") from None
+            raise NotFoundError(f"model: could not load {spec!r}: {type(exc).__name__}: {exc}") from exc
+
+    def _drop(self, key: str, old: _Loaded) -> None:
+        if self._loaded.get(key) is old:
+            del self._loaded[key]
+        self._query_vectors.pop(f"{old.resolved.key}@{old.resolved.version}", None)
+        if old.batcher is not None:
+            old.batcher.close()  # drains what it already queued
+
+    def _evict(self, keep: _Loaded) -> None:
+        """Least recently used first, never the pinned default nor the model just loaded."""
+        limit = max(self.settings.max_loaded_models, 1)
+        for key, old in list(self._loaded.items()):
+            if len(self._loaded) <= limit:
+                return
+            if old is not keep and not old.pinned:
+                self._drop(key, old)
+
     def models(self) -> list[ModelInfo]:
-        loaded = {(x.resolved.name, x.resolved.version) for x in self._loaded.values()}
+        loaded = {(x.resolved.name, x.resolved.version) for x in list(self._loaded.values())}
         out = [
             ModelInfo(
                 name=registry.ZERO_SHOT,
@@ -121,11 +188,13 @@ class Reranker:
             raise InputError("query", "must be a non-empty string")
         if len(query) > s.max_query_chars:
             raise InputError("query", f"has {len(query)} characters; the limit is {s.max_query_chars}")
+        check_text(query, "query")
         if not documents:
             raise InputError("documents", "must contain at least one document")
         if len(documents) > s.max_documents:
             raise InputError("documents", f"has {len(documents)} items; the limit is {s.max_documents}")
         docs: list[Document] = []
+        total = 0
         for i, d in enumerate(documents):
             try:
                 doc = d if isinstance(d, Document) else Document(text=d) if isinstance(d, str) else Document.model_validate(d)
@@ -135,15 +204,26 @@ class Reranker:
                 raise InputError(
                     f"documents[{i}].text", f"has {len(doc.text)} characters; the limit is {s.max_document_chars}"
                 )
+            total += len(doc.text)
+            if total > s.max_total_chars:
+                raise InputError(
+                    "documents", f"have more than {s.max_total_chars} characters together (at documents[{i}]); "
+                    f"the limit is {s.max_total_chars}"
+                )
+            check_text(doc.text, f"documents[{i}].text")
+            if doc.id is not None:
+                check_text(doc.id, f"documents[{i}].id")
+            if doc.metadata:
+                check_value(doc.metadata, f"documents[{i}].metadata")
             docs.append(doc)
         if top_n is not None and not (1 <= top_n <= s.max_documents):
             raise InputError("top_n", f"is {top_n}; it must be between 1 and {s.max_documents}")
         return docs
 
     # -- scoring -------------------------------------------------------------------------------
-    def _plan(self, spec: str, query: str, texts: list[str]):
-        loaded = self._get(spec)
-        key = f"{loaded.resolved.name}@{loaded.resolved.version}"
+    def _plan(self, model: str | None, query: str, texts: list[str]):
+        loaded = self._get(self._spec(model))
+        key = f"{loaded.resolved.key}@{loaded.resolved.version}"
         pairs = [(query, t) for t in texts]
         cached = self.cache.get_many(key, pairs)
         missing = [i for i, v in enumerate(cached) if v is None]
@@ -158,21 +238,23 @@ class Reranker:
 
     def score_texts(self, query: str, texts: list[str], model: str | None = None) -> tuple[np.ndarray, registry.Resolved]:
         """Scores for ``texts`` against ``query`` (no validation; library callers)."""
-        loaded, key, pairs, cached, missing = self._plan(model or self.default_model, query, texts)
+        loaded, key, pairs, cached, missing = self._plan(model, query, texts)
         fresh: np.ndarray = np.zeros(0)
         if missing:
             todo = [pairs[i] for i in missing]
-            fresh = loaded.batcher.submit(todo).result() if loaded.batcher else loaded.scorer.score_pairs(todo)
+            future = _submit(loaded, todo)
+            fresh = future.result() if future is not None else loaded.scorer.score_pairs(todo)
         return self._finish(key, pairs, cached, missing, fresh), loaded.resolved
 
     async def ascore_texts(self, query: str, texts: list[str], model: str | None = None) -> tuple[np.ndarray, registry.Resolved]:
         """Async variant: loading and the forward pass run in threads, never on the event loop."""
-        loaded, key, pairs, cached, missing = await asyncio.to_thread(self._plan, model or self.default_model, query, texts)
+        loaded, key, pairs, cached, missing = await asyncio.to_thread(self._plan, model, query, texts)
         fresh: np.ndarray = np.zeros(0)
         if missing:
             todo = [pairs[i] for i in missing]
-            if loaded.batcher:
-                fresh = await asyncio.wrap_future(loaded.batcher.submit(todo))
+            future = _submit(loaded, todo)
+            if future is not None:
+                fresh = await asyncio.wrap_future(future)
             else:
                 fresh = await asyncio.to_thread(loaded.scorer.score_pairs, todo)
         return self._finish(key, pairs, cached, missing, fresh), loaded.resolved
@@ -209,7 +291,7 @@ class Reranker:
     def dense(self, model: str | None = None) -> tuple[Any, registry.Resolved] | None:
         """``(scorer, resolved)`` when the model scores by a dot product of a query tower and a
         passage tower (zero-shot, ``bi-encoder:``, a query-encoder residual); None otherwise."""
-        loaded = self._get(model or self.default_model)
+        loaded = self._get(self._spec(model))
         return (loaded.scorer, loaded.resolved) if getattr(loaded.scorer, "dense", False) else None
 
     def passage_fingerprint(self, model: str | None = None) -> str | None:
@@ -225,7 +307,7 @@ class Reranker:
         if dense is None:
             raise InputError("model", f"{model or self.default_model!r} is not a bi-encoder-family model")
         scorer, resolved = dense
-        key = f"{resolved.name}@{resolved.version}"
+        key = f"{resolved.key}@{resolved.version}"
         cache = self._query_vectors.get(key)
         if cache is None:
             cache = self._query_vectors.setdefault(key, VectorCache(4096))
@@ -249,9 +331,20 @@ class Reranker:
         return await asyncio.to_thread(self.score_embedded, queries, passage_vectors, fingerprint, model)
 
     def close(self) -> None:
-        for loaded in self._loaded.values():
+        for loaded in list(self._loaded.values()):
             if loaded.batcher is not None:
                 loaded.batcher.close()
+
+
+def _submit(loaded: _Loaded, pairs: list[tuple[str, str]]):
+    """The batcher's future, or None to score directly: without a batcher, or when this model was
+    evicted or swapped out between looking it up and submitting (its batcher is closed)."""
+    if loaded.batcher is None:
+        return None
+    try:
+        return loaded.batcher.submit(pairs)
+    except BatcherClosed:
+        return None
 
 
 def _response(resolved, docs: list[Document], scores: np.ndarray, top_n, return_documents) -> RerankResponse:
