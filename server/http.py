@@ -7,11 +7,19 @@ with ``text``, ``top_n``, ``return_documents``, ``model``) and the same response
 ``index``, ``relevance_score``, ``document``). Cohere's own model names (``rerank-english-v3.0``,
 ``rerank-v3.5``...) are what those clients send by default, so a ``rerank-*`` name that is not a
 model in the store means "the server's default model"; any other unknown name is a 404.
+
+Like Cohere, the route is strict: the body must be ``application/json`` (else 415), of at most
+``ADAPTRANK_MAX_REQUEST_BYTES`` (413, see :mod:`.limits`), and fields keep their JSON types
+(``"top_n": "2"`` or ``"return_documents": "yes"`` are 422s, never coerced). Every refusal is a 4xx
+JSON ``{"message", "field"}`` naming the field, the value and the limit, and the connection stays
+open for the client's next request; only a bug is a 500 (logged, no traceback to the client).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import socket
 import threading
 import time
@@ -22,8 +30,9 @@ from typing import Any
 
 import uvicorn
 from fastmcp import FastMCP
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -32,26 +41,33 @@ from adaptrank.core.errors import InputError, NotFoundError
 from adaptrank.core.settings import Settings
 from adaptrank.server.auth import check_bind
 from adaptrank.server.context import Services
+from adaptrank.core.text import MAX_DEPTH, check_value
 from adaptrank.server.errors import validation_errors
+from adaptrank.server.limits import BodyLimit, BodyTooLarge, match_transport_limit
+
+log = logging.getLogger(__name__)
 
 RERANK_PATHS = ("/v1/rerank", "/v2/rerank", "/rerank")
 MCP_PATH = "/mcp"
+#: bodies larger than this are parsed in a worker thread, off the event loop
+PARSE_IN_THREAD_BYTES = 256 * 1024
 
 
 class CohereDocument(BaseModel):
     model_config = ConfigDict(extra="allow")
-    text: str
+    text: StrictStr
 
 
 class CohereRerankRequest(BaseModel):
-    """Cohere's rerank request; fields Cohere accepts that change nothing here are ignored."""
+    """Cohere's rerank request; fields Cohere accepts that change nothing here are ignored.
+    Types are strict, as Cohere's are: a string is not a number and "yes" is not a boolean."""
 
     model_config = ConfigDict(extra="ignore")
-    query: str
-    documents: list[str | CohereDocument]
-    top_n: int | None = None
-    return_documents: bool = False
-    model: str | None = None
+    query: StrictStr
+    documents: list[StrictStr | CohereDocument]
+    top_n: StrictInt | None = None
+    return_documents: StrictBool = False
+    model: StrictStr | None = None
 
 
 def _error(status: int, message: str, field: str | None = None, **extra: Any) -> JSONResponse:
@@ -82,13 +98,46 @@ def _cohere_model(name: str | None, services: Services) -> str | None:
     return name or None
 
 
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _parse_json(body: bytes) -> Any:
+    """The JSON value, or an ``InputError`` for invalid or too deeply nested JSON (Python's
+    parser would raise ``RecursionError`` on thousands of nested brackets)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise InputError("body", f"JSON is nested too deeply; the limit is {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise InputError("body", f"not valid JSON ({exc})") from None
+
+
 async def cohere_rerank(request: Request, services: Services) -> JSONResponse:
+    try:
+        return await _cohere_rerank(request, services)
+    except BodyTooLarge:
+        raise  # BodyLimit answers it with the 413
+    except Exception:  # noqa: BLE001 - a bug: log it, answer without a traceback, keep serving
+        log.exception("POST %s failed", request.url.path)
+        return _error(500, "internal error (logged on the server)")
+
+
+async def _cohere_rerank(request: Request, services: Services) -> JSONResponse:
     if not _authorized(request, services.settings):
         return _error(401, "missing or invalid bearer token (send 'Authorization: Bearer <token>')")
+    content_type = request.headers.get("content-type", "")
+    if not _is_json(content_type):
+        return _error(415, f"Content-Type: must be application/json (got {content_type[:100]!r})", "Content-Type")
+    body = await request.body()
     try:
-        payload = await request.json()
-    except ValueError as exc:
-        return _error(400, f"body: not valid JSON ({exc})", "body")
+        payload = await asyncio.to_thread(_parse_json, body) if len(body) > PARSE_IN_THREAD_BYTES else _parse_json(body)
+        if isinstance(payload, dict):
+            for key, value in payload.items():
+                check_value(value, str(key))  # lone surrogates, nesting depth
+    except InputError as exc:
+        return _error(400, str(exc), exc.field)
     try:
         req = CohereRerankRequest.model_validate(payload)
     except ValidationError as exc:
@@ -146,8 +195,15 @@ def http_app(mcp: FastMCP) -> Starlette:
     """The ASGI app: MCP streamable HTTP at ``/mcp`` plus the routes above.
 
     Host/Origin checking ("auto") stops DNS-rebinding pages from reaching a loopback-bound server.
+    One body limit (``ADAPTRANK_MAX_REQUEST_BYTES``) covers every route, MCP included.
     """
-    return mcp.http_app(path=MCP_PATH, host_origin_protection="auto")
+    services = getattr(mcp, "services", None)
+    limit = (services.settings if services is not None else Settings()).max_request_bytes
+    app = mcp.http_app(
+        path=MCP_PATH, host_origin_protection="auto", middleware=[Middleware(BodyLimit, limit=limit, mcp_path=MCP_PATH)]
+    )
+    match_transport_limit(app, limit)
+    return app
 
 
 def uvicorn_server(mcp: FastMCP, settings: Settings, *, log_level: str = "warning") -> uvicorn.Server:
