@@ -205,6 +205,18 @@ def _content_hash(doc: SourceDocument, params: str) -> str:
     return h.hexdigest()[:16]
 
 
+def check_chunking(chunk_tokens: int, overlap: int, cap: int | None = None) -> int:
+    """The chunk size ingest will use (``chunk_tokens``, capped at ``cap``, what the embedding model
+    reads); an ``InputError`` naming ``overlap`` if consecutive chunks would share half or more."""
+    size = min(chunk_tokens, cap) if cap else chunk_tokens
+    if size < 8:
+        raise InputError("chunk_tokens", f"is {size}; it must be at least 8")
+    if not 0 <= overlap <= size // 2:
+        capped = f" (chunk_tokens {chunk_tokens} capped at {cap}, what the embedding model reads)" if size != chunk_tokens else ""
+        raise InputError("overlap", f"is {overlap}; it must be between 0 and half of chunk_tokens: {size // 2}{capped}")
+    return size
+
+
 def ingest(
     store: DocStore,
     path: str | Path,
@@ -234,7 +246,8 @@ def ingest(
     path = Path(path)
     fmt = detect_format(path) if format == "auto" else format
     ef = store.embedding_function
-    max_tokens = min(chunk_tokens, ef.max_tokens - 16 if prefix_title else ef.max_tokens)
+    # Checked before anything is read or created: a bad value must not leave an empty collection.
+    max_tokens = check_chunking(chunk_tokens, overlap, ef.max_tokens - 16 if prefix_title else ef.max_tokens)
     docs: list[SourceDocument] = []
     report = IngestReport(collection=collection, source=str(path.resolve()), format=fmt)
     for doc in read_documents(

@@ -51,12 +51,14 @@ from adaptrank.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: job kind -> "module:function" taking a JobHandle. Parts add their kind here (one line).
+#: job kind -> "module:function" taking a JobHandle: every kind, in this one table, so that any
+#: process (a restarted server, the CLI) can resume any job. Parts add their kind here (one line).
 JOB_KINDS: dict[str, str] = {
     "generate": "adaptrank.training.generate:run_job",
     "finetune": "adaptrank.training.finetune:run_job",
     "evaluate": "adaptrank.training.evaluate:run_job",
     "adapt": "adaptrank.training.adapt:run_job",
+    "ingest": "adaptrank.server.tools_search:run_ingest_job",
 }
 
 JobFn = Callable[["JobHandle"], "dict[str, Any] | None"]

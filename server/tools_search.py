@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from adaptrank.agents.agent import AgentConfig, DecompositionAgent
 from adaptrank.agents.results import SearchResult
 from adaptrank.agents.retrieval import ChromaRetriever
-from adaptrank.core.ingest import IngestReport, ingest
+from adaptrank.core.ingest import IngestReport, check_chunking, ingest
 from adaptrank.core.paths import allowed_roots, check_allowed_path
 from adaptrank.server.context import Services
 from adaptrank.server.errors import resource_errors, tool_errors
@@ -115,12 +115,9 @@ async def run_search(
     )
 
 
-INGEST_JOB = "adaptrank.server.tools_search:run_ingest_job"
-
-
 def run_ingest_job(handle: Any) -> dict[str, Any]:
-    """Job kind ``ingest``: the ``ingest_documents`` parameters in ``handle.params``. Resuming is
-    re-running: ingest skips documents it already stored unchanged."""
+    """Job kind ``ingest`` (registered in ``jobs.JOB_KINDS``): the ``ingest_documents`` parameters in
+    ``handle.params``. Resuming is re-running: ingest skips documents it already stored unchanged."""
     from adaptrank.core.docstore import DocStore
 
     params = dict(handle.params)
@@ -204,13 +201,12 @@ def register(mcp: FastMCP, services: Services) -> None:
         Large corpora: pass `background=true` and poll `job_status` with the returned job id.
         """
         resolved = check_allowed_path(s, path)
+        check_chunking(chunk_tokens, overlap)  # before a job starts or a collection is created
         if background:
             params = dict(path=str(resolved), collection=collection, format=format, chunk_tokens=chunk_tokens,
                           overlap=overlap, prune=prune, id_field=id_field, text_field=text_field,
                           title_field=title_field)
-            jobs = services.jobs
-            jobs.register("ingest", INGEST_JOB)
-            return IngestOutcome(job=await asyncio.to_thread(jobs.submit, "ingest", params))
+            return IngestOutcome(job=await asyncio.to_thread(services.jobs.submit, "ingest", params))
         loop = asyncio.get_running_loop()
 
         def progress(done: int, total: int) -> None:
