@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -38,7 +39,7 @@ def _wrap(fn: F, error: type[Exception]) -> F:
             try:
                 return await fn(*args, **kwargs)
             except AdaptRankError as exc:
-                raise error(str(exc)) from None
+                raise error(str(exc), log_level=logging.WARNING) from None
 
         return async_wrapper  # type: ignore[return-value]
 
@@ -47,7 +48,7 @@ def _wrap(fn: F, error: type[Exception]) -> F:
         try:
             return fn(*args, **kwargs)
         except AdaptRankError as exc:
-            raise error(str(exc)) from None
+            raise error(str(exc), log_level=logging.WARNING) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -66,13 +67,21 @@ def resource_errors(fn: F) -> F:
 UNION_TAGS = frozenset({"str", "Document", "CohereDocument"})
 
 
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
 def _field(loc: tuple) -> str:
-    """``('documents', 3, 'Document', 'text')`` -> ``documents[3].text``."""
+    """``('documents', 3, 'Document', 'text')`` -> ``documents[3].text``; a name that is not plain
+    (an unknown argument ``""`` or ``"\0"``) is quoted: ``['\x00']``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part not in UNION_TAGS:
+        elif part in UNION_TAGS:
+            continue
+        elif not _PLAIN.match(str(part)):
+            out += f"[{str(part)[:100]!r}]"
+        else:
             out += f".{part}" if out else str(part)
     return out or "body"
 

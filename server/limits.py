@@ -11,10 +11,16 @@ The MCP SDK has its own, fixed 4 MiB limit inside the streamable-HTTP session ma
 builds the manager without passing one), which would make ``/mcp`` refuse requests the limits
 allow, with a bare "Request body too large". :func:`match_transport_limit` raises it to the same
 setting once the app has started, so there is one limit and one message.
+
+Before answering 413 the rest of an oversized body is read and dropped (up to ``DRAIN_BYTES`` and
+``DRAIN_SECONDS``): closing a socket with unread data makes the kernel send a reset, and the client
+would see "connection reset" instead of the 413. A body drained to its end keeps the connection
+open for the client's next request; a bigger or slower one gets ``Connection: close``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -28,6 +34,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger(__name__)
 
 SETTING = "ADAPTRANK_MAX_REQUEST_BYTES"
+DRAIN_BYTES = 256 * 1024 * 1024
+DRAIN_SECONDS = 10.0
 
 
 class BodyTooLarge(Exception):
@@ -58,7 +66,8 @@ class BodyLimit:
             return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, send, int(declared))
+            drained = await _drain(receive)
+            await self._refuse(scope, send, int(declared), keep_alive=drained)
             return
         received = 0
         started = False
@@ -80,24 +89,45 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge as exc:
+        except BodyTooLarge:
             if started:
                 raise
-            await self._refuse(scope, send, None)
+            drained = await _drain(receive)
+            await self._refuse(scope, send, None, keep_alive=drained)
 
-    async def _refuse(self, scope: Scope, send: Send, size: int | None) -> None:
+    async def _refuse(self, scope: Scope, send: Send, size: int | None, keep_alive: bool) -> None:
         message = too_large_message(size, self.limit)
         if scope.get("path", "").rstrip("/") == self.mcp_path:
             body: dict[str, Any] = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
         else:
             body = {"message": message, "field": "body"}
         payload = json.dumps(body).encode()
-        # The rest of the body is not read, so the connection cannot carry another request.
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-            (b"connection", b"close"),
-        ]})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        if not keep_alive:  # the rest of the body was not read: this connection cannot carry another request
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+async def _drain(receive: Receive) -> bool:
+    """Read and drop the rest of a request body; True if it ended within the byte and time caps."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DRAIN_SECONDS
+    dropped = 0
+    while dropped <= DRAIN_BYTES:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return False
+        try:
+            message = await asyncio.wait_for(receive(), remaining)
+        except asyncio.TimeoutError:
+            return False
+        if message["type"] != "http.request":
+            return False  # the client went away
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+    return False
 
 
 def _session_managers(app: Any, seen: set[int] | None = None) -> list[Any]:

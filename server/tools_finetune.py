@@ -15,6 +15,7 @@ from fastmcp import Context, FastMCP
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
+from adaptrank.core.errors import InputError
 from adaptrank.server.context import Services
 from adaptrank.server.errors import tool_errors
 from adaptrank.server.jobs import JobInfo
@@ -86,6 +87,9 @@ def register(mcp: FastMCP, services: Services) -> None:
         from adaptrank.core.paths import check_allowed_path
 
         resolved = check_allowed_path(s, path)
+        for name in ("corpus.jsonl", "queries.jsonl"):  # fail now, not in the job
+            if not (resolved / name).is_file():
+                raise InputError("path", f"{path!r} has no {name} (a BEIR folder is expected)")
         for i, m in enumerate(models):
             await asyncio.to_thread(services.model_access.check, m, f"models[{i}]")
             await asyncio.to_thread(registry.resolve, m, services.store)  # unknown model: error now

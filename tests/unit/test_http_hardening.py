@@ -78,6 +78,7 @@ def test_a_4xx_keeps_the_keep_alive_connection(server):
         (b'{"query": "q", "documents": ["a"], "model": "/etc"}', 404),
         (b'{"query": "q", "documents": ["a"], "top_n": "2"}', 422),
         (b"{not json", 400),
+        (b'{"query": "q", "documents": ["' + b"x" * 70_000 + b'"]}', 413),  # drained, then refused
         (b'{"query": "q", "documents": ["a", "b"]}', 200),
     ]
     conn.connect()

@@ -61,7 +61,7 @@ async def test_finetune_job_reports_progress_and_promotes(services, make_dataset
 async def test_bad_input_is_a_tool_error_and_starts_no_job(services, make_dataset):
     make_dataset(n_negatives=3)
     async with Client(create_app(services=services)) as client:
-        with pytest.raises(ToolError, match="dataset 'nope' does not exist"):
+        with pytest.raises(ToolError, match="^dataset: 'nope' does not exist"):
             await client.call_tool("finetune_reranker", {"dataset": "nope"})
         with pytest.raises(ToolError, match=r"group_size: is 8.*max 3"):
             await client.call_tool("finetune_reranker", {"dataset": "toy"})
