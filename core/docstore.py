@@ -38,6 +38,43 @@ class StoreUnavailableError(AdaptRankError, ConnectionError):
     """The configured Chroma server does not answer."""
 
 
+def _reachable(method: Callable) -> Callable:
+    """A Chroma server that stops answering mid-call is a ``StoreUnavailableError`` naming it, not
+    an internal error; the next call tries again (a restarted server is used as soon as it is up)."""
+    import functools
+    import inspect
+
+    def unavailable(self: DocStore, exc: Exception) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"chroma_url: the Chroma server at {self.settings.chroma_url} stopped answering "
+            f"({type(exc).__name__}: {exc}); try again once it is back"
+        )
+
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(self: DocStore, *args: Any, **kwargs: Any) -> Any:
+            import httpx
+
+            try:
+                yield from method(self, *args, **kwargs)
+            except httpx.TransportError as exc:
+                raise unavailable(self, exc) from None
+
+        return generator
+
+    @functools.wraps(method)
+    def wrapper(self: DocStore, *args: Any, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            return method(self, *args, **kwargs)
+        except httpx.TransportError as exc:
+            raise unavailable(self, exc) from None
+
+    return wrapper
+
+
 @dataclass
 class Hit:
     """One retrieved passage. ``score`` is the cosine similarity to the query (higher is better).
@@ -140,9 +177,11 @@ class DocStore:
         return self.settings.chroma_url or str(self.settings.chroma_dir)
 
     # -- collections ---------------------------------------------------------------------------
+    @_reachable
     def list_collections(self) -> list[str]:
         return sorted(c if isinstance(c, str) else c.name for c in self.client.list_collections())
 
+    @_reachable
     def collection(self, name: str, create: bool = False) -> Any:
         """The Chroma collection ``name`` with our embedding function attached.
 
@@ -185,14 +224,17 @@ class DocStore:
                 "set ADAPTRANK_EMBEDDING_MODEL to match or ingest into a new collection",
             )
 
+    @_reachable
     def count(self, name: str) -> int:
         return int(self.collection(name).count())
 
+    @_reachable
     def delete_collection(self, name: str) -> None:
         self.collection(name)  # NotFoundError with the known names when missing
         self.client.delete_collection(name)
 
     # -- writing -------------------------------------------------------------------------------
+    @_reachable
     def upsert(
         self,
         name: str,
@@ -242,18 +284,21 @@ class DocStore:
             bar.close()
         return total
 
+    @_reachable
     def delete(self, name: str, ids: Sequence[str] | None = None, where: dict[str, Any] | None = None) -> None:
         if not ids and not where:
             return
         self.collection(name).delete(ids=list(ids) if ids else None, where=where)
 
     # -- reading -------------------------------------------------------------------------------
+    @_reachable
     def embedding_fingerprint(self, name: str) -> str | None:
         """The fingerprint of the model whose vectors ``name`` stores (None: not recorded, e.g. a
         collection made by an older adaptrank or by another tool; re-ingest into a new one to get it)."""
         value = (self.collection(name).metadata or {}).get(FINGERPRINT_KEY)
         return str(value) if value else None
 
+    @_reachable
     def query(
         self,
         name: str,
@@ -298,6 +343,7 @@ class DocStore:
             )
         return out
 
+    @_reachable
     def embeddings(self, name: str, ids: Sequence[str]) -> dict[str, Any]:
         """Stored vectors by id (missing ids are left out)."""
         if not ids:
@@ -305,6 +351,7 @@ class DocStore:
         res = self.collection(name).get(ids=list(dict.fromkeys(ids)), include=["embeddings"])
         return dict(zip(res["ids"], res["embeddings"], strict=True))
 
+    @_reachable
     def get(self, name: str, ids: Sequence[str]) -> list[Hit]:
         """Passages by id (missing ids are skipped), in the order asked."""
         if not ids:
@@ -316,6 +363,7 @@ class DocStore:
         }
         return [found[i] for i in ids if i in found]
 
+    @_reachable
     def iter_documents(
         self, name: str, batch_size: int = 1000, where: dict[str, Any] | None = None, include_text: bool = True,
         vectors: dict[str, Any] | None = None,

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     openai_base_url: str = "http://127.0.0.1:8001/v1"
     openai_api_key: str = "EMPTY"
     openai_concurrency: int = Field(8, ge=1)
+    openai_timeout: float = Field(120.0, gt=0, le=3600, description="seconds before one LLM request counts as hung")
+    openai_max_retries: int = Field(
+        4, ge=0, le=20, description="retries (with backoff) after a timeout, a refused connection, 429 or 5xx"
+    )
 
     # Document store
     chroma_url: str | None = Field(None, description="http://host:port of a `chroma run` server")

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from adaptrank.core.errors import InputError, NotFoundError
+from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError, write_failure
 from adaptrank.core.modelstore import NAME_RE, _write_atomic, dump_json, validate_name
 from adaptrank.core.settings import Settings
 
@@ -313,6 +313,15 @@ class DatasetStore:
             write_groups(tmp / "dev.jsonl", dev)
             dump_json(tmp / CARD, card_obj.model_dump(mode="json"))
             os.replace(tmp, final)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            reason = write_failure(exc)
+            if reason is not None:
+                raise AdaptRankError(
+                    f"could not save dataset {name!r} to {self.root}: {reason}; nothing was written "
+                    "and the latest version is unchanged"
+                ) from exc
+            raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

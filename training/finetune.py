@@ -25,7 +25,6 @@ through :mod:`adaptrank.training.promotion`.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import math
@@ -40,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError
+from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError, write_failure
 from adaptrank.core.modelstore import NAME_RE, ModelStore, validate_name
 from adaptrank.core.settings import Settings, get_settings
 from adaptrank.training.dataset import DatasetStore, Group, read_groups
@@ -770,10 +769,11 @@ def finetune(
             check()
     except FinetuneCancelled:
         raise
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+    except Exception as exc:
+        reason = write_failure(exc)
+        if reason is not None:
             raise AdaptRankError(
-                f"could not save model {name!r} to {store.root}: {exc.strerror or exc}; nothing was written "
+                f"could not save model {name!r} to {store.root}: {reason}; nothing was written "
                 "and the active model is unchanged"
             ) from exc
         raise

@@ -42,7 +42,8 @@ def get_llm(settings: Settings, backend: str | None = None, model: str | None = 
     loader = getattr(importlib.import_module(module), func)
     if backend in UNCACHED:
         return loader(settings, model, **options)
-    key = (backend, model, settings.device, settings.openai_base_url if backend == "openai" else None,
+    endpoint = (settings.openai_base_url, settings.openai_timeout, settings.openai_max_retries)
+    key = (backend, model, settings.device, endpoint if backend == "openai" else None,
            settings.llm_dtype if backend == "transformers" else None,
            tuple(sorted((k, repr(v)) for k, v in options.items())))
     with _cache_lock:
@@ -77,6 +78,8 @@ def _openai(settings: Settings, model: str | None, **options: Any) -> LLM:
     from adaptrank.core.llm.openai_api import OpenAICompatibleLLM
 
     options.setdefault("concurrency", settings.openai_concurrency)
+    options.setdefault("timeout", settings.openai_timeout)
+    options.setdefault("max_retries", settings.openai_max_retries)
     return OpenAICompatibleLLM(
         model, base_url=settings.openai_base_url, api_key=settings.openai_api_key, **options
     )
