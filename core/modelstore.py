@@ -3,15 +3,19 @@
 One version per name is *active* (``models/<name>/ACTIVE`` holds its version). Every write is
 atomic: a new version is written into a hidden temp directory and renamed into place, and the
 ``ACTIVE`` pointer is replaced with ``os.replace``, so a crash or a cancelled job never leaves a
-half-written model behind and never touches the active one.
+half-written model behind and never touches the active one. A process killed while writing leaves
+its temp directory; the temp name records the writer (pid and host), and the next write in that
+folder removes the ones whose writer is gone (:func:`sweep_stale_temp`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -131,7 +135,8 @@ class ModelStore:
         final = model_dir / version
         if final.exists():
             raise InputError("version", f"{name}/{version} already exists")
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
+        sweep_stale_temp(model_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(version), dir=model_dir))
         try:
             yield tmp
             data = card.model_dump() if isinstance(card, ModelCard) else dict(card)
@@ -162,6 +167,36 @@ class ModelStore:
     def cache_dir(self, ref: ModelRef, kind: str) -> Path:
         """A per-version cache folder (ONNX exports and the like), rebuilt if deleted."""
         return ref.path / ".cache" / validate_name(kind, "kind")
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temp_prefix(version: str) -> str:
+    """``.tmp-<version>-<pid>-<host>-``: who is writing, so a leftover can be told from work in progress."""
+    return f".tmp-{version}-{os.getpid()}-{_host_tag()}-"
+
+
+def sweep_stale_temp(folder: Path) -> list[str]:
+    """Remove temp directories left in ``folder`` by writers on this host that no longer run
+    (killed mid-write); returns their names. Others' and live writers' are left alone."""
+    removed = []
+    host = _host_tag()
+    for entry in folder.glob(".tmp-*"):
+        parts = entry.name.rsplit("-", 3)
+        if len(parts) != 4 or not parts[1].isdigit() or parts[2] != host or not entry.is_dir():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+            continue  # the writer is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry.name)
+    return removed
 
 
 def _write_atomic(path: Path, text: str) -> None:

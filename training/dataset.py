@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError, write_failure
-from adaptrank.core.modelstore import NAME_RE, _write_atomic, dump_json, validate_name
+from adaptrank.core.modelstore import NAME_RE, _write_atomic, dump_json, sweep_stale_temp, temp_prefix, validate_name
 from adaptrank.core.settings import Settings
 
 CARD = "card.json"
@@ -307,7 +307,8 @@ class DatasetStore:
         data.setdefault("label_stats", {}).update(label_stats(train + dev))
         card_obj = DatasetCard.model_validate(data)
 
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=folder))
+        sweep_stale_temp(folder)  # what a killed writer left
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(version), dir=folder))
         try:
             write_groups(tmp / "train.jsonl", train)
             write_groups(tmp / "dev.jsonl", dev)

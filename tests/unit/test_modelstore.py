@@ -96,3 +96,35 @@ def test_engine_follows_the_active_version_without_dropping_requests(settings, m
     assert second.version == "v2"
     assert [r.score for r in second.results] != [r.score for r in first.results]
     rr.close()
+
+
+def test_a_writer_killed_mid_write_leaves_no_version_and_its_temp_dir_is_swept(tmp_path):
+    """kill -9 while a version is being written: the store never lists it, and the next write in
+    that folder removes what the dead writer left (a live writer's temp dir is kept)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time\n"
+        "from adaptrank.core.modelstore import ModelStore\n"
+        f"with ModelStore({str(tmp_path)!r}).writing('m', {{'backend': 'cross-encoder'}}, version='v2') as d:\n"
+        "    (d / 'weights.bin').write_bytes(b'half')\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "writing"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(30)
+    store = ModelStore(tmp_path)
+    leftovers = [p.name for p in (tmp_path / "m").iterdir()]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".tmp-v2-") and store.versions("m") == []
+    with store.writing("m", {"backend": "cross-encoder"}, version="v3") as d:
+        ours = d.name  # a live writer's temp dir
+        assert (tmp_path / "m" / ours).is_dir() and not (tmp_path / "m" / leftovers[0]).exists()
+        (d / "weights.bin").write_bytes(b"ok")
+    assert store.versions("m") == ["v3"] and not list((tmp_path / "m").glob(".tmp-*"))
