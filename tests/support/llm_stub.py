@@ -17,12 +17,15 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-WORD = re.compile(r"[A-Za-z][A-Za-z-]{2,}")
+WORD = re.compile(r"[A-Za-z][A-Za-z0-9-]{2,}")
 
 
 def _words(messages: list[dict[str, Any]]) -> list[str]:
+    """Words of the passage the prompt is about (so a generated query is grounded in it)."""
     text = " ".join(str(m.get("content", "")) for m in messages[-1:])
-    return WORD.findall(text)[-40:] or ["document"]
+    if "Passage:" in text:
+        text = text.split("Passage:", 1)[1].split("\n\n", 1)[0]
+    return WORD.findall(text)[:40] or ["document"]
 
 
 def instance(schema: dict[str, Any], words: list[str], n: int = 0) -> Any:
@@ -49,9 +52,15 @@ def instance(schema: dict[str, Any], words: list[str], n: int = 0) -> Any:
         return float(schema.get("minimum", 0.5))
     if kind == "boolean":
         return True
-    start = (n * 5) % max(1, len(words))
-    phrase = " ".join((words[start:] + words)[:6])
-    return f"what is {phrase}?"
+    return question(words, n)
+
+
+def question(words: list[str], n: int = 0) -> str:
+    """A question made of the passage's most specific words (those with digits first), joined by
+    other words: grounded in the passage without copying a run of it."""
+    specific = [w for w in words if any(c.isdigit() for c in w)]
+    picked = list(dict.fromkeys(specific[n % 2 :] + specific + words))[:3]
+    return "what about " + " and ".join(picked) + "?"
 
 
 class LLMStub:
@@ -102,7 +111,7 @@ class LLMStub:
                     fmt = request.get("response_format") or {}
                     schema = (fmt.get("json_schema") or {}).get("schema")
                     words = _words(request.get("messages", []))
-                    content = json.dumps(instance(schema, words)) if schema else "stub answer about " + " ".join(words[:5])
+                    content = json.dumps(instance(schema, words)) if schema else question(words)
                 body = {
                     "id": f"stub-{stub.requests}",
                     "object": "chat.completion",
