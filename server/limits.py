@@ -42,8 +42,9 @@ class BodyTooLarge(Exception):
     """Raised from ``receive`` past the limit; the middleware turns it into the 413. Handlers
     that catch everything must let it through."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, complete: bool) -> None:
         self.size = size
+        self.complete = complete  # the message that broke the limit was the body's last
 
 
 def too_large_message(size: int | None, limit: int) -> str:
@@ -78,7 +79,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise BodyTooLarge(received)
+                    raise BodyTooLarge(received, complete=not message.get("more_body", False))
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -89,10 +90,10 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+        except BodyTooLarge as exc:
             if started:
                 raise
-            drained = await _drain(receive)
+            drained = exc.complete or await _drain(receive)
             await self._refuse(scope, send, None, keep_alive=drained)
 
     async def _refuse(self, scope: Scope, send: Send, size: int | None, keep_alive: bool) -> None:
