@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     token: str | None = Field(None, description="bearer token required on HTTP when set")
+    graceful_shutdown_seconds: float = Field(
+        30.0, ge=0, le=3600, description="on a stop, how long running requests may take to finish"
+    )
 
     # LLM
     llm_backend: Literal["transformers", "openai", "vllm", "sampling", "llamacpp"] = "transformers"

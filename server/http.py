@@ -39,9 +39,10 @@ from starlette.responses import JSONResponse
 from adaptrank.core import __version__
 from adaptrank.core.errors import InputError, NotFoundError
 from adaptrank.core.settings import Settings
+from adaptrank.core.text import MAX_DEPTH, check_value
 from adaptrank.server.auth import check_bind
 from adaptrank.server.context import Services
-from adaptrank.core.text import MAX_DEPTH, check_value
+from adaptrank.server.draining import DrainingServer, InFlight
 from adaptrank.server.errors import validation_errors
 from adaptrank.server.limits import BodyLimit, BodyTooLarge, match_transport_limit
 
@@ -200,23 +201,39 @@ def http_app(mcp: FastMCP) -> Starlette:
     services = getattr(mcp, "services", None)
     limit = (services.settings if services is not None else Settings()).max_request_bytes
     app = mcp.http_app(
-        path=MCP_PATH, host_origin_protection="auto", middleware=[Middleware(BodyLimit, limit=limit, mcp_path=MCP_PATH)]
+        path=MCP_PATH,
+        host_origin_protection="auto",
+        middleware=[Middleware(InFlight, mcp_path=MCP_PATH), Middleware(BodyLimit, limit=limit, mcp_path=MCP_PATH)],
     )
     match_transport_limit(app, limit)
     return app
 
 
+def _inflight(app: Starlette) -> InFlight:
+    """The app's InFlight counter (Starlette builds its middleware stack on first use)."""
+    node: Any = app.build_middleware_stack() if app.middleware_stack is None else app.middleware_stack
+    if app.middleware_stack is None:
+        app.middleware_stack = node
+    while node is not None:
+        if isinstance(node, InFlight):
+            return node
+        node = getattr(node, "app", None)
+    raise RuntimeError("the HTTP app has no InFlight middleware")
+
+
 def uvicorn_server(mcp: FastMCP, settings: Settings, *, log_level: str = "warning") -> uvicorn.Server:
+    """uvicorn for the app; on a stop, running requests finish first (see :mod:`.draining`)."""
     check_bind(settings.host, settings.token)
+    app = http_app(mcp)
     config = uvicorn.Config(
-        http_app(mcp),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=log_level,
         lifespan="on",
-        timeout_graceful_shutdown=2,
+        timeout_graceful_shutdown=5,  # what is left after draining: idle connections closing
     )
-    return uvicorn.Server(config)
+    return DrainingServer(config, app, _inflight(app), settings.graceful_shutdown_seconds)
 
 
 def serve_http(mcp: FastMCP, settings: Settings, *, log_level: str = "warning") -> None:

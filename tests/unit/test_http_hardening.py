@@ -155,3 +155,40 @@ async def test_mcp_reaches_its_documented_limits(tmp_path, tiny_cross_encoder):
             over = await client.call_tool("rerank", {"query": "q", "documents": [*documents, "a"]}, raise_on_error=False)
             assert over.is_error and "the limit is 1000000" in over.content[0].text
     services.close()
+
+
+async def test_a_stop_lets_running_requests_finish_and_ends_mcp_sessions(tmp_path, tiny_cross_encoder):
+    """A stop while a rerank is still scoring (longer than uvicorn's own grace) and an MCP client
+    holds its session open: the rerank is answered 200, and the server is down within seconds."""
+    import threading
+    import time as clock
+
+    settings = Settings(home=tmp_path / "home", default_model=f"cross-encoder:{tiny_cross_encoder}", port=0,
+                        graceful_shutdown_seconds=30)
+    services = Services(settings)
+    loaded = services.reranker._get(services.reranker.default_model)
+    original = loaded.batcher.fn
+    started = threading.Event()
+
+    def slow(pairs):
+        started.set()
+        clock.sleep(4)  # uvicorn alone cancelled requests after 2 s
+        return original(pairs)
+
+    loaded.batcher.fn = slow
+    answers: list[httpx.Response] = []
+    ctx = serve_in_thread(create_app(services=services), settings, timeout=60)
+    url = ctx.__enter__()
+    async with Client(f"{url}/mcp", timeout=60) as client:  # a session with its SSE stream open
+        await client.list_tools()
+        request = threading.Thread(target=lambda: answers.append(
+            httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=60)))
+        request.start()
+        assert started.wait(30)
+        t0 = clock.monotonic()
+        ctx.__exit__(None, None, None)  # the stop: should_exit, then wait for the server thread
+        stopped = clock.monotonic() - t0
+        request.join(30)
+    services.close()
+    assert answers and answers[0].status_code == 200, answers and answers[0].text
+    assert stopped < 15, f"the stop took {stopped:.1f} s"
