@@ -30,6 +30,7 @@ from adaptrank.core.engine import registry
 from adaptrank.core.engine.base import Scorer
 from adaptrank.core.engine.batcher import BatcherClosed, MicroBatcher
 from adaptrank.core.engine.cache import ScoreCache, VectorCache
+from adaptrank.core.engine.memory import release_when_freed
 from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError
 from adaptrank.core.modelspec import ModelAccess
 from adaptrank.core.modelstore import ModelStore
@@ -145,6 +146,7 @@ class Reranker:
         self._query_vectors.pop(f"{old.resolved.key}@{old.resolved.version}", None)
         if old.batcher is not None:
             old.batcher.close()  # drains what it already queued
+        release_when_freed(old.scorer)  # its memory goes back once the last request using it ends
 
     def _evict(self, keep: _Loaded) -> None:
         """Least recently used first, never the pinned default nor the model just loaded."""

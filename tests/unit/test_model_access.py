@@ -208,7 +208,13 @@ def test_loaded_models_are_bounded_and_the_default_is_pinned(tmp_path, make_tiny
     rr.close()
 
 
-def test_a_promotion_replaces_the_old_version_in_memory(tmp_path, tiny_cross_encoder):
+def test_a_promotion_replaces_the_old_version_in_memory(tmp_path, tiny_cross_encoder, monkeypatch):
+    import gc
+
+    import adaptrank.core.engine.memory as memory
+
+    released = []
+    monkeypatch.setattr(memory, "release_memory", lambda: released.append(True))
     s = Settings(home=tmp_path / "home", cache_size=0)
     store = ModelStore(s.models_dir)
     for version in ("v1", "v2"):
@@ -220,4 +226,6 @@ def test_a_promotion_replaces_the_old_version_in_memory(tmp_path, tiny_cross_enc
     store.activate("med", "v2")
     assert rr.rerank("q", ["a"]).version == "v2"
     assert [x.resolved.version for x in rr._loaded.values()] == ["v2"]
+    gc.collect()
+    assert released == [True]  # v1's memory was handed back once v1 was gone
     rr.close()
