@@ -205,8 +205,10 @@ async def soak(args, tmp: Path) -> int:
             (root / folder / f"{d['_id']}.txt").write_text(f"{d['title']}\n\n{d['text']}", encoding="utf-8")
     passages = [d["text"][: args.passage_chars] for d in corpus[:3000]]
     versions = [new_version(home, minilm)]
+    # The restart drains running requests first; under this load a queue of 32 requests takes about a
+    # minute on 2 cores, so the stop may take that long (the default, 30 s, suits a lighter load).
     env = {"ADAPTRANK_HOME": str(home), "ADAPTRANK_ALLOWED_ROOTS": json.dumps([str(root)]),
-           "ADAPTRANK_DEFAULT_MODEL": "soak"}
+           "ADAPTRANK_DEFAULT_MODEL": "soak", "ADAPTRANK_GRACEFUL_SHUTDOWN_SECONDS": str(args.grace)}
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
     server = AdaptrankServer(env, logs / "soak-server-1.log", timeout=300)
@@ -279,7 +281,8 @@ async def soak(args, tmp: Path) -> int:
     served = sum(len(v) for v in lat.values())
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
-    print(f"\nsoak: {args.clients} clients, {wall / 60:.1f} minutes, {len(versions) - 1} promotions, 1 restart; "
+    print(f"\nsoak: {args.clients} clients, {wall / 60:.1f} minutes, {len(versions) - 1} promotions, 1 restart "
+          f"(graceful stop up to {args.grace:.0f} s); "
           f"CPU {model} ({os.cpu_count()} cores), load average at the end {os.getloadavg()[0]:.1f}")
     print(f"  requests served  {served}  ({served / wall:.1f}/s)")
     print(f"  failed           {sum(stats.failed.values())}  {dict(stats.failed) or ''}")
@@ -316,7 +319,8 @@ def main() -> int:
     ap.add_argument("--background", type=int, default=1500, help="passages of the background ingest the restart interrupts")
     ap.add_argument("--background-lead", type=float, default=20, help="seconds between starting it and the restart")
     ap.add_argument("--promote-every", type=float, default=60, help="seconds between promotions")
-    ap.add_argument("--retry-window", type=float, default=120, help="seconds a client retries a failed connection")
+    ap.add_argument("--retry-window", type=float, default=300, help="seconds a client retries a failed connection")
+    ap.add_argument("--grace", type=float, default=180, help="ADAPTRANK_GRACEFUL_SHUTDOWN_SECONDS of the server")
     ap.add_argument("--timeout", type=float, default=300, help="seconds one request may take")
     ap.add_argument("--logs", default=os.path.join(tempfile.gettempdir(), "adaptrank-soak"), help="server logs")
     args = ap.parse_args()

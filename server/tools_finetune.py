@@ -33,7 +33,7 @@ def register(mcp: FastMCP, services: Services) -> None:
     @tool_errors
     async def finetune_reranker(
         dataset: Annotated[Name, Field(description="dataset name (or name@version) from generate_training_data / list_datasets")],
-        base_model: Annotated[str | None, Field(max_length=512, description="start from: 'zero-shot', a model-store name, a server-side path or an HF id (default: the offline MiniLM)")] = None,
+        base_model: Annotated[str | None, Field(max_length=512, description="start from: 'zero-shot', a model-store name, a model folder inside the server's allowed roots, or an HF id if the operator allows hub models (default: the offline MiniLM)")] = None,
         epochs: Annotated[float, Field(gt=0, le=50, description="passes over the training groups")] = 2.0,
         group_size: Annotated[int, Field(ge=2, le=64, description="1 positive + G-1 hard negatives per group")] = 8,
         learning_rate: Annotated[float | None, Field(gt=0, le=0.1, description="peak learning rate (default: per method)")] = None,

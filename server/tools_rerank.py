@@ -70,7 +70,7 @@ def register(mcp: FastMCP, services: Services) -> None:
             max_length=s.max_documents,
             description=(
                 f"1-{s.max_documents} passages to rank: plain strings or {{id, text, metadata}} objects; "
-                f"each text at most {s.max_document_chars} characters"
+                f"each text at most {s.max_document_chars} characters, {s.max_total_chars} in all"
             ),
         ),
     ]
@@ -80,8 +80,8 @@ def register(mcp: FastMCP, services: Services) -> None:
     ]
     Model = Annotated[
         str | None,
-        Field(description="a model-store name (optionally name@version), 'zero-shot', or a backend spec; "
-              "default: the server's default model (see list_models)"),
+        Field(description="a model-store name (optionally name@version), 'zero-shot', or a model folder inside "
+              "the server's allowed roots; default: the server's default model (see list_models)"),
     ]
     ReturnDocuments = Annotated[bool, Field(description="include each document in its result")]
 

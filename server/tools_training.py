@@ -126,7 +126,7 @@ def register(mcp: FastMCP, services: Services) -> None:
         negatives: Annotated[int, Field(ge=1, le=50, description="hard negatives per query")] = 7,
         judge: Annotated[bool, Field(description="let the LLM judge mined candidates (relevant ones become extra positives, never negatives)")] = True,
         llm_backend: Annotated[Literal["transformers", "llamacpp", "openai", "vllm", "sampling"] | None, Field(description="default: the server's (ADAPTRANK_LLM_BACKEND); 'sampling' asks your own LLM through MCP sampling, and then the call lasts until the job ends (sampling only reaches you during the call)")] = None,
-        llm_model: Annotated[str | None, Field(description="model for the backend (default: the server's)")] = None,
+        llm_model: Annotated[str | None, Field(description="model for the backend (default: the server's); for local backends a folder or .gguf file inside the server's allowed roots")] = None,
         question_types: Annotated[Literal["general", "medical"], Field(description="the kinds of questions to write")] = "general",
         consistency_depth: Annotated[int | None, Field(ge=1, le=1000, description="round-trip filter: keep a query only if retrieval ranks its own document within this depth (null: keep all)")] = None,
         queries: Annotated[str | None, Field(description="a query log inside the server's allowed roots: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each becomes a training query of its own, labelled by mining and the LLM, and a few set the style of the generated ones")] = None,
