@@ -99,11 +99,12 @@ class Reranker:
     def _get(self, spec: str) -> _Loaded:
         resolved = registry.resolve(spec, self.store)
         pinned = spec == self.default_model
+        current = self._hit(resolved, pinned)  # no lock: requests go on while another model loads
+        if current is not None:
+            return current
         with self._lock:
-            current = self._loaded.get(resolved.key)
-            if current is not None and current.resolved.version == resolved.version:
-                self._loaded.move_to_end(resolved.key)
-                current.pinned = current.pinned or pinned
+            current = self._hit(resolved, pinned)
+            if current is not None:
                 return current
             scorer = self._load(spec, resolved)
             batcher = (
@@ -126,6 +127,18 @@ class Reranker:
                     old.pinned = False  # one default at a time
             self._evict(keep=new)
             return new
+
+    def _hit(self, resolved: registry.Resolved, pinned: bool) -> _Loaded | None:
+        """The loaded model for ``resolved`` if it is the same version (marked recently used)."""
+        current = self._loaded.get(resolved.key)
+        if current is None or current.resolved.version != resolved.version:
+            return None
+        try:
+            self._loaded.move_to_end(resolved.key)
+        except KeyError:  # dropped meanwhile; this request still uses it
+            pass
+        current.pinned = current.pinned or pinned
+        return current
 
     def _load(self, spec: str, resolved: registry.Resolved) -> Scorer:
         """Load a scorer. A failure is the caller's bad model, not a server fault: with ``access``
