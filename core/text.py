@@ -31,6 +31,11 @@ def check_text(value: str, field: str) -> str:
     return value
 
 
+def printable(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udXXX`` escapes: safe to put into a message."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def check_value(value: Any, field: str, max_depth: int = MAX_DEPTH) -> Any:
     """Every string (keys too) in a JSON-like value is valid Unicode and it nests at most
     ``max_depth`` levels. Iterative, so the check itself cannot hit the recursion limit."""
@@ -44,8 +49,8 @@ def check_value(value: Any, field: str, max_depth: int = MAX_DEPTH) -> Any:
                 raise InputError(where, f"is nested more than {max_depth} levels deep; the limit is {max_depth}")
             if isinstance(item, dict):
                 for k, v in item.items():
-                    key = str(k)
-                    check_text(key, f"{where} (a key)")
+                    key = printable(str(k))
+                    check_text(str(k), f"{where}.{key} (a key)")
                     stack.append((v, f"{where}.{key}", depth + 1))
             else:
                 stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(item))

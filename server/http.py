@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse
 from adaptrank.core import __version__
 from adaptrank.core.errors import InputError, NotFoundError
 from adaptrank.core.settings import Settings
-from adaptrank.core.text import MAX_DEPTH, check_value
+from adaptrank.core.text import MAX_DEPTH, check_text, check_value, printable
 from adaptrank.server.auth import check_bind
 from adaptrank.server.context import Services
 from adaptrank.server.draining import DrainingServer, InFlight
@@ -136,7 +136,8 @@ async def _cohere_rerank(request: Request, services: Services) -> JSONResponse:
         payload = await asyncio.to_thread(_parse_json, body) if len(body) > PARSE_IN_THREAD_BYTES else _parse_json(body)
         if isinstance(payload, dict):
             for key, value in payload.items():
-                check_value(value, str(key))  # lone surrogates, nesting depth
+                check_text(str(key), f"{printable(str(key))} (a key)")
+                check_value(value, printable(str(key)))  # lone surrogates, nesting depth
     except InputError as exc:
         return _error(400, str(exc), exc.field)
     try:

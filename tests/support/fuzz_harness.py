@@ -410,7 +410,8 @@ def domain(name: str, layout: Layout) -> st.SearchStrategy[Any] | None:
                         st.fixed_dictionaries({"text": st.text(max_size=60)},
                                               optional={"id": st.one_of(st.text(max_size=10), st.integers()),
                                                         "metadata": st.one_of(st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
-                                                                              st.just(deep(40)), st.text(max_size=3))}))
+                                                                              st.just(deep(40)), st.text(max_size=3),
+                                                                              st.just({"\udc00": "\ud800"}))}))
         return st.one_of(st.lists(doc, min_size=1, max_size=12), st.just(["d"] * 41), st.just(["w " * 1000] * 25),
                          st.just([]), st.lists(st.sampled_from(NASTY_SCALARS), max_size=3))
     return None
@@ -518,7 +519,8 @@ def cohere_body(layout: Layout) -> st.SearchStrategy[bytes]:
         "model": st.one_of(st.sampled_from(layout.models()), st.sampled_from(NASTY_TEXT[:12])),
         "rank_fields": st.just(["text"]),
         "max_chunks_per_doc": st.integers(0, 5),
-        "x": st.sampled_from([deep(50), "\ud800", {"\ud800": 1}]),
+        "x": st.sampled_from([deep(50), "\ud800", {"\ud800": 1}, {"\udc00": "\ud800"}]),
+        "\ud800": st.sampled_from(["\ud800", 1]),
     }
     body = st.fixed_dictionaries(fields, optional=optional).map(_json_bytes)
     mangled = st.one_of(

@@ -44,6 +44,8 @@ SURROGATES = [
     (b'{"query": "q \\udfff", "documents": ["a"]}', "query", "U+DFFF"),
     (b'{"query": "q", "documents": [{"text": "a", "title": "\\ud83d"}]}', "documents[0].title", "U+D83D"),
     (b'{"query": "q", "documents": ["a"], "model": "\\ud800"}', "model", "lone surrogate"),
+    (b'{"query": "q", "documents": ["a"], "\\ud800": "\\ud800"}', "\\ud800 (a key)", "lone surrogate"),
+    (b'{"query": "q", "documents": [{"text": "a", "x": {"\\udc00": 1}}]}', "documents[0].x.\\udc00 (a key)", "U+DC00"),
 ]
 
 
