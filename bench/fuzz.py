@@ -71,6 +71,23 @@ def log_to_file(path: Path) -> logging.Handler:
     return handler
 
 
+def server_log_tracebacks(path: Path) -> tuple[int, int]:
+    """(deliberate, unexpected): tracebacks ending in a fastmcp ToolError/ResourceError (bad input
+    the caller was told about) and all others."""
+    deliberate = unexpected = 0
+    in_tb = False
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("Traceback"):
+            in_tb = True
+        elif in_tb and line and not line.startswith(" "):
+            in_tb = False
+            if line.startswith(("fastmcp.exceptions.ToolError", "fastmcp.exceptions.ResourceError")):
+                deliberate += 1
+            else:
+                unexpected += 1
+    return deliberate, unexpected
+
+
 def run_round(kind: str, target: Target, layout, stats: Stats, n: int, deadline: float) -> None:
     strategy = {"tools": tool_case(target, layout), "http": http_case(layout), "resources": resource_uri(layout)}[kind]
     call = {"tools": lambda c: target.call_tool(*c), "http": lambda c: target.request(*c),
@@ -136,8 +153,9 @@ def main() -> int:
     print(f"  secret leaked   {c['leak']}")
     print(f"  file accesses outside the allowed places: {len(watch.violations)}; "
           f"files outside changed: {'yes' if after != before else 'no'}")
-    tracebacks = log_path.read_text(errors="replace").count("Traceback")
-    print(f"  server log: {log_path} ({tracebacks} tracebacks)")
+    deliberate, unexpected = server_log_tracebacks(log_path)
+    print(f"  server log: {log_path} ({unexpected} tracebacks of unexpected errors; {deliberate} of deliberate "
+          "tool/resource errors, which fastmcp logs with their traceback)")
     tools = {k: v for k, v in stats.per_target.items() if " " not in k}
     routes = {k: v for k, v in stats.per_target.items() if " " in k}
     print("  MCP tools and resources: " + ", ".join(f"{k} {v}" for k, v in sorted(tools.items())))
@@ -146,7 +164,7 @@ def main() -> int:
         print(f"  FAILURE {failure.kind} {failure.target}: {failure.detail[:300]}")
     for event in watch.violations[:10]:
         print(f"  FILE {event}")
-    bad = sum(c[k] for k in ("unclear", "5xx", "crash", "hang", "leak")) + failed_checks + len(watch.violations)
+    bad = sum(c[k] for k in ("unclear", "5xx", "crash", "hang", "leak")) + failed_checks + len(watch.violations) + unexpected
     return 1 if bad or after != before else 0
 
 
