@@ -390,7 +390,7 @@ def nasty(layout: Layout) -> st.SearchStrategy[Any]:
 
 #: field names whose values are paths, models, collections...: domain values beside generic ones
 def domain(name: str, layout: Layout) -> st.SearchStrategy[Any] | None:
-    if name == "path":
+    if name in ("path", "queries"):  # every path a tool reads
         return st.sampled_from(layout.paths())
     if name in ("model", "base_model", "llm_model"):
         return st.sampled_from(layout.models())
