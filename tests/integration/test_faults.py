@@ -69,8 +69,10 @@ async def status(server: AdaptrankServer, job_id: str) -> dict[str, Any]:
     return await tool(server, "job_status", {"job_id": job_id})
 
 
-async def kill_while_running(server: AdaptrankServer, job_id: str, min_done: float, timeout: float = 120) -> dict:
-    """Poll until the job is running with at least ``min_done`` progress, then ``kill -9``."""
+async def kill_while_running(server: AdaptrankServer, job_id: str, min_done: float, timeout: float = 120) -> dict | None:
+    """Poll until the job is running with at least ``min_done`` progress, then ``kill -9``.
+
+    Returns None when the job ended first (a fast machine): the caller retries with more work."""
     deadline = time.monotonic() + timeout
     while True:
         st = await status(server, job_id)
@@ -78,9 +80,29 @@ async def kill_while_running(server: AdaptrankServer, job_id: str, min_done: flo
         if st["state"] == "running" and done >= min_done and (total is None or done < total):
             server.kill()
             return st
+        if st["state"] == "succeeded":
+            return None
         assert st["state"] in ("queued", "running"), f"the job ended before it could be killed: {st}"
         assert time.monotonic() < deadline, f"no progress to kill at within {timeout} s: {st}"
         await asyncio.sleep(0.05)
+
+
+async def kill_mid_job(world: World, submit, attempts: int = 4) -> tuple[dict, dict]:
+    """Start a server, submit a job of growing size (``submit(server, scale)`` returns the job and
+    the progress to kill at) until one is killed mid-run; returns (job, status at the kill).
+
+    Machines differ several-fold in speed; a job small enough for a slow one can finish on a fast one
+    between two polls, so each retry makes the work four times bigger (bounded by ``attempts``)."""
+    for attempt in range(attempts):
+        server = world.start()
+        try:
+            job, min_done = await submit(server, 4**attempt)
+            at_kill = await kill_while_running(server, job["id"], min_done)
+        finally:
+            server.stop()
+        if at_kill is not None:
+            return job, at_kill
+    raise AssertionError(f"every job finished before it could be killed ({attempts} sizes tried)")
 
 
 async def resume_after_restart(world: World, job_id: str, timeout: float = 300) -> dict[str, Any]:
@@ -111,6 +133,7 @@ async def test_kill_during_ingest_then_resume(world):
     server = world.start()
     job = (await tool(server, "ingest_documents", {"path": str(notes), "collection": "notes", "background": True}))["job"]
     at_kill = await kill_while_running(server, job["id"], min_done=64)
+    assert at_kill is not None, "the ingest ended before it could be killed"
     out = await resume_after_restart(world, job["id"])
     assert out["job"]["state"] == "succeeded", out["job"]
     result = out["job"]["result"]
@@ -143,6 +166,7 @@ async def test_kill_during_generation_then_resume(world):
     job = await tool(server, "generate_training_data", {"source": "folder", "path": str(corpus), "output_name": "gen",
                                                          "max_documents": n, "negatives": 3})
     at_kill = await kill_while_running(server, job["id"], min_done=16)
+    assert at_kill is not None, "the generation ended before it could be killed"
     checkpoint = world.home / "jobs" / job["id"] / "done.jsonl"
     finished_before = {json.loads(line)["doc_id"] for line in checkpoint.read_text().splitlines() if line.strip()}
     assert len(finished_before) >= 16
@@ -164,8 +188,9 @@ async def test_kill_during_generation_then_resume(world):
     assert [d["name"] for d in out["datasets"]["datasets"]] == ["gen"]  # one version, no half-written one
 
 
-def write_toy_dataset(home: Path) -> None:
-    """A dataset the tiny models can learn from (the fine-tuning unit tests' toy task)."""
+def write_toy_dataset(home: Path, name: str = "toy", copies: int = 1) -> None:
+    """A dataset the tiny models can learn from (the fine-tuning unit tests' toy task), ``copies``
+    times as many groups for a longer run."""
     import random
 
     from adaptrank.core.settings import Settings
@@ -174,53 +199,58 @@ def write_toy_dataset(home: Path) -> None:
     rng = random.Random(0)
     words = ["apple", "river", "engine", "violin", "glacier", "tomato", "saturn", "copper", "falcon", "cactus",
              "harbor", "pencil", "volcano", "lemon", "tiger", "marble"]
-    passages = {(w, k): f"{w} {w} {w} notes {k} {w}" for w in words for k in range(3)}
+    passages = {(w, k): f"{w} {w} {w} notes {k} {w}" for w in words for k in range(3 * copies)}
     groups = []
     for (w, k), text in passages.items():
         negatives = rng.sample([v for (w2, _), v in passages.items() if w2 != w], 3)
         groups.append(Group(query=f"tell me about {w}", positive=text, negatives=negatives, doc_id=f"{w}-{k}"))
-    DatasetStore(Settings(home=home)).write("toy", groups, {"source": {"kind": "toy"}}, dev_fraction=0.25, seed=0)
+    DatasetStore(Settings(home=home)).write(name, groups, {"source": {"kind": "toy"}}, dev_fraction=0.25, seed=0)
 
 
 async def test_kill_during_finetuning_then_resume(world):
-    write_toy_dataset(world.home)
-    server = world.start()
-    args = {"dataset": "toy", "base_model": str(world.root / "bi"), "method": "query-encoder", "epochs": 4,
-            "group_size": 4, "output_name": "tuned", "promote": True}
-    job = await tool(server, "finetune_reranker", args)
-    await kill_while_running(server, job["id"], min_done=2)
-    store = world.home / "models" / "tuned"
+    async def submit(server: AdaptrankServer, scale: int):
+        write_toy_dataset(world.home, f"toy{scale}", copies=scale)
+        args = {"dataset": f"toy{scale}", "base_model": str(world.root / "bi"), "method": "query-encoder",
+                "epochs": 4, "group_size": 4, "output_name": f"tuned{scale}", "promote": True}
+        return await tool(server, "finetune_reranker", args), 2
+
+    job, _ = await kill_mid_job(world, submit)
+    name = job["params"]["output_name"]
+    store = world.home / "models" / name
     # killed mid-training: no version, no ACTIVE pointer; a temp dir is never a version
     versions = [p.name for p in store.iterdir() if not p.name.startswith(".")] if store.exists() else []
     assert versions == [], versions
     out = await resume_after_restart(world, job["id"])
     assert out["job"]["state"] == "succeeded", out["job"]
     result = out["job"]["result"]
-    tuned = [m for m in out["models"]["models"] if m["name"] == "tuned"]
+    tuned = [m for m in out["models"]["models"] if m["name"] == name]
     assert len(tuned) == 1 and tuned[0]["version"] == result["version"] and tuned[0]["active"]  # exactly one
     assert (store / "ACTIVE").read_text().strip() == result["version"]
-    assert json.loads((store / result["version"] / "card.json").read_text())["dataset"].startswith("toy@")
+    assert json.loads((store / result["version"] / "card.json").read_text())["dataset"].startswith(job["params"]["dataset"] + "@")
     assert not [p for p in store.iterdir() if p.name.startswith(".tmp-")]  # the killed run's temp dir is gone
 
 
 async def test_kill_during_evaluation_then_resume(world):
-    beir = world.root / "beir"
-    beir.mkdir()
-    n = 150
-    with open(beir / "corpus.jsonl", "w") as f:
-        for i in range(n):
-            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": f"passage {i} on {TOPICS[i % 8]} and item{i}"}) + "\n")
-    with open(beir / "queries.jsonl", "w") as f:
-        for i in range(n):
-            f.write(json.dumps({"_id": f"q{i}", "text": f"what about item{i} and {TOPICS[i % 8]}"}) + "\n")
-    (beir / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(n)))
-    server = world.start()
     models = [str(world.root / "ce"), f"bi-encoder:{world.root / 'bi'}"]
-    job = await tool(server, "evaluate_reranker", {"path": str(beir), "models": models, "depth": 20})
-    await kill_while_running(server, job["id"], min_done=10)
+
+    async def submit(server: AdaptrankServer, scale: int):
+        n = 300 * scale
+        beir = world.root / f"beir{scale}"
+        beir.mkdir()
+        with open(beir / "corpus.jsonl", "w") as f:
+            for i in range(n):
+                f.write(json.dumps({"_id": f"d{i}", "title": "", "text": f"passage {i} on {TOPICS[i % 8]} and item{i}"}) + "\n")
+        with open(beir / "queries.jsonl", "w") as f:
+            for i in range(n):
+                f.write(json.dumps({"_id": f"q{i}", "text": f"what about item{i} and {TOPICS[i % 8]}"}) + "\n")
+        (beir / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(n)))
+        return await tool(server, "evaluate_reranker", {"path": str(beir), "models": models, "depth": 20}), 10
+
+    job, _ = await kill_mid_job(world, submit)
     out = await resume_after_restart(world, job["id"])
     assert out["job"]["state"] == "succeeded", out["job"]
     result = out["job"]["result"]
+    n = sum(1 for _ in open(Path(job["params"]["path"]) / "queries.jsonl"))
     assert result["queries"] == n and [r["model"] for r in result["results"]] == ["bm25", *models]
     assert all(0 <= r["metrics"]["ndcg@10"] <= 1 for r in result["results"])
 
