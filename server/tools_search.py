@@ -1,8 +1,9 @@
 """MCP tools ``search`` (the decomposition agent over a Chroma collection), ``ingest_documents``
 and ``list_collections``; the collections also as the resource ``adaptrank://collections``.
 
-``search`` decomposes the question (by rules, by the server's LLM with ``llm=true``, or takes the
-caller's own ``sub_questions``), retrieves candidates per sub-question, merges them and reranks the pool
+``search`` decomposes the question (by rules, by the server's LLM with ``llm=true``/``"server"``, by the
+calling client's own LLM over MCP sampling with ``llm="sampling"``, or takes the caller's own
+``sub_questions``), retrieves candidates per sub-question, merges them and reranks the pool
 against the whole question. Each result says which queries found it, and the trace times every
 stage. ``ingest_documents`` reads only inside the allowed roots (``ADAPTRANK_ALLOWED_ROOTS`` and
 ``ADAPTRANK_HOME``) and reports progress as it embeds.
@@ -19,9 +20,10 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from adaptrank.agents.agent import AgentConfig, DecompositionAgent
-from adaptrank.agents.results import SearchResult
+from adaptrank.agents.results import Answer, SearchResult
 from adaptrank.agents.retrieval import ChromaRetriever
 from adaptrank.core.ingest import IngestReport, check_chunking, ingest
+from adaptrank.core.llm.sampling import SamplingLLM, sampling_unavailable_reason
 from adaptrank.core.paths import allowed_roots, check_allowed_path
 from adaptrank.server.context import Services
 from adaptrank.server.errors import resource_errors, tool_errors
@@ -78,6 +80,21 @@ def agent_llm(services: Services) -> Any:
     return load_llm(services.settings)
 
 
+LLMChoice = bool | Literal["server", "sampling"]
+
+
+def llm_mode(llm: Any) -> Literal["rules", "server", "sampling"]:
+    """``search``'s ``llm`` argument: ``False`` -> rules, ``True``/``"server"`` -> the server's LLM,
+    ``"sampling"`` -> the calling MCP client's LLM."""
+    if llm is False or llm is None:
+        return "rules"
+    if llm is True or llm == "server":
+        return "server"
+    if llm == "sampling":
+        return "sampling"
+    raise ValueError(f"llm: expected false, true, 'server' or 'sampling', got {llm!r}")
+
+
 async def run_search(
     services: Services,
     question: str,
@@ -92,15 +109,36 @@ async def run_search(
     answer: bool = False,
     model: str | None = None,
     rerank: str = "fusion",
-    llm: bool = False,
+    llm: LLMChoice = False,
+    ctx: Context | None = None,
 ) -> SearchResult:
-    """The ``search`` tool's work, shared with the CLI's ``ask``."""
+    """The ``search`` tool's work.
+
+    ``llm``: see :func:`llm_mode`. One LLM serves the whole request (decomposition, follow-up
+    queries, the answer). ``"sampling"`` needs ``ctx``, the MCP request of a client that can sample;
+    when it cannot, the search still runs with rules (and no answer), and the result's
+    ``decomposition_error``, the trace's ``decompose`` stage (``llm_error``) and the answer say why.
+    """
+    mode = llm_mode(llm)
+    if mode == "sampling" and ctx is None:
+        raise ValueError("llm: 'sampling' asks the calling MCP client's LLM, so it needs the tool's MCP request "
+                         "context (ctx); outside MCP (the CLI, the library) use false or 'server'")
     retriever = await asyncio.to_thread(
         ChromaRetriever.for_reranker, services.docstore, collection, services.reranker, model, hybrid=hybrid
     )
-    the_llm = await asyncio.to_thread(agent_llm, services) if (llm and decompose) or answer else None
+    the_llm: Any = None
+    unavailable: str | None = None
+    if (mode != "rules" and decompose) or answer:
+        if mode == "sampling":
+            unavailable = sampling_unavailable_reason(ctx)
+            if unavailable is None:
+                the_llm = SamplingLLM(ctx)  # on the event loop, inside the open tool request
+            else:
+                log.info("search(llm='sampling'): %s; rules instead", unavailable)
+        else:
+            the_llm = await asyncio.to_thread(agent_llm, services)
     agent = DecompositionAgent(services.reranker, the_llm, AgentConfig())
-    return await agent.arun(
+    result = await agent.arun(
         question,
         retriever,
         decompose=decompose,
@@ -113,6 +151,18 @@ async def run_search(
         model=model,
         rerank=rerank,
     )
+    stage = next((st for st in result.trace.stages if st.name == "decompose"), None)
+    if stage is not None and the_llm is not None and result.decomposition in ("llm", "rule"):
+        stage.detail.setdefault("llm", getattr(the_llm, "name", type(the_llm).__name__))
+    if unavailable is not None:
+        if stage is not None:
+            stage.detail["llm"] = "sampling (unavailable)"
+            stage.detail["llm_error"] = unavailable
+        if result.decomposition == "rule" and result.decomposition_error is None:
+            result.decomposition_error = f"{unavailable}; decomposed by rules"
+        if answer and result.results and result.answer is None:
+            result.answer = Answer(text=f"(no answer: {unavailable})", citations=[], valid=False)
+    return result
 
 
 def run_ingest_job(handle: Any) -> dict[str, Any]:
@@ -157,24 +207,29 @@ def register(mcp: FastMCP, services: Services) -> None:
         sub_questions: SubQuestions = None,
         hybrid: Annotated[bool, Field(description="fuse dense retrieval with BM25 (reciprocal-rank fusion)")] = False,
         follow_up: Annotated[bool, Field(description="one more retrieval round for sub-questions the top missed")] = False,
-        llm: Annotated[bool, Field(description="decompose with the server's LLM instead of rules (slower; rules "
-                                   "split conjunctions like 'What causes X, and how is Y treated?')")] = False,
-        answer: Annotated[bool, Field(description="also write a short answer with citations (uses the server's LLM)")] = False,
+        llm: Annotated[LLMChoice, Field(description=(
+            "who decomposes the question: false = rules (they split conjunctions like 'What causes X, and how is "
+            "Y treated?'); true or 'server' = the server's LLM (slower); 'sampling' = YOUR model, through MCP "
+            "sampling, if your client supports it (else rules, with the reason in decomposition_error). The "
+            "answer, when asked for, comes from the same LLM"))] = False,
+        answer: Annotated[bool, Field(description="also write a short answer with citations (uses the LLM chosen by "
+                                      "`llm`: the server's unless llm='sampling')")] = False,
         model: Annotated[str | None, Field(description="reranker model (default: the server's; see list_models)")] = None,
         rerank: Annotated[Literal["original", "fusion"], Field(
             description="'original': rank by relevance to the whole question; 'fusion': also score against "
             "each sub-question and fuse the rankings, so every part of the question is covered")] = "fusion",
+        ctx: Context | None = None,
     ) -> SearchResult:
         """Search a document collection for a question, decomposing compound questions.
 
-        The question is split into sub-questions (by the server's LLM or by rules; or pass your own
-        `sub_questions`), each retrieves `k` candidates from Chroma, the candidates are merged and
-        reranked against the whole question. Results: passages best first with `score`, metadata and
+        The question is split into sub-questions (by rules, by the server's LLM, or by your own model
+        through MCP sampling with `llm="sampling"`; or pass your own `sub_questions`), each retrieves
+        `k` candidates from Chroma, the candidates are merged and reranked against the whole question. Results: passages best first with `score`, metadata and
         `found_by` (which queries retrieved each, at which rank); `trace` times every stage.
         """
         return await run_search(
             services, question, collection, top_n=top_n, decompose=decompose, k=k, sub_questions=sub_questions,
-            hybrid=hybrid, follow_up=follow_up, answer=answer, model=model, rerank=rerank, llm=llm,
+            hybrid=hybrid, follow_up=follow_up, answer=answer, model=model, rerank=rerank, llm=llm, ctx=ctx,
         )
 
     @mcp.tool(annotations=WRITES)

@@ -26,19 +26,35 @@ from adaptrank.core.llm.base import LLM, LLMError, Prompt
 from adaptrank.core.llm.constraints import canonical_json, match_choice, parse_json
 
 
-def client_can_sample(ctx: Any) -> bool:
-    """True when the MCP client behind ``ctx`` declared the sampling capability on a
-    handshake-era session (the 2026-07-28 protocol forbids server-initiated requests)."""
+NO_SAMPLING = "the MCP client does not support sampling"
+
+
+def sampling_unavailable_reason(ctx: Any) -> str | None:
+    """Why the MCP client behind ``ctx`` cannot sample, or None when it can (it declared the
+    sampling capability on a handshake-era session; the 2026-07-28 protocol forbids
+    server-initiated requests). Every reason starts with :data:`NO_SAMPLING`."""
+    if ctx is None:
+        return f"{NO_SAMPLING} (no MCP request: called outside an MCP tool)"
     try:
         import mcp.types as types
         from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
         session = ctx.session
-        if getattr(session, "protocol_version", None) in MODERN_PROTOCOL_VERSIONS:
-            return False
-        return bool(session.check_client_capability(types.ClientCapabilities(sampling=types.SamplingCapability())))
-    except Exception:  # noqa: BLE001 - no session, no request context, ...
-        return False
+        version = getattr(session, "protocol_version", None)
+        if version in MODERN_PROTOCOL_VERSIONS:
+            return (f"{NO_SAMPLING} (the session speaks the {version} protocol, which has no "
+                    "server-initiated requests; connect on a handshake-era session)")
+        if not session.check_client_capability(types.ClientCapabilities(sampling=types.SamplingCapability())):
+            return f"{NO_SAMPLING} (it did not declare the sampling capability)"
+        return None
+    except Exception as exc:  # noqa: BLE001 - no session, no request context, ...
+        return f"{NO_SAMPLING} (no MCP session: {type(exc).__name__})"
+
+
+def client_can_sample(ctx: Any) -> bool:
+    """True when the MCP client behind ``ctx`` declared the sampling capability on a
+    handshake-era session (the 2026-07-28 protocol forbids server-initiated requests)."""
+    return sampling_unavailable_reason(ctx) is None
 
 
 class SamplingLLM(LLM):
