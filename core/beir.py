@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adaptrank.core.chunking import with_title
 from adaptrank.core.errors import InputError
 from adaptrank.core.paths import Roots, inside_roots
 
@@ -20,7 +21,7 @@ class BeirData:
 
     def doc_text(self, doc_id: str) -> str:
         d = self.corpus[doc_id]
-        return f"{d['title']}. {d['text']}" if d.get("title") else d["text"]
+        return with_title(d["text"], d.get("title"))
 
 
 def read_jsonl(path: Path) -> list[dict]:

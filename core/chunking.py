@@ -22,6 +22,9 @@ Rules: chunks are contiguous spans of the original text (``text[start:end]``, wh
 edges trimmed), at most ``max_tokens`` tokens each; consecutive chunks share about ``overlap``
 tokens. A chunk prefers to end at a sentence end (in the last quarter of its window), else at a
 word boundary (in the last half), and never starts inside a word. A text that fits is one chunk; an empty text is none.
+
+:func:`with_title` is the one way to prefix a title to a passage (``"<title>. <text>"``, the text
+alone when the title is blank).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 from adaptrank.core.errors import InputError
 
 SENTENCE_END = ".!?;:\n"
+SENTENCE_STOP = ".!?"  # a title ending in one of these needs no extra period
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,15 @@ def _check(max_tokens: int, overlap: int) -> None:
         raise InputError("max_tokens", f"is {max_tokens}; it must be at least 8")
     if not 0 <= overlap < max_tokens // 2 + 1:
         raise InputError("overlap", f"is {overlap}; it must be between 0 and max_tokens/2 ({max_tokens // 2})")
+
+
+def with_title(text: str, title: str | None) -> str:
+    """``"<title>. <text>"``; the text alone when the title is empty or blank (no dangling ``". "``),
+    and no extra period after a title that already ends a sentence (``"What is gout? <text>"``)."""
+    title = (title or "").strip()
+    if not title:
+        return text
+    return f"{title} {text}" if title[-1] in SENTENCE_STOP else f"{title}. {text}"
 
 
 def passage_budget(max_length: int, query_tokens: int = 32, special_tokens: int = 3) -> int:

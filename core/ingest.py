@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from adaptrank.core.chunking import chunk_texts
+from adaptrank.core.chunking import chunk_texts, with_title
 from adaptrank.core.docstore import DocStore, ProgressCallback, clean_metadata
 from adaptrank.core.errors import InputError
 from adaptrank.core.paths import Roots, inside_roots
@@ -327,10 +327,12 @@ def ingest(
 
 
 def _with_title(text: str, title: str) -> str:
-    """``"<title>. <text>"`` unless the chunk already names its title near its start."""
-    if not title or title.lower() in text[: len(title) + 120].lower():
+    """``"<title>. <text>"`` unless the chunk already names its title near its start; the chunk
+    alone for a blank title (:func:`~adaptrank.core.chunking.with_title`)."""
+    title = title.strip()
+    if title and title.lower() in text[: len(title) + 120].lower():
         return text
-    return f"{title}. {text}"
+    return with_title(text, title)
 
 
 def _existing(store: DocStore, collection: str) -> dict[str, dict[str, Any]]:

@@ -116,17 +116,17 @@ def load_corpus(
     if not docs:
         raise InputError("path", f"{path!r} holds no non-empty documents")
     budget = chunk_tokens or default_chunk_tokens(settings)
-    from adaptrank.core.chunking import chunk_texts
+    from adaptrank.core.chunking import chunk_texts, with_title
 
     passages: list[Passage] = []
-    texts = [f"{d.title}. {d.text}" if d.title and source == "beir" else d.text for d in docs]
+    texts = [with_title(d.text, d.title) if source == "beir" else d.text for d in docs]
     for lo in range(0, len(docs), 512):
         chunked = chunk_texts(texts[lo : lo + 512], budget, min(overlap, budget // 4))
         for doc, chunks in zip(docs[lo : lo + 512], chunked, strict=True):
             for c in chunks:
                 text = c.text
-                if c.index > 0 and doc.title and not text.lower().startswith(doc.title.lower()):
-                    text = f"{doc.title}. {text}"  # a later chunk still names its subject
+                if c.index > 0 and doc.title.strip() and not text.lower().startswith(doc.title.strip().lower()):
+                    text = with_title(text, doc.title)  # a later chunk still names its subject
                 passages.append(
                     Passage(id=f"{doc.id}#{c.index}", doc_id=doc.id, text=text, title=doc.title,
                             metadata={"chunk": c.index, "n_chunks": len(chunks)})

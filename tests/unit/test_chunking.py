@@ -69,3 +69,14 @@ def test_bad_arguments_name_the_field():
     with pytest.raises(InputError, match="max_length"):
         passage_budget(20, query_tokens=16)
     assert passage_budget(256, 32) == 221
+
+
+# -- issue 13: no dangling separator for untitled passages ----------------------------------------
+def test_with_title_never_leaves_a_dangling_separator():
+    from adaptrank.core.chunking import with_title
+
+    assert with_title("Inhalers help.", "") == "Inhalers help."
+    assert with_title("Inhalers help.", "   ") == "Inhalers help."
+    assert with_title("Inhalers help.", None) == "Inhalers help."
+    assert with_title("Inhalers help.", " Asthma ") == "Asthma. Inhalers help."
+    assert with_title("Uric acid.", "What causes gout?") == "What causes gout? Uric acid."

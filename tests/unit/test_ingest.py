@@ -148,3 +148,40 @@ def test_allowed_roots(settings, tmp_path, folder):
         check_allowed_path(settings, link)
     settings.home.mkdir(parents=True, exist_ok=True)
     assert check_allowed_path(settings, settings.home) == settings.home.resolve()
+
+
+# -- issue 13: data hygiene ------------------------------------------------------------------------
+def test_untitled_documents_get_no_dangling_separator(store, tmp_path):
+    path = tmp_path / "untitled.jsonl"
+    rows = [
+        {"id": "blank", "title": "   ", "text": "Inhalers treat asthma."},
+        {"id": "empty", "title": "", "text": LONG},
+        {"id": "question", "title": "What treats gout?", "text": "Colchicine helps during flares."},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    ingest(store, path, "untitled", chunk_tokens=40, overlap=8, progress=False)
+    docs = by_doc(store, "untitled")
+    assert docs["blank"][0][2] == "Inhalers treat asthma."
+    assert docs["question"][0][2] == "What treats gout? Colchicine helps during flares."
+    assert len(docs["empty"]) > 3
+    for _, _, text, meta in docs["empty"]:
+        assert text == LONG[meta["char_start"] : meta["char_end"]]  # the chunk alone, nothing prefixed
+    for chunks in docs.values():
+        for _, _, text, _ in chunks:
+            assert text[0].isalnum(), text[:40]  # no ". ", no whitespace, no stray separator
+
+
+def test_training_corpus_and_beir_text_skip_blank_titles(settings, tmp_path):
+    from adaptrank.core.beir import BeirData
+    from adaptrank.training.corpus import load_corpus
+
+    rows = [
+        {"_id": "blank", "title": "  ", "text": "Inhalers treat asthma."},
+        {"_id": "gout", "title": "Gout", "text": "Colchicine helps during flares."},
+    ]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    corpus = load_corpus(settings, "beir", path=str(tmp_path), restrict_paths=False)
+    assert sorted(p.text for p in corpus.passages) == ["Gout. Colchicine helps during flares.", "Inhalers treat asthma."]
+    data = BeirData(corpus={r["_id"]: {"title": r["title"], "text": r["text"]} for r in rows})
+    assert data.doc_text("blank") == "Inhalers treat asthma."
+    assert data.doc_text("gout") == "Gout. Colchicine helps during flares."
