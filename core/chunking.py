@@ -21,7 +21,9 @@ API::
 Rules: chunks are contiguous spans of the original text (``text[start:end]``, whitespace at the
 edges trimmed), at most ``max_tokens`` tokens each; consecutive chunks share about ``overlap``
 tokens. A chunk prefers to end at a sentence end (in the last quarter of its window), else at a
-word boundary (in the last half), and never starts inside a word. A text that fits is one chunk; an empty text is none.
+word boundary (in the last half), and never starts inside a word. A chunk after the first starts at
+the first sentence start inside its overlap with the previous chunk when there is one (else at a
+word start, the full overlap). A text that fits is one chunk; an empty text is none.
 
 :func:`with_title` is the one way to prefix a title to a passage (``"<title>. <text>"``, the text
 alone when the title is blank).
@@ -36,7 +38,7 @@ from typing import Any
 from adaptrank.core.errors import InputError
 
 SENTENCE_END = ".!?;:\n"
-SENTENCE_STOP = ".!?"  # a title ending in one of these needs no extra period
+SENTENCE_STOP = ".!?"  # sentence ends: a title ending in one needs no extra period; a chunk may start after one
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,11 @@ def _split(text: str, offsets: list[tuple[int, int]], max_tokens: int, overlap: 
         end, nxt = offsets[j - 1][1], offsets[j][0]
         return text[end - 1] in SENTENCE_END or "\n" in text[end:nxt]
 
+    def sentence_start(i: int) -> bool:  # does token i start a line, or a capitalised sentence after ". "?
+        prev_end, start = offsets[i - 1][1], offsets[i][0]
+        gap = text[prev_end:start]
+        return "\n" in gap or (bool(gap) and text[prev_end - 1] in SENTENCE_STOP and text[start].isupper())
+
     chunks: list[Chunk] = []
     start = 0
     while True:
@@ -163,4 +170,7 @@ def _split(text: str, offsets: list[tuple[int, int]], max_tokens: int, overlap: 
         nxt = max(end - overlap, start + 1)
         while nxt > start + 1 and not word_start(nxt):
             nxt -= 1
-        start = nxt
+        # Why: a chunk read (and retrieved) on its own should not open mid-sentence ("rapid turnover
+        # of cells, ..."), so start at the first sentence start inside the overlap. It stays before
+        # ``end``: the chunks still overlap and cover the whole text, and the window counts from it.
+        start = next((i for i in range(nxt, end) if sentence_start(i)), nxt)

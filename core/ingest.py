@@ -37,7 +37,7 @@ from adaptrank.core.paths import Roots, inside_roots
 Format = Literal["auto", "folder", "jsonl", "beir"]
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 CHUNK_SEP = "#"
-INGEST_VERSION = "2"  # part of every content hash: bump when chunk texts would come out differently
+INGEST_VERSION = "3"  # part of every content hash: bump when chunk texts would come out differently
 
 
 @dataclass

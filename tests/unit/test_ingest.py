@@ -171,6 +171,31 @@ def test_untitled_documents_get_no_dangling_separator(store, tmp_path):
             assert text[0].isalnum(), text[:40]  # no ". ", no whitespace, no stray separator
 
 
+def test_ingested_chunks_start_at_sentence_starts_and_cover_the_document(store, tmp_path):
+    path = tmp_path / "long.jsonl"
+    path.write_text(json.dumps({"id": "long", "text": LONG}))
+    ingest(store, path, "long", chunk_tokens=40, overlap=20, progress=False)  # sentences: 16 tokens
+    chunks = [c[3] for c in by_doc(store, "long")["long"]]
+    assert len(chunks) > 3 and chunks[0]["char_start"] == 0 and chunks[-1]["char_end"] == len(LONG)
+    for a, b in zip(chunks, chunks[1:]):
+        assert b["char_start"] < a["char_end"]  # still overlapping: nothing lost between chunks
+        assert LONG[b["char_start"] :].startswith("Paragraph sentence "), LONG[b["char_start"] :][:40]
+
+
+def test_a_chunking_change_re_chunks_on_the_next_ingest(store, folder, monkeypatch):
+    """Unchanged-detection hashes the source document plus INGEST_VERSION (not the chunks), so a
+    change to chunk boundaries must bump the version for re-ingest to replace old chunks."""
+    import adaptrank.core.ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "INGEST_VERSION", "old")
+    first = ingest(store, folder, "notes", chunk_tokens=40, overlap=8, progress=False)
+    monkeypatch.undo()
+    again = ingest(store, folder, "notes", chunk_tokens=40, overlap=8, progress=False)
+    assert (again.updated, again.unchanged, again.added) == (2, 0, 0)
+    assert store.count("notes") == again.chunks_written == again.collection_count
+    assert again.chunks_deleted == max(0, first.collection_count - again.collection_count)
+
+
 def test_training_corpus_and_beir_text_skip_blank_titles(settings, tmp_path):
     from adaptrank.core.beir import BeirData
     from adaptrank.training.corpus import load_corpus
