@@ -25,6 +25,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from adaptrank.agents.clean import Cleaned, clean_message
 from adaptrank.agents.decompose import Decomposition, _extract_json, adecompose, rule_split
 from adaptrank.agents.prompts import ANSWER, FOLLOW_UP
 from adaptrank.agents.results import Answer, Passage, Provenance, SearchResult, Stage, Trace
@@ -54,6 +55,7 @@ class AgentConfig:
     top_n: int = 10
     k: int = 20  # candidates per query (the original and each sub-question)
     max_subquestions: int = 4
+    clean: bool = True  # drop greetings, thanks, sign-offs and narration before anything else
     pool_budget: int | None = None  # if set: k = pool_budget // number of queries
     retrieve_original: bool = True  # also retrieve with the whole question
     follow_up: bool = False
@@ -108,13 +110,15 @@ class DecompositionAgent:
         *,
         decompose: bool = True,
         sub_questions: list[str] | None = None,
+        decomposition: Decomposition | None = None,
         collection: str | None = None,
         **overrides: Any,
     ) -> SearchResult:
         """Run the loop for ``question`` over ``retriever``.
 
         ``decompose=False`` retrieves with the question alone; ``sub_questions`` (e.g. from the
-        calling agent's own LLM over MCP) replaces the decomposition step. ``overrides``: any
+        calling agent's own LLM over MCP) replaces the decomposition step; so does a ready
+        ``decomposition`` (e.g. from one batched :func:`~adaptrank.agents.decompose.decompose_many`). ``overrides``: any
         :class:`AgentConfig` field (``top_n``, ``k``, ``pool_budget``, ``follow_up``...).
         """
         cfg = self._config(overrides)
@@ -123,18 +127,25 @@ class DecompositionAgent:
         timer = _Timer(trace)
         t_start = time.perf_counter()
 
-        # 1. decompose
+        # 1. clean and decompose (only a message with several asks is split)
         with timer.stage("decompose") as d:
-            if sub_questions:
-                dec = Decomposition(question, self._given(sub_questions, cfg), "caller")
+            if decomposition is not None:
+                dec = decomposition
+            elif sub_questions:
+                c = clean_message(question) if cfg.clean else Cleaned(question)
+                dec = Decomposition(c.text, self._given(sub_questions, cfg), "caller", removed=c.removed)
             elif decompose:
-                dec = await adecompose(question, self.llm, cfg.max_subquestions)
+                dec = await adecompose(question, self.llm, cfg.max_subquestions, clean=cfg.clean)
             else:
-                dec = Decomposition(question, [question], "off")
+                c = clean_message(question) if cfg.clean else Cleaned(question)
+                dec = Decomposition(c.text, [c.text], "off", removed=c.removed)
             d.update(method=dec.method, sub_questions=dec.sub_questions, template=dec.template)
+            if dec.question != question:
+                d.update(cleaned=dec.question, removed=dec.removed)
             if dec.error:
                 d["error"] = dec.error
         queries = dec.queries if cfg.retrieve_original or len(dec.queries) == 1 else dec.queries[1:]
+        focus = dec.queries[0]  # what the pool is reranked against: the cleaned (or rewritten) question
 
         # 2. retrieve per query
         k = cfg.k if cfg.pool_budget is None else max(1, cfg.pool_budget // len(queries))
@@ -154,7 +165,7 @@ class DecompositionAgent:
         # 4. rerank the pool against the ORIGINAL question (and, for "fusion", each sub-question)
         with timer.stage("rerank", pool=len(pool), mode=cfg.rerank) as d:
             fingerprint = getattr(retriever, "embedding_fingerprint", None)
-            scores, per_query, resolved, d["passages"] = await self._score(question, queries, pool, cfg, fingerprint)
+            scores, per_query, resolved, d["passages"] = await self._score(focus, queries, pool, cfg, fingerprint)
             d["model"] = resolved.name
             d["pairs"] = len(pool) * (len(per_query) if per_query else 1)
 
@@ -164,7 +175,7 @@ class DecompositionAgent:
                 thin = self._thin(queries, rankings, scores, found, cfg)
                 d["thin"] = [queries[i] for i in thin]
                 if thin:
-                    extra_queries = await self._follow_up_queries(question, [queries[i] for i in thin])
+                    extra_queries = await self._follow_up_queries(focus, [queries[i] for i in thin])
                     d["queries"] = extra_queries
                     extra = await asyncio.to_thread(retriever.retrieve, extra_queries, 2 * k)
                     offset = len(queries)
@@ -172,7 +183,7 @@ class DecompositionAgent:
                     before = len(pool)
                     self._merge(pool, found, queries, [[]] * offset + extra, round_=1)
                     d["new_passages"] = len(pool) - before
-                    scores, per_query, resolved, _ = await self._score(question, queries, pool, cfg, fingerprint)
+                    scores, per_query, resolved, _ = await self._score(focus, queries, pool, cfg, fingerprint)
 
         order = sorted(pool, key=lambda i: -scores[i])[: cfg.top_n]
         results = [
@@ -192,12 +203,13 @@ class DecompositionAgent:
         answer = None
         if cfg.answer and self.llm is not None and results:
             with timer.stage("answer") as d:
-                answer = await self._answer(question, results[: cfg.answer_passages])
+                answer = await self._answer(focus, results[: cfg.answer_passages])
                 d["valid"] = answer.valid
 
         trace.total_seconds = round(time.perf_counter() - t_start, 4)
         return SearchResult(
             question=question,
+            cleaned_question=dec.question if dec.question != question else None,
             collection=collection,
             queries=queries,
             decomposition=dec.method,

@@ -56,27 +56,28 @@ def decompose_schema(max_subquestions: int) -> dict[str, Any]:
 
 DECOMPOSE = PromptTemplate(
     name="decompose",
-    version="1",
+    version="2",
     system=(
-        "You split a search question into simpler, self-contained sub-questions, one per thing the "
-        "question asks. Each sub-question must make sense alone: repeat the names it refers to. "
-        "A question that asks one thing stays one sub-question. "
+        "You turn a message into search questions. A message that asks one thing becomes ONE clean question: "
+        "drop greetings, thanks and stories, keep names, drugs, doses and conditions. A message that asks "
+        "several independent things becomes one question per thing. Every question must make sense alone: "
+        "write the name instead of 'it', 'its', 'they' or 'this condition'. "
         'Answer with JSON only: {{"sub_questions": ["...", "..."]}} with at most {max_subquestions} items.'
     ),
-    user="Question: {question}",
+    user="Message: {question}",
     schema=decompose_schema(4),
     examples=(
         (
-            "Question: What causes gout, and how is asthma treated?",
+            "Message: What causes gout, and how is asthma treated?",
             '{"sub_questions": ["What causes gout?", "How is asthma treated?"]}',
         ),
         (
-            "Question: Who directed Jaws and when was its director born?",
-            '{"sub_questions": ["Who directed Jaws?", "When was the director of Jaws born?"]}',
+            "Message: What causes inflation, and how is it measured?",
+            '{"sub_questions": ["What causes inflation?", "How is inflation measured?"]}',
         ),
         (
-            "Question: What are the symptoms of Fabry disease?",
-            '{"sub_questions": ["What are the symptoms of Fabry disease?"]}',
+            "Message: Hi! My laptop is three years old. How do I reset a Dell XPS 13? Thanks",
+            '{"sub_questions": ["How do I reset a Dell XPS 13?"]}',
         ),
     ),
 )

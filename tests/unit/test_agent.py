@@ -59,14 +59,14 @@ def reranker(settings, tiny_bi_encoder):
 def test_llm_decomposition_uses_the_template_and_schema():
     llm = scripted({"sub_questions": ["What causes gout?", "How is asthma treated?"]})
     dec = decompose(Q, llm, max_subquestions=3)
-    assert (dec.method, dec.sub_questions, dec.template) == ("llm", ["What causes gout?", "How is asthma treated?"], "decompose@1")
+    assert (dec.method, dec.sub_questions, dec.template) == ("llm", ["What causes gout?", "How is asthma treated?"], "decompose@2")
     assert dec.queries == [Q, "What causes gout?", "How is asthma treated?"]  # the original is kept, first
     call = llm.calls[0]
     assert call["json_schema"]["properties"]["sub_questions"]["maxItems"] == 3
     assert call["temperature"] == 0.0 and call["strict"] is False  # a bad answer falls back alone
     prompt = call["prompts"][0]
     assert prompt[0]["role"] == "system" and "at most 3 items" in prompt[0]["content"]
-    assert prompt[-1] == {"role": "user", "content": f"Question: {Q}"}
+    assert prompt[-1] == {"role": "user", "content": f"Message: {Q}"}
     assert len(prompt) == 2 + 2 * len(DECOMPOSE.examples)  # few-shot turns
     assert set(TEMPLATES) == {"decompose", "answer", "follow_up"}
 
@@ -101,7 +101,7 @@ def test_decompose_many_is_one_batched_call():
     decs = decompose_many([Q, "What is gout? How is it treated?"], llm, max_subquestions=2)
     assert len(llm.calls) == 1 and len(llm.calls[0]["prompts"]) == 2
     assert [d.method for d in decs] == ["llm", "rule"]
-    assert decs[1].sub_questions == ["What is gout?", "How is it treated?"]
+    assert decs[1].sub_questions == ["What is gout?", "How is gout treated?"]  # the subject carried
 
 
 def test_llm_failure_falls_back_to_rules():
