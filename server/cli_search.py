@@ -98,13 +98,14 @@ def ask(
     model: Annotated[str | None, typer.Option("--model", "-m", help="reranker model")] = None,
     rerank: Annotated[str, typer.Option(help="original: rank against the whole question; fusion: also against "
                                         "each sub-question, rankings fused")] = "fusion",
+    clean: Annotated[bool, typer.Option(help="drop greetings, thanks, sign-offs and narration first")] = True,
     chroma_url: ChromaOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the SearchResult as JSON")] = False,
 ) -> None:
     """Search a collection with the decomposition agent (provenance and stage timings shown).
 
-    Decomposes the question, retrieves per sub-question, merges the pools and reranks them
-    against the whole question."""
+    Cleans the message of chatter, splits it if it asks several things, retrieves per
+    sub-question, merges the pools and reranks them against the cleaned question."""
     from adaptrank.agents.agent import AgentConfig, DecompositionAgent
     from adaptrank.agents.retrieval import ChromaRetriever
     from adaptrank.core.docstore import DocStore
@@ -122,7 +123,7 @@ def ask(
 
                 the_llm = load_llm(settings)
             try:
-                agent = DecompositionAgent(reranker, the_llm, AgentConfig())
+                agent = DecompositionAgent(reranker, the_llm, AgentConfig(decompose_with_llm=llm, clean=clean))
                 res = asyncio.run(agent.arun(question, retriever, decompose=decompose, sub_questions=sub_question,
                                              collection=collection, top_n=top_n, k=k, follow_up=follow_up,
                                              answer=answer, rerank=rerank))
@@ -133,6 +134,8 @@ def ask(
         return
     out.print(f"[bold]{res.question}[/bold]  ({res.decomposition} decomposition; pool {res.pool_size}; "
               f"model {res.model})", highlight=False)
+    if res.cleaned_question:
+        out.print(f"  cleaned: {res.cleaned_question}", highlight=False)
     if res.decomposition_error:
         err.print(f"  LLM decomposition rejected: {res.decomposition_error}", highlight=False)
     for i, q in enumerate(res.queries):

@@ -110,6 +110,7 @@ async def run_search(
     model: str | None = None,
     rerank: str = "fusion",
     llm: LLMChoice = False,
+    clean: bool = True,
     ctx: Context | None = None,
 ) -> SearchResult:
     """The ``search`` tool's work.
@@ -137,7 +138,8 @@ async def run_search(
                 log.info("search(llm='sampling'): %s; rules instead", unavailable)
         else:
             the_llm = await asyncio.to_thread(agent_llm, services)
-    agent = DecompositionAgent(services.reranker, the_llm, AgentConfig())
+    # llm=false with answer=true: the LLM writes the answer only; the rules decompose
+    agent = DecompositionAgent(services.reranker, the_llm, AgentConfig(decompose_with_llm=mode != "rules", clean=clean))
     result = await agent.arun(
         question,
         retriever,
@@ -152,13 +154,13 @@ async def run_search(
         rerank=rerank,
     )
     stage = next((st for st in result.trace.stages if st.name == "decompose"), None)
-    if stage is not None and the_llm is not None and result.decomposition in ("llm", "rule"):
+    if stage is not None and the_llm is not None and result.decomposition in ("llm", "rule", "single"):
         stage.detail.setdefault("llm", getattr(the_llm, "name", type(the_llm).__name__))
     if unavailable is not None:
         if stage is not None:
             stage.detail["llm"] = "sampling (unavailable)"
             stage.detail["llm_error"] = unavailable
-        if result.decomposition == "rule" and result.decomposition_error is None:
+        if result.decomposition in ("rule", "single") and result.decomposition_error is None:
             result.decomposition_error = f"{unavailable}; decomposed by rules"
         if answer and result.results and result.answer is None:
             result.answer = Answer(text=f"(no answer: {unavailable})", citations=[], valid=False)
@@ -202,7 +204,8 @@ def register(mcp: FastMCP, services: Services) -> None:
         question: Question,
         collection: CollectionName,
         top_n: TopN = 10,
-        decompose: Annotated[bool, Field(description="split a compound question into sub-questions first")] = True,
+        decompose: Annotated[bool, Field(description="split a question that asks several things into sub-questions "
+                                         "(a single ask is searched as one query either way)")] = True,
         k: K = 20,
         sub_questions: SubQuestions = None,
         hybrid: Annotated[bool, Field(description="fuse dense retrieval with BM25 (reciprocal-rank fusion)")] = False,
@@ -218,18 +221,24 @@ def register(mcp: FastMCP, services: Services) -> None:
         rerank: Annotated[Literal["original", "fusion"], Field(
             description="'original': rank by relevance to the whole question; 'fusion': also score against "
             "each sub-question and fuse the rankings, so every part of the question is covered")] = "fusion",
+        clean: Annotated[bool, Field(description="drop greetings, thanks, sign-offs, subject lines and narration "
+                                     "from the message before searching (the result's cleaned_question)")] = True,
         ctx: Context | None = None,
     ) -> SearchResult:
-        """Search a document collection for a question, decomposing compound questions.
+        """Search a document collection for a question or a message as people write it.
 
-        The question is split into sub-questions (by rules, by the server's LLM, or by your own model
-        through MCP sampling with `llm="sampling"`; or pass your own `sub_questions`), each retrieves
-        `k` candidates from Chroma, the candidates are merged and reranked against the whole question. Results: passages best first with `score`, metadata and
-        `found_by` (which queries retrieved each, at which rank); `trace` times every stage.
+        The message is cleaned of chatter (greetings, thanks, sign-offs); one that asks several things is
+        split into self-contained sub-questions (by rules, by the server's LLM, or by your own model
+        through MCP sampling with `llm="sampling"`; or pass your own `sub_questions`), each retrieves `k`
+        candidates from Chroma, the candidates are merged and reranked against the cleaned question.
+        `decomposition` says what happened ('single' for one ask). Results: passages best first with
+        `score`, metadata and `found_by` (which queries retrieved each, at which rank); `trace` times every
+        stage.
         """
         return await run_search(
             services, question, collection, top_n=top_n, decompose=decompose, k=k, sub_questions=sub_questions,
-            hybrid=hybrid, follow_up=follow_up, answer=answer, model=model, rerank=rerank, llm=llm, ctx=ctx,
+            hybrid=hybrid, follow_up=follow_up, answer=answer, model=model, rerank=rerank, llm=llm, clean=clean,
+            ctx=ctx,
         )
 
     @mcp.tool(annotations=WRITES)

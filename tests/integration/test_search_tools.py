@@ -103,6 +103,42 @@ async def test_search_uses_the_services_llm_when_there_is_one(tmp_path, corpus, 
         services.close()
 
 
+async def test_a_message_is_cleaned_and_the_llm_only_answers_when_llm_is_false(tmp_path, corpus, minilm):
+    """Issue 13: chatter is dropped before retrieval (and reported); llm=false with answer=true keeps the
+    rules for decomposition (the LLM writes the answer only)."""
+    asked: list[str] = []
+
+    def respond(prompt):
+        text = prompt[-1]["content"]
+        asked.append(text)
+        if text.startswith("Message:"):
+            return '{"sub_questions": ["Is gout curable?", "What causes gout?"]}'
+        return '{"answer": "Uric acid crystals [1].", "citations": [1]}'
+
+    class WithLLM(Services):
+        @property
+        def llm(self):
+            return ScriptedLLM(respond)
+
+    services = WithLLM(Settings(home=tmp_path / "home3", allowed_roots=[corpus], embedding_model=minilm,
+                                default_model=f"bi-encoder:{minilm}"))
+    message = "Hi there! My son has it. What causes gout? Thanks in advance, Ann"
+    try:
+        async with Client(create_app(services=services)) as client:
+            await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})
+            res = (await client.call_tool("search", {"question": message, "collection": "notes", "answer": True,
+                                                     "top_n": 2})).structured_content
+            raw = (await client.call_tool("search", {"question": message, "collection": "notes", "clean": False,
+                                                     "decompose": False})).structured_content
+        assert res["question"] == message and res["cleaned_question"] == "What causes gout?"
+        assert res["decomposition"] == "single" and res["queries"] == ["What causes gout?"]
+        assert res["results"][0]["metadata"]["doc_id"].startswith("gout")
+        assert res["answer"]["citations"] and not any(t.startswith("Message:") for t in asked)
+        assert raw["cleaned_question"] is None and raw["queries"] == [message]
+    finally:
+        services.close()
+
+
 async def test_errors_reach_the_caller(app, corpus, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
