@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     graceful_shutdown_seconds: float = Field(
         30.0, ge=0, le=3600, description="on a stop, how long running requests may take to finish"
     )
+    job_lease_seconds: float = Field(
+        30.0, ge=0.5, le=86400,
+        description="a running job's owner renews its lease every third of this; a job whose lease ran out "
+        "(its replica or host died) is reported interrupted and any replica may resume it",
+    )
 
     # LLM
     llm_backend: Literal["transformers", "openai", "vllm", "sampling", "llamacpp"] = "transformers"
