@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     graceful_shutdown_seconds: float = Field(
         30.0, ge=0, le=3600, description="on a stop, how long running requests may take to finish"
     )
+    metrics_public_on_loopback: bool = Field(
+        False,
+        description="serve GET /metrics without the bearer token to loopback clients (a scraper sidecar); "
+        "everyone else still needs the token",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="server logs on stderr: text, or one JSON object per line (adaptrank serve)"
+    )
     job_lease_seconds: float = Field(
         30.0, ge=0.5, le=86400,
         description="a running job's owner renews its lease every third of this; a job whose lease ran out "
