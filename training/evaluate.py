@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from adaptrank.core.beir import BeirData, load_beir
 from adaptrank.core.paths import Roots, allowed_roots, check_allowed_path
@@ -42,6 +42,8 @@ class ModelMetrics(BaseModel):
     seconds: float = 0.0
     #: MRR@10 per query id (the promotion gate compares two models query by query); not in reports
     per_query: dict[str, float] = Field(default_factory=dict, exclude=True)
+    #: the top 10 document ids per query id (for reports: per-query metrics and top passages); not in reports
+    ranked: dict[str, list[str]] = Field(default_factory=dict, exclude=True)
 
 
 class EvalReport(BaseModel):
@@ -52,6 +54,12 @@ class EvalReport(BaseModel):
     documents: int
     results: list[ModelMetrics] = Field(default_factory=list)
     seconds: dict[str, float] = Field(default_factory=dict)
+    _beir: BeirData | None = PrivateAttr(default=None)
+
+    @property
+    def beir(self) -> BeirData | None:
+        """The data evaluated (queries, corpus, qrels), kept for reports; not serialised."""
+        return self._beir
 
     def table(self) -> list[dict[str, Any]]:
         return [{"model": r.model, **{k: round(v, 4) for k, v in r.metrics.items()}} for r in self.results]
@@ -261,8 +269,10 @@ def evaluate_beir(
     report_ = EvalReport(data=location, first_stage=first_stage, depth=depth, queries=len(qids), documents=len(data.corpus))
     base_run = {q: [d for d, _ in pools[q]] for q in qids}
     report_.results.append(
-        ModelMetrics(model=first_stage, metrics=evaluate_run(base_run, data.qrels, 10, rk), seconds=timings["first_stage"])
+        ModelMetrics(model=first_stage, metrics=evaluate_run(base_run, data.qrels, 10, rk), seconds=timings["first_stage"],
+                     ranked={q: r[:10] for q, r in base_run.items()})
     )
+    report_._beir = data
     if reranker is None:
         from adaptrank.core.engine import Reranker
 
@@ -284,6 +294,7 @@ def evaluate_beir(
                 metrics=evaluate_run(run, data.qrels, 10, rk),
                 seconds=round(seconds, 2),
                 per_query={q: mrr_at_k(run[q], data.qrels[q], 10) for q in run if q in data.qrels},
+                ranked={q: r[:10] for q, r in run.items()},
             )
         )
     report_.seconds = {k: round(v, 2) for k, v in timings.items()}
