@@ -145,6 +145,8 @@ def evaluate(
     depth: Annotated[int, typer.Option(help="first-stage candidates reranked per query")] = 30,
     max_queries: Annotated[int | None, typer.Option(help="evaluate a sample of queries")] = None,
     seed: Annotated[int, typer.Option(help="query sample seed")] = 0,
+    report_path: Annotated[str | None, typer.Option("--report", help="also write an HTML report here: metrics, per-query "
+                                                     "scatter of the first model vs the last, training curve, the queries helped/hurt most")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Evaluate rerankers on BEIR data: nDCG@10, MRR@10, Recall@depth, with the first stage as baseline."""
@@ -162,6 +164,9 @@ def evaluate(
                 seed=seed, settings=settings,
                 progress=lambda d, t, m: bar.update(task, completed=d, total=t, description=m or ""),
             )
+        if report_path:
+            written = _write_eval_report(report, report_path, settings)
+            err.print(f"report: {written}", highlight=False)
     if as_json:
         out.print_json(report.model_dump_json())
         return
@@ -169,6 +174,18 @@ def evaluate(
         f"{report.queries} queries, {report.documents} documents, {report.first_stage} top-{report.depth}",
         [(r.model + (f"@{r.version}" if r.version and r.model != r.version and "@" not in r.model else ""), r.metrics)
          for r in report.results],
+    ))
+
+
+def _write_eval_report(report: Any, path: str, settings: Any) -> Any:
+    from adaptrank.training.report import card_history, eval_report_data, render_report, write_report
+
+    page = eval_report_data(report)
+    compared = report.results[-1].model
+    history, best_step, dev_metric = card_history(compared, settings)
+    return write_report(path, render_report(
+        f"adaptrank eval: {page['compared']}", page.pop("metrics"), page.pop("per_query"), history,
+        page.pop("examples"), best_step=best_step, dev_metric=dev_metric, **page,
     ))
 
 
