@@ -14,6 +14,7 @@ others (head-of-line blocking). Leftover budget in a pass goes to whoever still 
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -23,8 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 ScoreFn = Callable[[list[tuple[str, str]]], np.ndarray]
 CostFn = Callable[[str, str], int]
+#: ``on_pass(pairs, requests)`` after each forward pass: how many pairs, merged from how many requests
+PassFn = Callable[[int, int], None]
 
 
 def estimated_tokens(query: str, document: str) -> int:
@@ -62,8 +67,10 @@ class MicroBatcher:
         max_pairs: int = 1024,
         pass_tokens: int = 16384,
         cost: CostFn = estimated_tokens,
+        on_pass: PassFn | None = None,
     ) -> None:
         self.fn = fn
+        self.on_pass = on_pass
         self.wait = wait_ms / 1000.0
         self.max_pairs = max_pairs
         self.pass_tokens = pass_tokens
@@ -190,3 +197,8 @@ class MicroBatcher:
             if hi == len(r.pairs):
                 s.requests += 1
                 r.future.set_result(r.scores)
+        if self.on_pass is not None:
+            try:
+                self.on_pass(len(pairs), len(plan))
+            except Exception:  # noqa: BLE001 - counting must never stop the worker
+                log.exception("on_pass failed")

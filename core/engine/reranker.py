@@ -16,6 +16,7 @@ CLI callers leave it out.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections import OrderedDict
@@ -60,6 +61,17 @@ class _Loaded:
     pinned: bool = False  # the default model: never evicted
 
 
+class EngineEvents:
+    """What the engine reports as it works. These are no-ops; a server hands in an object with the
+    same two methods that counts them (``adaptrank.server.metrics.Metrics``)."""
+
+    def scored(self, model: str, pairs: int, cached: int) -> None:
+        """A request's ``pairs`` were scored with ``model``, ``cached`` of them from the score cache."""
+
+    def forward_pass(self, model: str, pairs: int, requests: int) -> None:
+        """One forward pass of ``pairs`` pairs, merged from ``requests`` requests."""
+
+
 class Reranker:
     """Score and rerank passages. ``Reranker()`` uses the settings' default model.
 
@@ -74,8 +86,10 @@ class Reranker:
         settings: Settings | None = None,
         store: ModelStore | None = None,
         access: ModelAccess | None = None,
+        events: EngineEvents | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        self.events = events or EngineEvents()
         self.store = store or ModelStore(self.settings.models_dir)
         self.default_model = model or self.settings.default_model
         self.access = access
@@ -109,7 +123,8 @@ class Reranker:
             scorer = self._load(spec, resolved)
             batcher = (
                 MicroBatcher(scorer.score_pairs, self.settings.microbatch_wait_ms, max_pairs=1024,
-                             pass_tokens=self.settings.microbatch_tokens)
+                             pass_tokens=self.settings.microbatch_tokens,
+                             on_pass=functools.partial(self.events.forward_pass, resolved.name))
                 if self.settings.microbatch
                 else None
             )
@@ -169,6 +184,10 @@ class Reranker:
                 return
             if old is not keep and not old.pinned:
                 self._drop(key, old)
+
+    def loaded(self) -> list[registry.Resolved]:
+        """The models loaded now, least recently used first."""
+        return [x.resolved for x in list(self._loaded.values())]
 
     def models(self) -> list[ModelInfo]:
         loaded = {(x.resolved.name, x.resolved.version) for x in list(self._loaded.values())}
@@ -244,7 +263,8 @@ class Reranker:
         missing = [i for i, v in enumerate(cached) if v is None]
         return loaded, key, pairs, cached, missing
 
-    def _finish(self, key, pairs, cached, missing, fresh) -> np.ndarray:
+    def _finish(self, loaded: _Loaded, key, pairs, cached, missing, fresh) -> np.ndarray:
+        self.events.scored(loaded.resolved.name, len(pairs), len(pairs) - len(missing))
         if missing:
             self.cache.put_many(key, [pairs[i] for i in missing], list(fresh))
             for j, i in enumerate(missing):
@@ -258,8 +278,8 @@ class Reranker:
         if missing:
             todo = [pairs[i] for i in missing]
             future = _submit(loaded, todo)
-            fresh = future.result() if future is not None else loaded.scorer.score_pairs(todo)
-        return self._finish(key, pairs, cached, missing, fresh), loaded.resolved
+            fresh = future.result() if future is not None else self._direct(loaded, todo)
+        return self._finish(loaded, key, pairs, cached, missing, fresh), loaded.resolved
 
     async def ascore_texts(self, query: str, texts: list[str], model: str | None = None) -> tuple[np.ndarray, registry.Resolved]:
         """Async variant: loading and the forward pass run in threads, never on the event loop."""
@@ -271,8 +291,14 @@ class Reranker:
             if future is not None:
                 fresh = await asyncio.wrap_future(future)
             else:
-                fresh = await asyncio.to_thread(loaded.scorer.score_pairs, todo)
-        return self._finish(key, pairs, cached, missing, fresh), loaded.resolved
+                fresh = await asyncio.to_thread(self._direct, loaded, todo)
+        return self._finish(loaded, key, pairs, cached, missing, fresh), loaded.resolved
+
+    def _direct(self, loaded: _Loaded, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """One forward pass without the micro-batcher."""
+        scores = loaded.scorer.score_pairs(pairs)
+        self.events.forward_pass(loaded.resolved.name, len(pairs), 1)
+        return scores
 
     def score(self, query: str, documents: Sequence[DocumentInput], model: str | None = None) -> np.ndarray:
         docs = self.validate(query, documents)

@@ -53,6 +53,12 @@ def get_llm(settings: Settings, backend: str | None = None, model: str | None = 
     return llm
 
 
+def cached_llms() -> list[LLM]:
+    """The backends built so far and kept for reuse (not ``sampling``, which is per request)."""
+    with _cache_lock:
+        return list(_cache.values())
+
+
 def clear_cache() -> None:
     """Close and forget every cached backend (tests; freeing memory after a job)."""
     with _cache_lock:
