@@ -14,6 +14,7 @@ from adaptrank.core import __version__
 from adaptrank.core.settings import Settings
 from adaptrank.server.context import Services
 from adaptrank.server.errors import ReadableValidationErrors
+from adaptrank.server.metrics import ToolMetrics
 
 INSTRUCTIONS = """\
 adaptrank reranks candidate passages for retrieval-augmented generation with a cross-encoder.
@@ -31,6 +32,7 @@ def _register_parts(mcp: FastMCP, services: Services) -> None:
     from adaptrank.server import tools_search; tools_search.register(mcp, services)  # search, ingest_documents, list_collections
     from adaptrank.server import tools_training; tools_training.register(mcp, services)  # generate_training_data, job_status, list_jobs, cancel_job, resume_job, list_datasets
     from adaptrank.server import tools_finetune; tools_finetune.register(mcp, services)  # finetune_reranker, evaluate_reranker
+    from adaptrank.server import metrics, health; metrics.register(mcp, services); health.register(mcp, services)  # GET /metrics, GET /readyz
     # Other parts add their line here.
 
 
@@ -54,7 +56,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Unexpected exceptions reach the client as "Error calling tool 'x'"; deliberate errors
         # (bad input, unknown model) are ToolErrors with their full message (see errors.py).
         mask_error_details=True,
-        middleware=[ReadableValidationErrors()],
+        middleware=[ToolMetrics(services.metrics), ReadableValidationErrors()],
     )
     mcp.services = services  # type: ignore[attr-defined]  # for transports, tests and the CLI
     _register_parts(mcp, services)

@@ -93,6 +93,9 @@ def serve(
 
     with user_errors():
         settings = make_settings(host=host, port=port, default_model=model, token=token)
+        from adaptrank.server.logs import configure_logging
+
+        configure_logging(settings.log_format, log_level)  # ADAPTRANK_LOG_FORMAT=json: JSON lines on stderr
         if transport is Transport.http:
             check_bind(settings.host, settings.token)  # before any slow loading
         mcp = create_app(settings)

@@ -17,6 +17,7 @@ from adaptrank.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from adaptrank.server.jobs import JobManager
+    from adaptrank.server.metrics import Metrics
     from adaptrank.training.dataset import DatasetStore
     from adaptrank.core.docstore import DocStore
     from adaptrank.core.engine import Reranker
@@ -57,7 +58,14 @@ class Services:
         models a request names pass ``model_access``."""
         from adaptrank.core.engine import Reranker
 
-        return Reranker(settings=self.settings, store=self.store, access=self.model_access)
+        return Reranker(settings=self.settings, store=self.store, access=self.model_access, events=self.metrics)
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        """This app's Prometheus counters (``GET /metrics``); the reranker reports its events here."""
+        from adaptrank.server.metrics import Metrics
+
+        return Metrics(self)
 
     @cached_property
     def docstore(self) -> DocStore:

@@ -1,4 +1,5 @@
-"""The HTTP side of the server: a Cohere-compatible ``POST /v1/rerank``, ``GET /healthz``, and
+"""The HTTP side of the server: a Cohere-compatible ``POST /v1/rerank``, ``GET /healthz`` (liveness;
+``GET /readyz`` is in :mod:`.health`, ``GET /metrics`` in :mod:`.metrics`), and
 the helpers that serve the whole app (MCP streamable HTTP at ``/mcp`` plus these routes) with uvicorn.
 
 The Cohere route lets existing rerank clients built on the Cohere SDK (its own, and the Cohere
@@ -45,6 +46,7 @@ from adaptrank.server.context import Services
 from adaptrank.server.draining import DrainingServer, InFlight
 from adaptrank.server.errors import validation_errors
 from adaptrank.server.limits import BodyLimit, BodyTooLarge, match_transport_limit
+from adaptrank.server.metrics import HTTPMetrics
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +203,11 @@ def http_app(mcp: FastMCP) -> Starlette:
     """
     services = getattr(mcp, "services", None)
     limit = (services.settings if services is not None else Settings()).max_request_bytes
+    counting = [Middleware(HTTPMetrics, metrics=services.metrics)] if services is not None else []
     app = mcp.http_app(
         path=MCP_PATH,
         host_origin_protection="auto",
-        middleware=[Middleware(InFlight, mcp_path=MCP_PATH), Middleware(BodyLimit, limit=limit, mcp_path=MCP_PATH)],
+        middleware=[*counting, Middleware(InFlight, mcp_path=MCP_PATH), Middleware(BodyLimit, limit=limit, mcp_path=MCP_PATH)],
     )
     match_transport_limit(app, limit)
     return app
@@ -232,6 +235,8 @@ def uvicorn_server(mcp: FastMCP, settings: Settings, *, log_level: str = "warnin
         port=settings.port,
         log_level=log_level,
         lifespan="on",
+        # JSON logs: uvicorn's loggers keep no handlers of their own (see .logs)
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         timeout_graceful_shutdown=5,  # what is left after draining: idle connections closing
     )
     return DrainingServer(config, app, _inflight(app), settings.graceful_shutdown_seconds)
