@@ -11,6 +11,15 @@ States: ``queued -> running -> succeeded | failed | cancelled``. A job found ``r
 ``queued``) whose owning process is gone becomes ``interrupted``; ``resume(id)`` runs it again with
 the same parameters and checkpoint directory (``handle.resumed`` is True).
 
+Several replicas may share one database (one ``ADAPTRANK_HOME``). A job's owner (``host:pid``)
+holds a lease (``lease_until``) that a daemon thread renews every third of
+``settings.job_lease_seconds``. A live job whose lease ran out (its process or its whole host died)
+is reported ``interrupted`` by whichever replica looks at it (``get``, ``list``), and any replica
+may resume it; the resume is one conditional UPDATE, so of two replicas resuming at once exactly
+one wins and the other gets "job X is already being resumed by host:pid". An owner that finds its
+job taken over stops it at its next check and writes nothing more for it; one that finds its lease
+merely lapsed (a long pause, nobody resumed it) takes the job back.
+
 One progress stream drives every view of a job: ``subscribe(id, callback)`` delivers each update
 in-process (the CLI's progress bar, MCP progress notifications), and the same figures go to the
 database (throttled) for ``job_status`` polling from other processes. Cancellation also crosses
@@ -75,6 +84,9 @@ class JobState(str, Enum):
 
 FINISHED = {JobState.succeeded, JobState.failed, JobState.cancelled, JobState.interrupted}
 RESUMABLE = {JobState.interrupted, JobState.failed, JobState.cancelled}
+LIVE = (JobState.queued.value, JobState.running.value)
+_IN_RESUMABLE = "state IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(RESUMABLE, key=lambda s: s.value)))
+_IN_LIVE = f"state IN ('{LIVE[0]}', '{LIVE[1]}')"
 
 
 class JobProgress(BaseModel):
@@ -103,6 +115,8 @@ class JobInfo(BaseModel):
     updated: float
     attempts: int = 0
     cancel_requested: bool = False
+    owner: str | None = Field(None, description="host:pid of the process that runs (or last ran) the job")
+    lease_until: float | None = Field(None, description="while queued or running: the owner's lease ends then unless renewed")
 
     @property
     def finished_state(self) -> bool:
@@ -132,10 +146,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    owner TEXT
+    owner TEXT,
+    lease_until REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
 """
+
+#: columns added after the first release: (name, type), added to older databases on open
+_ADDED_COLUMNS = [("lease_until", "REAL")]
 
 
 class JobHandle:
@@ -149,6 +167,7 @@ class JobHandle:
         self.checkpoint_dir = checkpoint_dir
         self.resumed = resumed
         self._cancel = threading.Event()
+        self._lost = False  # another replica took the job over: write nothing more for it
         self._last_db_write = 0.0
         self._last_cancel_poll = 0.0
         self._progress = JobProgress()
@@ -164,7 +183,7 @@ class JobHandle:
         final = self._progress.total is not None and done >= self._progress.total
         if final or now - self._last_db_write >= 0.5:
             self._last_db_write = now
-            self.manager._update(
+            self.manager._update_owned(
                 self.id, done=self._progress.done, total=self._progress.total, message=self._progress.message
             )
         self.manager._notify(self.id, self._progress)
@@ -190,7 +209,9 @@ class JobManager:
     """Runs job functions in worker threads and records them in ``settings.jobs_db``.
 
     ``max_workers`` jobs run at once (default 1: on a small machine, two trainings at once only
-    slow each other down); the rest wait in state ``queued``.
+    slow each other down); the rest wait in state ``queued``. ``lease_seconds`` (default
+    ``settings.job_lease_seconds``) is how long a job stays ``running`` for other replicas after
+    its owner's last renewal.
     """
 
     def __init__(
@@ -201,6 +222,8 @@ class JobManager:
         checkpoints_dir: Path | None = None,
         max_workers: int = 1,
         keep_checkpoints: bool = False,
+        lease_seconds: float | None = None,
+        owner: str | None = None,
     ) -> None:
         if settings is None and db_path is None:
             from adaptrank.core.settings import get_settings
@@ -210,7 +233,10 @@ class JobManager:
         self.db_path = Path(db_path or settings.jobs_db)  # type: ignore[union-attr]
         self.checkpoints_dir = Path(checkpoints_dir or self.db_path.parent / "jobs")
         self.keep_checkpoints = keep_checkpoints
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        if lease_seconds is None:
+            lease_seconds = settings.job_lease_seconds if settings is not None else 30.0
+        self.lease_seconds = float(lease_seconds)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"  # tests pose as other hosts
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._kinds: dict[str, JobFn | str] = dict(JOB_KINDS)
@@ -218,10 +244,14 @@ class JobManager:
         self._handles: dict[str, JobHandle] = {}
         self._fns: dict[str, JobFn] = {}  # per-job function overrides (submit(fn=...))
         self._done_events: dict[str, threading.Event] = {}
+        self._live: set[str] = set()  # jobs this manager has queued or running: their leases are renewed
+        self._heartbeat: threading.Thread | None = None
+        self._heartbeat_stop = threading.Event()
         self._closing = False
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="adaptrank-job")
         with self._db() as db:
             db.executescript(_SCHEMA)
+            _migrate(db)
         self._mark_orphans_interrupted()
 
     # -- registration --------------------------------------------------------------------------
@@ -254,8 +284,8 @@ class JobManager:
         job_id = uuid.uuid4().hex[:12]
         with self._db() as db:
             db.execute(
-                "INSERT INTO jobs (id, kind, state, params, created, updated, owner) VALUES (?,?,?,?,?,?,?)",
-                (job_id, kind, JobState.queued.value, json.dumps(params), now, now, self.owner),
+                "INSERT INTO jobs (id, kind, state, params, created, updated, owner, lease_until) VALUES (?,?,?,?,?,?,?,?)",
+                (job_id, kind, JobState.queued.value, json.dumps(params), now, now, self.owner, now + self.lease_seconds),
             )
         if fn is not None:
             self._fns[job_id] = fn
@@ -263,26 +293,47 @@ class JobManager:
         return self.get(job_id)
 
     def resume(self, job_id: str, *, fn: JobFn | None = None) -> JobInfo:
-        """Run an interrupted, failed or cancelled job again from its checkpoint."""
-        info = self.get(job_id)
+        """Run an interrupted, failed or cancelled job again from its checkpoint.
+
+        Any replica may resume a job, once: the claim is one conditional UPDATE, so when two
+        replicas (or two callers) resume the same job at once, one wins and the other gets
+        ``InputError("job X is already being resumed by host:pid")``."""
+        info = self.get(job_id)  # also turns a job whose owner's lease ran out into 'interrupted'
         if info.state not in RESUMABLE:
-            raise InputError("job_id", f"job {job_id} is {info.state.value}; only {sorted(s.value for s in RESUMABLE)} jobs resume")
+            raise self._not_resumable(info)
+        if fn is None and job_id not in self._fns:
+            self._resolve(info.kind)
+        now = time.time()
+        with self._db() as db:
+            claimed = db.execute(
+                "UPDATE jobs SET state=?, error=NULL, traceback=NULL, finished=NULL, cancel_requested=0, "
+                f"owner=?, lease_until=?, updated=? WHERE id=? AND {_IN_RESUMABLE}",
+                (JobState.queued.value, self.owner, now + self.lease_seconds, now, job_id),
+            ).rowcount
+        if claimed != 1:
+            raise self._not_resumable(self.get(job_id))
         if fn is not None:
             self._fns[job_id] = fn
-        elif job_id not in self._fns:
-            self._resolve(info.kind)
-        with self._db() as db:
-            db.execute(
-                "UPDATE jobs SET state=?, error=NULL, traceback=NULL, finished=NULL, cancel_requested=0, "
-                "owner=?, updated=? WHERE id=?",
-                (JobState.queued.value, self.owner, time.time(), job_id),
-            )
         self._start(job_id, resumed=True)
         return self.get(job_id)
 
+    @staticmethod
+    def _not_resumable(info: JobInfo) -> InputError:
+        state = info.state.value
+        # queued again after it ran, or running its second attempt: someone resumed it
+        if (state == JobState.queued.value and info.attempts >= 1) or (state == JobState.running.value and info.attempts >= 2):
+            return InputError("job_id", f"job {info.id} is already being resumed by {info.owner}")
+        where = f" on {info.owner}" if state in LIVE and info.owner else ""
+        return InputError("job_id", f"job {info.id} is {state}{where}; only {sorted(s.value for s in RESUMABLE)} jobs resume")
+
     def get(self, job_id: str) -> JobInfo:
+        """The job's status; a queued or running job whose owner's lease ran out is reported (and
+        recorded) ``interrupted``."""
         with self._db() as db:
             row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is not None and self._stale(row, time.time()):
+                self._expire(db, [row])
+                row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"job_id: no job {job_id!r}")
         return _info(row)
@@ -295,6 +346,7 @@ class JobManager:
         if state:
             sql, args = sql + " AND state=?", [*args, state]
         with self._db() as db:
+            self._expire_stale(db)
             rows = db.execute(sql + " ORDER BY created DESC LIMIT ?", (*args, int(limit))).fetchall()
         return [_info(r) for r in rows]
 
@@ -354,6 +406,11 @@ class JobManager:
             for handle in list(self._handles.values()):
                 handle._cancel.set()
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        self._heartbeat_stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=10)
+        with self._lock:
+            self._live.clear()
         if not wait:
             with self._db() as db:
                 db.execute(
@@ -365,19 +422,26 @@ class JobManager:
     # -- running -------------------------------------------------------------------------------
     def _start(self, job_id: str, resumed: bool) -> None:
         self._done_events[job_id] = threading.Event()
+        with self._lock:
+            self._live.add(job_id)
+            if self._heartbeat is None and not self._heartbeat_stop.is_set():
+                self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="adaptrank-job-lease", daemon=True)
+                self._heartbeat.start()
         self._pool.submit(self._run, job_id, resumed)
 
     def _run(self, job_id: str, resumed: bool) -> None:
         try:
             info = self.get(job_id)
-            if info.state != JobState.queued:  # cancelled while queued
+            if info.state != JobState.queued or info.owner != self.owner:  # cancelled while queued, or taken over
                 return
             ckpt = self.checkpoint_dir(job_id)
-            ckpt.mkdir(parents=True, exist_ok=True)
             handle = JobHandle(self, info, ckpt, resumed)
-            self._handles[job_id] = handle
             now = time.time()
-            self._update(job_id, state=JobState.running.value, started=now, attempts=info.attempts + 1, owner=self.owner)
+            if not self._update_owned(job_id, _only_state=JobState.queued.value, state=JobState.running.value,
+                                      started=now, attempts=info.attempts + 1, lease_until=now + self.lease_seconds):
+                return  # cancelled or taken over between the read and the claim
+            ckpt.mkdir(parents=True, exist_ok=True)
+            self._handles[job_id] = handle
             self._notify(job_id, None)
             try:
                 result = (self._fns.get(job_id) or self._resolve(info.kind))(handle)
@@ -396,7 +460,10 @@ class JobManager:
             if state == JobState.cancelled and self._closing:
                 state, error = JobState.interrupted, "interrupted: the server stopped"
             last = handle._progress  # the newest report, which the throttle may have held back
-            self._update(
+            if handle._lost:
+                log.warning("job %s was taken over by another replica; this run's outcome (%s) is dropped", job_id, state.value)
+                return
+            written = self._update_owned(
                 job_id,
                 done=last.done,
                 total=last.total,
@@ -406,15 +473,92 @@ class JobManager:
                 error=error,
                 traceback=tb,
                 finished=time.time(),
+                lease_until=None,
             )
-            if state == JobState.succeeded and not self.keep_checkpoints:
+            if not written:
+                log.warning("job %s was taken over by another replica; this run's outcome (%s) is dropped", job_id, state.value)
+            elif state == JobState.succeeded and not self.keep_checkpoints:
                 shutil.rmtree(ckpt, ignore_errors=True)
         except Exception:  # noqa: BLE001 - e.g. the database vanished (tests' temp dirs)
             log.exception("job runner for %s crashed", job_id)
         finally:
+            with self._lock:
+                self._live.discard(job_id)
             self._handles.pop(job_id, None)
             self._fns.pop(job_id, None)
             self._finish_notify(job_id)
+
+    # -- leases --------------------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        while not self._heartbeat_stop.wait(self.lease_seconds / 3):
+            try:
+                self._renew_leases()
+            except Exception:  # noqa: BLE001 - a busy or vanished database: try again next beat
+                log.exception("could not renew job leases")
+
+    def _renew_leases(self) -> None:
+        """Extend the lease of every job this manager has queued or running. A job whose lease
+        lapsed while nobody resumed it is taken back; one another replica resumed is stopped."""
+        with self._lock:
+            ids = list(self._live)
+        if not ids:
+            return
+        now = time.time()
+        until = now + self.lease_seconds
+        with self._db() as db:
+            for job_id in ids:
+                if db.execute(f"UPDATE jobs SET lease_until=? WHERE id=? AND owner=? AND {_IN_LIVE}",
+                              (until, job_id, self.owner)).rowcount:
+                    continue
+                handle = self._handles.get(job_id)
+                state = JobState.running.value if handle is not None else JobState.queued.value
+                if db.execute(
+                    "UPDATE jobs SET state=?, error=NULL, lease_until=?, updated=? "
+                    "WHERE id=? AND owner=? AND state=? AND finished IS NULL",
+                    (state, until, now, job_id, self.owner, JobState.interrupted.value),
+                ).rowcount:
+                    log.warning("job %s: its lease had run out (this process paused?); nobody resumed it, so it runs on here", job_id)
+                    continue
+                row = db.execute("SELECT state, owner FROM jobs WHERE id=?", (job_id,)).fetchone()
+                if row is not None and row["owner"] == self.owner:
+                    continue  # it just finished here (or this manager is closing)
+                log.warning("job %s was taken over by %s (%s); stopping it here",
+                            job_id, row["owner"] if row else "nobody (deleted)", row["state"] if row else "-")
+                with self._lock:
+                    self._live.discard(job_id)
+                if handle is not None:
+                    handle._lost = True
+                    handle._cancel.set()
+
+    def _stale(self, row: sqlite3.Row, now: float) -> bool:
+        """A queued or running job whose owner's lease ran out (never one this manager runs)."""
+        lease = row["lease_until"]
+        if row["state"] not in LIVE or lease is None or lease >= now:
+            return False
+        return not (row["owner"] == self.owner and row["id"] in self._live)
+
+    def _expire_stale(self, db: sqlite3.Connection) -> None:
+        now = time.time()
+        rows = db.execute(f"SELECT id, state, owner, lease_until FROM jobs WHERE {_IN_LIVE} AND lease_until < ?",
+                          (now,)).fetchall()
+        stale = [r for r in rows if self._stale(r, now)]
+        if stale:
+            self._expire(db, stale)
+
+    def _expire(self, db: sqlite3.Connection, rows: list[sqlite3.Row]) -> None:
+        """Mark jobs whose lease ran out ``interrupted``: conditional on the lease still being the
+        expired one, so a renewal that lands first wins."""
+        now = time.time()
+        for row in rows:
+            n = db.execute(
+                f"UPDATE jobs SET state=?, error=?, updated=? WHERE id=? AND {_IN_LIVE} AND owner IS ? AND lease_until=?",
+                (JobState.interrupted.value,
+                 f"interrupted: its owner {row['owner']} stopped renewing its lease "
+                 f"(expired {now - row['lease_until']:.0f} s ago; its process or host is gone)",
+                 now, row["id"], row["owner"], row["lease_until"]),
+            ).rowcount
+            if n:
+                log.warning("job %s: the lease of %s ran out; it is interrupted (resume_job continues it)", row["id"], row["owner"])
 
     def _finish_notify(self, job_id: str) -> None:
         self._notify(job_id, None)
@@ -451,15 +595,28 @@ class JobManager:
         with self._db() as db:
             db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
 
+    def _update_owned(self, job_id: str, _only_state: str | None = None, **fields: Any) -> bool:
+        """Update a job only while this manager owns it (and, with ``_only_state``, only in that
+        state); False when another replica took it over."""
+        fields["updated"] = time.time()
+        cols = ", ".join(f"{k}=?" for k in fields)
+        sql, args = f"UPDATE jobs SET {cols} WHERE id=? AND owner=?", [*fields.values(), job_id, self.owner]
+        if _only_state is not None:
+            sql, args = sql + " AND state=?", [*args, _only_state]
+        with self._db() as db:
+            return db.execute(sql, args).rowcount == 1
+
     def _cancel_requested(self, job_id: str) -> bool:
         with self._db() as db:
             row = db.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
         return bool(row and row[0])
 
     def _mark_orphans_interrupted(self) -> None:
-        """Jobs left running/queued by a process that no longer exists become ``interrupted``."""
+        """Jobs left running/queued by a process of this host that no longer exists become
+        ``interrupted`` at once; other hosts' jobs when their lease runs out."""
         host = socket.gethostname()
         with self._db() as db:
+            self._expire_stale(db)
             rows = db.execute(
                 "SELECT id, owner FROM jobs WHERE state IN (?, ?)", (JobState.running.value, JobState.queued.value)
             ).fetchall()
@@ -480,6 +637,18 @@ class closing_conn(closing):  # noqa: N801 - a context manager, named like conte
 
     def __enter__(self) -> sqlite3.Connection:
         return self.thing
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add the columns a database from an older release lacks (two processes may race here)."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
+    for name, kind in _ADDED_COLUMNS:
+        if name not in have:
+            try:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 def _pid_alive(pid: int) -> bool:
@@ -507,4 +676,6 @@ def _info(row: sqlite3.Row) -> JobInfo:
         updated=row["updated"],
         attempts=row["attempts"],
         cancel_requested=bool(row["cancel_requested"]),
+        owner=row["owner"],
+        lease_until=row["lease_until"],
     )
