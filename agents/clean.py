@@ -105,9 +105,21 @@ def _content(text: str) -> set[str]:
     return {w.lower()[:5] for w in _WORD.findall(text) if w.lower() not in STOP and len(w) > 1}
 
 
+_UNIT = re.compile(r"^(?:mg|mcg|µg|ug|g|kg|ml|l|iu|units?|%|percent|tablets?|pills?|capsules?|doses?|times|x|mmol|"
+                   r"mmhg|bpm|degrees?|°[cf]?|puffs?|drops?|weeks?|days?|months?)$", re.IGNORECASE)
+
+
 def _informative(words: list[str]) -> list[str]:
-    """Words that name things: capitalized inside the sentence, or carrying a digit (a dose)."""
-    return [w for n, w in enumerate(words) if any(c.isdigit() for c in w) or (n > 0 and w[:1].isupper() and w.lower() not in STOP)]
+    """Words that name things: capitalized inside the sentence (a drug, a condition), a name with a
+    digit in it ("B12", "TK2"), or a number with a unit (a dose, a duration), not an age."""
+    out = []
+    for n, w in enumerate(words):
+        if w.isdigit():
+            if n + 1 < len(words) and _UNIT.match(words[n + 1]):
+                out.append(f"{w} {words[n + 1]}")
+        elif any(c.isdigit() for c in w) or (n > 0 and w[:1].isupper() and w.lower() not in STOP):
+            out.append(w)
+    return out
 
 
 def _strip_chatter(sentence: str, removed: list[str]) -> str:
@@ -172,7 +184,7 @@ def clean_message(text: str) -> Cleaned:
             if s in questions or points:
                 final.append(s)
                 continue
-            new = [w for w in _informative(_WORD.findall(s)) if w.lower()[:5] not in asked]
+            new = [w for w in _informative(re.findall(r"[A-Za-z0-9%°µ][A-Za-z0-9'%-]*", s)) if w.lower()[:5] not in asked]
             if new:
                 final.append(s)
             else:

@@ -28,6 +28,10 @@ from adaptrank.core.llm.scripted import ScriptedLLM
         ("Order #A12345: How do I get a refund? Sent from my iPhone", "How do I get a refund?"),
         ("Good morning. I have a question. Is Alport syndrome inherited? Thank you in advance for your help.",
          "Is Alport syndrome inherited?"),
+        # an age is narration, a duration with its unit is not
+        ("Hello doctor, I am 50 years old and worried. What are the genetic changes related to alkaptonuria ?",
+         "What are the genetic changes related to alkaptonuria ?"),
+        ("I had a fever for 3 days. Is it the flu?", "I had a fever for 3 days. Is it the flu?"),
         # nothing to clean: unchanged
         ("What are the symptoms of Fabry disease?", "What are the symptoms of Fabry disease?"),
         ("I have had a headache for 3 days and ibuprofen does not help.",
