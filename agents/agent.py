@@ -56,6 +56,7 @@ class AgentConfig:
     k: int = 20  # candidates per query (the original and each sub-question)
     max_subquestions: int = 4
     clean: bool = True  # drop greetings, thanks, sign-offs and narration before anything else
+    decompose_with_llm: bool = True  # False: the LLM (if any) only answers and rewords follow-ups
     pool_budget: int | None = None  # if set: k = pool_budget // number of queries
     retrieve_original: bool = True  # also retrieve with the whole question
     follow_up: bool = False
@@ -135,7 +136,8 @@ class DecompositionAgent:
                 c = clean_message(question) if cfg.clean else Cleaned(question)
                 dec = Decomposition(c.text, self._given(sub_questions, cfg), "caller", removed=c.removed)
             elif decompose:
-                dec = await adecompose(question, self.llm, cfg.max_subquestions, clean=cfg.clean)
+                llm = self.llm if cfg.decompose_with_llm else None
+                dec = await adecompose(question, llm, cfg.max_subquestions, clean=cfg.clean)
             else:
                 c = clean_message(question) if cfg.clean else Cleaned(question)
                 dec = Decomposition(c.text, [c.text], "off", removed=c.removed)
