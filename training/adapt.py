@@ -87,6 +87,8 @@ class AdaptResult(BaseModel):
     dev_after: dict[str, float] = Field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
     seconds: dict[str, float] = Field(default_factory=dict)
+    report: str | None = Field(None, description="the HTML report written, when one was asked for")
+    report_error: str | None = Field(None, description="why the asked-for report could not be written (the run itself succeeded)")
 
 
 def _has_qrels(path: Path) -> bool:
@@ -105,6 +107,7 @@ def adapt(
     restrict_paths: bool = True,
     llm: Any = None,
     docstore: Any = None,
+    report: str | Path | None = None,
 ) -> AdaptResult:
     from adaptrank.training.evaluate import evaluate_beir
     from adaptrank.training.finetune import FinetuneParams, finetune
@@ -165,19 +168,20 @@ def adapt(
     promoted, decision, gate = ft.promoted, ft.decision, "dev split"
 
     # 3. evaluate on real questions, when there are some; they make the promotion decision
-    evaluation = None
+    evaluation, ev_report = None, None
     if real and p.evaluate:
         t0 = time.perf_counter()
         new = f"{model}@{ft.version}"
         models = list(dict.fromkeys(["zero-shot", *([f"{model}@{previous}"] if previous else []), new]))
-        report = evaluate_beir(
+        report_ = evaluate_beir(
             real, models, depth=p.eval_depth, max_queries=p.eval_max_queries, seed=p.seed, settings=settings,
             progress=stage(2), roots=allowed_roots(settings) if restrict_paths else None,
         )
-        evaluation = report.model_dump(mode="json")
+        ev_report = report_
+        evaluation = report_.model_dump(mode="json")
         seconds["evaluate"] = time.perf_counter() - t0
         if real_gate:
-            old_row, new_row = report.get(baseline), report.get(new)
+            old_row, new_row = report_.get(baseline), report_.get(new)
             qids = sorted(new_row.per_query)
             d = promotion.decide(
                 "mrr@10", {"dev_mrr@10": new_row.metrics["mrr@10"]}, {"dev_mrr@10": old_row.metrics["mrr@10"]},
@@ -186,13 +190,45 @@ def adapt(
             )
             promotion.apply(store, model, ft.version, d)
             promoted, decision, gate = d.promote, d.reason, "real questions"
-    if progress is not None:
-        progress(len(STAGES), len(STAGES), f"done: {model}@{ft.version} ({decision})")
-    return AdaptResult(
+    result = AdaptResult(
         dataset=f"{ds.name}@{ds.version}", model=model, version=ft.version, promoted=promoted, decision=decision,
         gate=gate, dev_before=ft.metrics_before, dev_after=ft.metrics_after, evaluation=evaluation,
         seconds={k: round(v, 2) for k, v in seconds.items()},
     )
+    if report is not None:  # the model is saved (and maybe promoted) by now: a report failure must not fail the run
+        try:
+            result.report = str(_write_report(report, result, ev_report, baseline, ft.baseline, settings))
+        except Exception as exc:  # noqa: BLE001
+            result.report_error = f"{type(exc).__name__}: {exc}"
+    if progress is not None:
+        progress(len(STAGES), len(STAGES), f"done: {model}@{ft.version} ({decision})")
+    return result
+
+
+def _write_report(path: str | Path, result: AdaptResult, ev_report: Any, baseline: str, dev_baseline: str,
+                  settings: Settings) -> Path:
+    """The HTML report of a run (training/report.py): real-question metrics and the per-query
+    comparison of the new version with what it had to beat (when the source has qrels), the dev
+    split before/after, the training curve from the new version's card."""
+    from adaptrank.training.report import card_history, eval_report_data, render_report, write_report
+
+    new = f"{result.model}@{result.version}"
+    dev = {f"before: {dev_baseline}": result.dev_before, f"after: {new}": result.dev_after}
+    page: dict[str, Any] = {"metrics": dev, "per_query": None, "examples": None, "baseline": dev_baseline, "compared": new}
+    extra: list[tuple[str, Any]] = []
+    if ev_report is not None:
+        page = eval_report_data(ev_report, baseline=baseline, compared=new)
+        page["subtitle"] = f"real questions: {page['subtitle']}"
+        extra = [("generated dev split (synthetic queries)", dev)]
+    history, best_step, dev_metric = card_history(new, settings)
+    notes = [f"decision (on the {result.gate}): {result.decision}",
+             f"dataset {result.dataset}; seconds: " + ", ".join(f"{k} {v:g}" for k, v in result.seconds.items())]
+    if ev_report is None:
+        notes.append("no real questions with qrels (give --eval-path): the table is the generated dev split")
+    return write_report(path, render_report(
+        f"adaptrank adapt: {new}", page.pop("metrics"), page.pop("per_query"), history, page.pop("examples"),
+        extra_tables=extra, best_step=best_step, dev_metric=dev_metric, notes=notes, **page,
+    ))
 
 
 def _is_beir(path: str | None) -> bool:
@@ -211,10 +247,15 @@ def run_job(handle: Any) -> dict[str, Any]:
     settings = getattr(handle.manager, "settings", None) or get_settings()
     raw = dict(handle.params)
     restrict = bool(raw.pop("_restrict_paths", True))
+    report = raw.pop("_report", None)  # the CLI's --report (an absolute path)
+    if report and restrict:
+        from adaptrank.core.paths import inside_roots
+
+        report = inside_roots(report, allowed_roots(settings), "report")
     try:
         result = adapt(
             AdaptParams.model_validate(raw), settings, progress=handle.progress, cancelled=lambda: handle.cancelled,
-            checkpoint_dir=handle.checkpoint_dir, restrict_paths=restrict,
+            checkpoint_dir=handle.checkpoint_dir, restrict_paths=restrict, report=report,
         )
     except (FinetuneCancelled, GenerationCancelled) as exc:
         raise JobCancelled(str(exc)) from exc

@@ -113,12 +113,14 @@ def scatter_svg(points: Mapping[str, tuple[float, float]], x_label: str, y_label
     return "".join(parts)
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+def _ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> list[float]:
     if hi <= lo:
         return [lo]
     raw = (hi - lo) / n
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    if integer:
+        step = max(1, round(step))
     start = math.ceil(lo / step) * step
     return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
 
@@ -149,7 +151,7 @@ def curve_svg(history: Sequence[Mapping[str, Any]], dev_label: str = "dev metric
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              f'role="img" aria-label="training curve">',
              f'<rect x="{pad_l}" y="{pad_t}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ccc"/>']
-    for t in _ticks(x_lo, x_hi, 8):
+    for t in _ticks(x_lo, x_hi, 8, integer=True):
         parts.append(f'<line x1="{sx(t):.1f}" y1="{pad_t}" x2="{sx(t):.1f}" y2="{pad_t + ph}" stroke="#eee"/>')
         parts.append(f'<text x="{sx(t):.1f}" y="{pad_t + ph + 14}" text-anchor="middle">{t:g}</text>')
     parts.append(f'<text x="{pad_l + pw / 2}" y="{height - 6}" text-anchor="middle">step</text>')

@@ -60,6 +60,7 @@ def test_adapt_end_to_end(settings, tiny_zero_shot, tmp_path):
                     group_size=4, epochs=2, question_types="medical", promote=True),
         s, llm=ScriptedLLM(_respond), restrict_paths=False,
         progress=lambda d, t, m: stages.append(m.split(":")[0]),
+        report=tmp_path / "report.html",
     )
     assert result.model == "team-reranker" and result.dataset.startswith("team-synth@")
     assert result.promoted and ModelStore(s.models_dir).active_version("team-reranker") == result.version
@@ -70,6 +71,13 @@ def test_adapt_end_to_end(settings, tiny_zero_shot, tmp_path):
     assert set(result.seconds) == {"generate", "finetune", "evaluate"}
     groups = DatasetStore(s).load("team-synth") + DatasetStore(s).load("team-synth", split="dev")
     assert groups and not any("REALQ" in g.query for g in groups)  # the real questions never reach training
+    # the HTML report (issue 12): real-question table + dev table, zero-shot vs the new version, its training curve
+    assert result.report == str(tmp_path / "report.html") and result.report_error is None
+    page = (tmp_path / "report.html").read_text()
+    new = f"team-reranker@{result.version}"
+    assert f"adaptrank adapt: {new}" in page and "Per query: zero-shot@" in page and f" vs {new}</h2>" in page
+    assert page.count("<table") == 2 and page.count("<svg") == 2 and "generated dev split" in page
+    assert "dev evaluations from the model card" in page
 
 
 def test_adapt_needs_exactly_one_source():
