@@ -206,6 +206,8 @@ def adapt(
     group_size: Annotated[int, typer.Option("--group-size", "-g")] = 8,
     promote: Annotated[bool | None, typer.Option("--promote/--no-promote")] = None,
     eval_max_queries: Annotated[int | None, typer.Option(help="evaluate on a sample of the real questions")] = None,
+    report_path: Annotated[str | None, typer.Option("--report", help="also write an HTML report here: metrics, per-query "
+                                                     "scatter of the previous model vs the new one, training curve, the queries helped/hurt most")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Adapt the reranker to your documents: generate → fine-tune → evaluate → promote."""
@@ -229,8 +231,16 @@ def adapt(
 
                 raise _params_error(exc) from None
             raise
-        result = _run_job("adapt", {**params.model_dump(exclude_none=True), "_restrict_paths": False},
-                          "adapting", settings)
+        extra: dict[str, Any] = {"_restrict_paths": False}
+        if report_path:
+            from pathlib import Path
+
+            extra["_report"] = str(Path(report_path).expanduser().resolve())
+        result = _run_job("adapt", {**params.model_dump(exclude_none=True), **extra}, "adapting", settings)
+        if result.get("report"):
+            err.print(f"report: {result['report']}", highlight=False)
+        elif result.get("report_error"):
+            err.print(f"[red]report not written:[/red] {result['report_error']}", highlight=False)
     if as_json:
         out.print_json(json.dumps(result))
         return
