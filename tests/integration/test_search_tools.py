@@ -184,6 +184,12 @@ def test_cli_ingest_ask_collections(tmp_path, corpus, minilm, monkeypatch):
     table = runner.invoke(cli, ["ask", Q, "-c", "notes", "-k", "1"], terminal_width=200)
     assert table.exit_code == 0 and "found by" in table.stdout and "q2:1" in table.stdout and "trace:" in table.stdout
 
+    # issue 13's example: the pronoun gets its subject, the chatter goes
+    pron = runner.invoke(cli, ["ask", "Hi! What causes gout, and how is it treated? Thanks", "-c", "notes", "--json"])
+    body = json.loads(pron.stdout)
+    assert body["decomposition"] == "rule" and body["cleaned_question"] == "What causes gout, and how is it treated?"
+    assert body["queries"][1:] == ["What causes gout?", "How is gout treated?"]
+
     listed = runner.invoke(cli, ["collections", "--json"])
     assert json.loads(listed.stdout)["collections"] == [{"name": "notes", "count": 3}]
 
