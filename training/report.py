@@ -83,16 +83,20 @@ def metrics_table(rows: Mapping[str, Mapping[str, Any]], caption: str = "") -> s
 
 # -- plots (inline SVG) -----------------------------------------------------------------------------
 def scatter_svg(points: Mapping[str, tuple[float, float]], x_label: str, y_label: str, size: int = 420) -> str:
-    """Per-query (before, after) points on [0, 1] x [0, 1] with the diagonal; above it = helped."""
+    """Per-query (before, after) points on [0, 1] x [0, 1] with the diagonal; above it = helped.
+    Queries on the same spot share one circle whose area grows with their number."""
     pad_l, pad_b, pad_t, pad_r = 52, 44, 12, 12
     w = h = size
     pw, ph = w - pad_l - pad_r, h - pad_t - pad_b
 
+    def inset(v: float) -> float:  # 0 and 1 sit a little inside the frame, so edge points stay whole
+        return 0.04 + 0.92 * max(0.0, min(1.0, v))
+
     def sx(v: float) -> float:
-        return pad_l + max(0.0, min(1.0, v)) * pw
+        return pad_l + inset(v) * pw
 
     def sy(v: float) -> float:
-        return pad_t + (1 - max(0.0, min(1.0, v))) * ph
+        return pad_t + (1 - inset(v)) * ph
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
              f'aria-label="per-query scatter">',
@@ -103,10 +107,16 @@ def scatter_svg(points: Mapping[str, tuple[float, float]], x_label: str, y_label
         parts.append(f'<text x="{sx(t):.1f}" y="{pad_t + ph + 14}" text-anchor="middle">{t:g}</text>')
         parts.append(f'<text x="{pad_l - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
     parts.append(f'<line x1="{sx(0)}" y1="{sy(0)}" x2="{sx(1)}" y2="{sy(1)}" stroke="#888" stroke-dasharray="4 3"/>')
+    spots: dict[tuple[float, float], list[str]] = {}  # ties are common (0, 1, 1/2...): one circle per spot, sized by count
     for qid, (b, a) in points.items():
+        spots.setdefault((round(b, 3), round(a, 3)), []).append(str(qid))
+    for (b, a), qids in spots.items():
         color = "#1a7f37" if a > b + 1e-9 else "#c62828" if a < b - 1e-9 else "#777"
-        parts.append(f'<circle cx="{sx(b):.1f}" cy="{sy(a):.1f}" r="4" fill="{color}" fill-opacity="0.45">'
-                     f'<title>{esc(qid)}: {b:.3f} → {a:.3f}</title></circle>')
+        r = 3.5 + 2.0 * math.sqrt(len(qids) - 1)
+        who = ", ".join(qids[:10]) + (f" and {len(qids) - 10} more" if len(qids) > 10 else "")
+        count = f"{len(qids)} queries" if len(qids) > 1 else "query"
+        parts.append(f'<circle cx="{sx(b):.1f}" cy="{sy(a):.1f}" r="{r:.1f}" fill="{color}" fill-opacity="0.45">'
+                     f'<title>{count} {esc(who)}: {b:.3f} → {a:.3f}</title></circle>')
     parts.append(f'<text x="{pad_l + pw / 2}" y="{h - 6}" text-anchor="middle">{esc(x_label)}</text>')
     parts.append(f'<text transform="translate(14 {pad_t + ph / 2}) rotate(-90)" text-anchor="middle">{esc(y_label)}</text>')
     parts.append("</svg>")
@@ -267,7 +277,8 @@ def render_report(
         body.append(
             f"<p>{len(vals)} queries, {esc(metric)} per query: <span class='up'>{up} better</span>, "
             f"<span class='down'>{down} worse</span>, {len(vals) - up - down} unchanged; "
-            f"mean {mean_b:.4f} → {mean_a:.4f}. Points above the diagonal are queries {esc(compared)} helped.</p>"
+            f"mean {mean_b:.4f} → {mean_a:.4f}. Points above the diagonal are queries {esc(compared)} helped; "
+            f"a bigger circle holds several queries (hover for their ids).</p>"
         )
         body.append(scatter_svg(per_query, f"{baseline} {metric}", f"{compared} {metric}"))
     else:
