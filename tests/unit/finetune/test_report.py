@@ -151,3 +151,34 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert dom.stdout.count("<table") == 2 and dom.stdout.count("<svg") == 2 and "<script" not in dom.stdout
     assert "<td>bm25</td>" in dom.stdout
+
+
+def test_adapt_job_takes_the_cli_report_path(monkeypatch, settings, tmp_path):
+    """``adaptrank adapt --report`` reaches adapt() through the job's private ``_report``; for a
+    restricted (MCP) caller the path must lie inside the allowed roots."""
+    import types
+
+    from adaptrank.core.errors import InputError
+    from adaptrank.core.settings import Settings
+    from adaptrank.training import adapt as adapt_mod
+
+    seen = {}
+
+    def fake_adapt(params, settings, **kw):
+        seen.update(kw)
+        return adapt_mod.AdaptResult(dataset="d@1", model="m", version="v", promoted=False, decision="-")
+
+    monkeypatch.setattr(adapt_mod, "adapt", fake_adapt)
+    s = Settings(home=settings.home, allowed_roots=[tmp_path / "ok"])
+    handle = types.SimpleNamespace(
+        manager=types.SimpleNamespace(settings=s), progress=None, cancelled=False, checkpoint_dir=None,
+        params={"path": str(tmp_path), "_restrict_paths": False, "_report": str(tmp_path / "r.html")},
+    )
+    adapt_mod.run_job(handle)
+    assert seen["report"] == str(tmp_path / "r.html") and seen["restrict_paths"] is False
+    handle.params = {"path": str(tmp_path), "_report": str(tmp_path / "elsewhere" / "r.html")}
+    with pytest.raises(InputError, match="report"):
+        adapt_mod.run_job(handle)
+    handle.params = {"path": str(tmp_path), "_report": str(tmp_path / "ok" / "r.html")}
+    adapt_mod.run_job(handle)
+    assert seen["report"] == (tmp_path / "ok" / "r.html").resolve()
