@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "adaptrank.server.cli_search",  # ingest, ask, collections (issue 5)
     "adaptrank.server.cli_training",  # generate, jobs, datasets (issue 3)
     "adaptrank.server.cli_finetune",  # finetune, eval, adapt (issue 4)
+    "adaptrank.server.cli_models",  # models export, models import (issue 12)
 ]
 
 app = typer.Typer(
@@ -177,13 +178,21 @@ def rerank(
     out.print(table)
 
 
-@app.command()
+#: ``adaptrank models`` lists; its subcommands (``export``, ``import``: server/cli_models.py) move models
+models_app = typer.Typer(no_args_is_help=False)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
 def models(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """List the models: the zero-shot default and every model-store version."""
+    """List the models: the zero-shot default and every model-store version (subcommands: export, import)."""
     from adaptrank.core.engine import Reranker
 
+    if ctx.invoked_subcommand is not None:
+        return
     with user_errors():
         settings = make_settings()
         infos = Reranker(settings=settings).models()
