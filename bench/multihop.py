@@ -191,8 +191,9 @@ def latency_and_recall(args, store, data, settings) -> None:
     ks = (10, 20)
     print(f"\nfirst-stage dense Recall@k, {len(qids)} single real questions"
           f"{' of ' + args.recall_collection if args.recall_collection else ''}:")
-    for label, spec in specs:
-        retriever = ChromaRetriever.for_reranker(store, args.collection, reranker, spec)
+    towers = [(label, spec, "base") for label, spec in specs] + [(label, spec, "model") for label, spec in specs[1:]]
+    for label, spec, first_stage in towers:
+        retriever = ChromaRetriever.for_reranker(store, args.collection, reranker, spec, first_stage=first_stage)
         rec = first_stage_recall(retriever, data, qids, ks)
         print(f"  {label:28s} query tower {retriever.query_tower:8s} " + "  ".join(f"R@{k} {v:.4f}" for k, v in rec.items()))
     reranker.close()

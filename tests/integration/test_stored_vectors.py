@@ -72,9 +72,13 @@ def test_a_new_collection_records_its_model_fingerprint(setup, minilm):
     assert reranker.passage_fingerprint(model) == model_fingerprint(minilm) == reranker.passage_fingerprint("zero-shot")
 
 
-def test_retrieval_uses_the_adapted_query_tower(setup):
+def test_retrieval_uses_the_adapted_query_tower_when_asked(setup):
     _, store, reranker, model = setup
-    retriever = ChromaRetriever.for_reranker(store, "docs", reranker, model)
+    # by default the first stage keeps the base tower (an adapted tower loses recall over a whole
+    # collection); the hits still carry the stored vectors for the rerank stage
+    default = ChromaRetriever.for_reranker(store, "docs", reranker, model)
+    assert default.query_tower == "base" and all(h.embedding is not None for h in default.retrieve(["gout"], 3)[0])
+    retriever = ChromaRetriever.for_reranker(store, "docs", reranker, model, first_stage="model")
     assert retriever.query_tower == "reranker"
     hits = retriever.retrieve(["what causes gout"], 6)[0]
     # the ranking is the adapted query vector against the stored passage vectors, computed here by hand
@@ -91,7 +95,7 @@ def test_retrieval_uses_the_adapted_query_tower(setup):
 def test_rerank_from_stored_vectors_matches_text_scoring(setup):
     _, store, reranker, model = setup
     agent = DecompositionAgent(reranker, None, AgentConfig(k=4))
-    retriever = ChromaRetriever.for_reranker(store, "docs", reranker, model)
+    retriever = ChromaRetriever.for_reranker(store, "docs", reranker, model, first_stage="model")
     fast = agent.run(Q, retriever)
     rerank = next(s for s in fast.trace.stages if s.name == "rerank")
     assert rerank.detail["passages"] == "stored vectors"
