@@ -490,9 +490,12 @@ def arguments(schema: dict[str, Any], layout: Layout) -> st.SearchStrategy[dict[
     )
 
 
-def tool_case(target: Target, layout: Layout) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
-    """A tool (uniformly) and its arguments."""
-    per_tool = {name: arguments(schema, layout) for name, schema in target.schemas.items()}
+def tool_case(
+    target: Target, layout: Layout, only: set[str] | None = None
+) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
+    """A tool (uniformly, among ``only`` when given) and its arguments."""
+    per_tool = {name: arguments(schema, layout) for name, schema in target.schemas.items()
+                if only is None or name in only}
     return st.sampled_from(sorted(per_tool)).flatmap(lambda n: per_tool[n].map(lambda a: (n, a)))
 
 
