@@ -19,15 +19,10 @@ from adaptrank.core.engine import Reranker
 from adaptrank.core.errors import NotFoundError
 from adaptrank.core.ingest import ingest
 from adaptrank.core.settings import Settings
+from search_corpus import DOCS, Q
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-DOCS = {
-    "gout.md": "# Gout\n\nGout is caused by uric acid crystals that form in the joints.",
-    "asthma.md": "# Asthma\n\nAsthma is treated with inhaled corticosteroids and bronchodilators.",
-    "paris.txt": "Paris is the capital of France and its largest city.",
-}
-Q = "What causes gout, and how is asthma treated?"
 
 
 def free_port() -> int:

@@ -14,38 +14,11 @@ from adaptrank.core.llm.scripted import ScriptedLLM
 from adaptrank.core.settings import Settings
 from adaptrank.server.app import create_app
 from adaptrank.server.context import Services
+from search_corpus import Q
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-DOCS = {
-    "gout.md": "# Gout\n\nGout is caused by uric acid crystals that form in the joints.",
-    "asthma.md": "# Asthma\n\nAsthma is treated with inhaled corticosteroids and bronchodilators.",
-    "paris.txt": "Paris is the capital of France and its largest city.",
-}
-Q = "What causes gout, and how is asthma treated?"
 SUBS = ["What is the cause of gout?", "What is the treatment for asthma?"]  # not what the rules write
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    root = tmp_path / "corpus"
-    root.mkdir()
-    for name, text in DOCS.items():
-        (root / name).write_text(text)
-    return root
-
-
-@pytest.fixture
-def services(tmp_path, corpus, minilm):
-    s = Services(Settings(home=tmp_path / "home", allowed_roots=[corpus], embedding_model=minilm,
-                          default_model=f"bi-encoder:{minilm}"))
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def app(services):
-    return create_app(services=services)
 
 
 async def _ingest(app, corpus):
