@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from llm_stub import LLMStub
-from procs import AdaptrankServer
+from procs import AdaptrankServer, server_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -49,14 +49,7 @@ def world(tmp_path, tiny_bi_encoder, tiny_cross_encoder):
     shutil.copytree(tiny_bi_encoder, root / "bi")
     shutil.copytree(tiny_cross_encoder, root / "ce")
     with LLMStub() as stub:
-        env = {
-            "ADAPTRANK_HOME": str(home),
-            "ADAPTRANK_ALLOWED_ROOTS": json.dumps([str(root)]),
-            "ADAPTRANK_DEFAULT_MODEL": f"bi-encoder:{root / 'bi'}",
-            "ADAPTRANK_EMBEDDING_MODEL": str(root / "bi"),
-            "ADAPTRANK_LLM_BACKEND": "openai",
-            "ADAPTRANK_OPENAI_BASE_URL": stub.url,
-        }
+        env = server_env(home, root, stub.url)
         yield World(home, root, env, stub, tmp_path)
 
 

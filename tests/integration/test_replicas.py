@@ -14,7 +14,6 @@ is bounded.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import shutil
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 from llm_stub import LLMStub
-from procs import AdaptrankServer
+from procs import AdaptrankServer, server_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -93,15 +92,7 @@ async def test_two_replicas_share_promotions_and_take_over_a_dead_replicas_job(t
     store.activate("tuned", "v1")
 
     with LLMStub(mode="slow", delay=1.0) as stub:  # A's generation job runs for as long as the test needs
-        env = {
-            "ADAPTRANK_HOME": str(home),
-            "ADAPTRANK_ALLOWED_ROOTS": json.dumps([str(root)]),
-            "ADAPTRANK_DEFAULT_MODEL": f"bi-encoder:{root / 'bi'}",
-            "ADAPTRANK_EMBEDDING_MODEL": str(root / "bi"),
-            "ADAPTRANK_LLM_BACKEND": "openai",
-            "ADAPTRANK_OPENAI_BASE_URL": stub.url,
-            "ADAPTRANK_JOB_LEASE_SECONDS": str(LEASE),
-        }
+        env = server_env(home, root, stub.url, ADAPTRANK_JOB_LEASE_SECONDS=str(LEASE))
         a = AdaptrankServer(env, tmp_path / "a.log")
         b = None
         try:

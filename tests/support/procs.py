@@ -12,11 +12,26 @@ import signal
 import socket
 import subprocess
 import sys
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+
+def server_env(home: Path, root: Path, llm_url: str, **extra: str) -> dict[str, str]:
+    """The environment of an ``adaptrank serve`` over ``home`` whose allowed root ``root`` holds the
+    tiny bi-encoder at ``root/bi``, with the OpenAI-compatible LLM stub at ``llm_url``."""
+    return {
+        "ADAPTRANK_HOME": str(home),
+        "ADAPTRANK_ALLOWED_ROOTS": json.dumps([str(root)]),
+        "ADAPTRANK_DEFAULT_MODEL": f"bi-encoder:{root / 'bi'}",
+        "ADAPTRANK_EMBEDDING_MODEL": str(root / "bi"),
+        "ADAPTRANK_LLM_BACKEND": "openai",
+        "ADAPTRANK_OPENAI_BASE_URL": llm_url,
+        **extra,
+    }
 
 
 def free_port() -> int:

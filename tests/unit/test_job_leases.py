@@ -57,6 +57,15 @@ def resume_renewals(m: JobManager) -> None:
     del m._renew_leases
 
 
+def start_blocking(m: JobManager):
+    """A job on ``m`` that runs until the returned gate is set; returns once it is running."""
+    gate, started = threading.Event(), threading.Event()
+    m.register("block", blocking(gate, started))
+    job = m.submit("block")
+    assert started.wait(5)
+    return job, gate
+
+
 def wait_state(m: JobManager, job_id: str, state: JobState, timeout: float = 10) -> float:
     t0 = time.monotonic()
     while m.get(job_id).state != state:
@@ -67,10 +76,7 @@ def wait_state(m: JobManager, job_id: str, state: JobState, timeout: float = 10)
 
 def test_renewal_keeps_a_live_job_running_for_other_replicas(managers):
     a, b = managers("hostA:1"), managers("hostB:2")
-    gate, started = threading.Event(), threading.Event()
-    a.register("block", blocking(gate, started))
-    job = a.submit("block")
-    assert started.wait(5)
+    job, gate = start_blocking(a)
     deadline = time.monotonic() + 4 * LEASE  # several leases long
     while time.monotonic() < deadline:
         seen = b.get(job.id)
@@ -85,10 +91,7 @@ def test_renewal_keeps_a_live_job_running_for_other_replicas(managers):
 
 def test_an_expired_lease_is_reported_interrupted_by_whoever_looks(managers):
     a, b = managers("hostA:1"), managers("hostB:2")
-    gate, started = threading.Event(), threading.Event()
-    a.register("block", blocking(gate, started))
-    job = a.submit("block")
-    assert started.wait(5)
+    job, gate = start_blocking(a)
     pause_renewals(a)  # host A dies (no process on this host to check: only the lease tells)
     took = wait_state(b, job.id, JobState.interrupted)
     assert took <= 2 * LEASE
@@ -183,10 +186,7 @@ def test_an_owner_whose_job_was_taken_over_stops_and_writes_nothing(managers):
 
 def test_a_lapsed_lease_nobody_resumed_is_taken_back(managers):
     a, b = managers("hostA:1"), managers("hostB:2")
-    gate, started = threading.Event(), threading.Event()
-    a.register("block", blocking(gate, started))
-    job = a.submit("block")
-    assert started.wait(5)
+    job, gate = start_blocking(a)
     pause_renewals(a)
     wait_state(b, job.id, JobState.interrupted)
     resume_renewals(a)
