@@ -132,7 +132,7 @@ def _strip_chatter(sentence: str, removed: list[str]) -> str:
             out = out[m.end():]
             m = pattern.match(out)
     m = _SIGN_OFF.search(out)
-    if m and m.start() >= 0:
+    if m:
         removed.append(m.group(0).strip())
         out = out[: m.start()]
     for m in list(_NOISE.finditer(out)):
@@ -149,7 +149,7 @@ def _split_subject_line(text: str, removed: list[str]) -> str:
         return text
     head, rest = m.group(1), text[m.end():]
     words = _WORD.findall(head)
-    if not 1 <= len(words) <= 10 or any(w[:1].isupper() for w in words[1:]) or head[:1].isupper() and not rest:
+    if not 1 <= len(words) <= 10 or any(w[:1].isupper() for w in words[1:]):
         return text
     if not head[:1].islower() and not _QUESTION_START.match(rest):
         return text  # "Gout What causes it" stays: the head may be the only place the subject is named
@@ -163,8 +163,7 @@ def clean_message(text: str) -> Cleaned:
     """The message without greetings, thanks, sign-offs, repeated subject lines, order numbers,
     links and narration that adds nothing to its question; see the module docstring."""
     removed: list[str] = []
-    body = " ".join(text.replace("\r", "\n").split("\n")).strip()
-    body = " ".join(body.split())
+    body = " ".join(text.split())
     body = _split_subject_line(body, removed)
     sentences = [s for s in _SENTENCE.split(body) if s and s.strip()]
     kept: list[str] = []

@@ -99,6 +99,7 @@ class ChromaRetriever:
         self.hybrid = hybrid
         self.where = where
         self.query_encoder = query_encoder
+        self.tower = "reranker"  # whose tower query_encoder is: the reranker model's, or "base" (zero-shot)
         # NotFoundError naming the known collections, up front
         self.embedding_fingerprint = store.embedding_fingerprint(collection)
 
@@ -132,7 +133,7 @@ class ChromaRetriever:
     def query_tower(self) -> str:
         """Which tower embedded the queries: ``reranker`` (the model's own), ``base`` (the zero-shot
         model's, through the engine) or ``store`` (the collection's embedding function)."""
-        return "store" if self.query_encoder is None else getattr(self, "tower", "reranker")
+        return "store" if self.query_encoder is None else self.tower
 
     def retrieve(self, queries: list[str], k: int) -> list[list[Hit]]:
         vectors = self.query_encoder(list(queries)) if self.query_encoder is not None else None
