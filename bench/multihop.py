@@ -45,11 +45,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medquad-dev"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data/medquad-dev")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_line  # noqa: E402
+from _medquad import DATA, ingest_medquad  # noqa: E402
 
 
 def build_questions(data, n: int, seed: int) -> list[dict]:
@@ -224,16 +222,12 @@ def main() -> None:
     from adaptrank.core.beir import load_beir
     from adaptrank.core.docstore import DocStore
     from adaptrank.core.engine import Reranker
-    from adaptrank.core.ingest import ingest
     from adaptrank.core.settings import Settings
 
     settings = Settings(home=Path(args.home), cache_size=0)  # no score cache: methods must not share work
     print(f"machine: {cpu_line()}")
     store = DocStore(settings)
-    t0 = time.perf_counter()
-    rep = ingest(store, DATA, args.collection, progress=True)
-    print(f"ingest: {rep.documents} documents -> {rep.collection_count} chunks in {args.collection!r} "
-          f"({rep.added} added, {rep.unchanged} unchanged) in {time.perf_counter() - t0:.1f}s; home {args.home}")
+    ingest_medquad(store, args.collection, args.home)
 
     data = load_beir(DATA)
     if args.latency_n or args.recall_n:
