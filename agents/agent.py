@@ -29,10 +29,11 @@ from adaptrank.agents.clean import Cleaned, clean_message
 from adaptrank.agents.decompose import Decomposition, _extract_json, adecompose, rule_split
 from adaptrank.agents.prompts import ANSWER, FOLLOW_UP
 from adaptrank.agents.results import Answer, Passage, Provenance, SearchResult, Stage, Trace
-from adaptrank.agents.retrieval import RRF_K, Retriever
+from adaptrank.agents.retrieval import Retriever
 from adaptrank.core.docstore import Hit
 from adaptrank.core.engine import Reranker
 from adaptrank.core.errors import InputError
+from adaptrank.core.fusion import rrf_scores
 from adaptrank.core.llm.base import LLM, LLMError
 
 T = TypeVar("T")
@@ -384,8 +385,5 @@ class DecompositionAgent:
 
 def _fuse(ids: list[str], per_query: list[dict[str, float]]) -> dict[str, float]:
     """Reciprocal-rank fusion of the per-query rankings of one pool."""
-    fused = dict.fromkeys(ids, 0.0)
-    for sc in per_query:
-        for rank, i in enumerate(sorted(ids, key=lambda i: -sc[i]), 1):
-            fused[i] += 1.0 / (RRF_K + rank)
-    return fused
+    fused = rrf_scores(sorted(ids, key=lambda i: -sc[i]) for sc in per_query)
+    return {i: fused.get(i, 0.0) for i in ids}

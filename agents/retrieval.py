@@ -12,9 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
 from adaptrank.core.docstore import DocStore, Hit
+from adaptrank.core.fusion import RRF_K, rrf_scores
 from adaptrank.core.modelspec import ZERO_SHOT
-
-RRF_K = 60  # the constant of Cormack et al. (2009); robust across collections
 
 
 class Retriever(Protocol):
@@ -29,12 +28,11 @@ def rrf(rankings: Sequence[Sequence[Hit]], k: int, rrf_k: int = RRF_K) -> list[H
     The fused hits carry the fused score; the first ranking that saw a passage supplies its text.
     """
     fused: dict[str, Hit] = {}
-    scores: dict[str, float] = {}
     for ranking in rankings:
-        for rank, hit in enumerate(ranking, 1):
+        for hit in ranking:
             if hit.id not in fused or (fused[hit.id].embedding is None and hit.embedding is not None):
                 fused[hit.id] = hit
-            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (rrf_k + rank)
+    scores = rrf_scores(([hit.id for hit in ranking] for ranking in rankings), rrf_k)
     order = sorted(scores, key=lambda i: -scores[i])[:k]
     return [Hit(i, fused[i].text, fused[i].metadata, scores[i], fused[i].embedding) for i in order]
 

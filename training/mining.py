@@ -4,7 +4,7 @@ Hard negatives should be passages a first-stage retriever would actually put in 
 reranker, so both retrievers contribute: BM25 (``core.bm25``) over every passage of the corpus,
 and dense cosine similarity (the local MiniLM embeddings — Chroma's own index for a ``chroma``
 source, an in-memory matrix for files). The lists are fused by reciprocal rank
-(``1 / (rrf_k + rank)``), and the query's source document — every chunk of it — is excluded, so
+(:func:`adaptrank.core.fusion.rrf_scores`), and the query's source document — every chunk of it — is excluded, so
 a query's own passage never becomes its negative.
 
 Dense retrieval over files means embedding the whole corpus once (minutes per ten thousand
@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from adaptrank.core.fusion import RRF_K, rrf_scores
 from adaptrank.core.settings import Settings
 from adaptrank.training.corpus import Corpus, Passage
 
@@ -55,7 +56,7 @@ class CandidateMiner:
         depth: int = 30,
         dense: DenseMode = "auto",
         dense_auto_limit: int = 5000,
-        rrf_k: int = 60,
+        rrf_k: int = RRF_K,
         docstore: Any = None,
         cache_dir: Path | None = None,
         progress: bool = False,
@@ -163,11 +164,11 @@ class CandidateMiner:
         out = []
         source_ranks: list[int | None] = []
         for b_ids, d_ids, source in zip(bm25, dense, source_doc_ids, strict=True):
-            ranks: dict[str, dict[str, int]] = {}
             own = self.doc_keys.get(source, set())
             source_rank: int | None = None
+            kept: dict[str, list[str]] = {}
             for name, ids in (("bm25", b_ids), ("dense", d_ids)):
-                r = 0
+                kept[name] = []
                 seen_keys: dict[str, str] = {}
                 for position, pid in enumerate(ids, 1):
                     p = self.by_id.get(pid)
@@ -176,15 +177,12 @@ class CandidateMiner:
                     if p.doc_id == source or self.text_key[pid] in own:
                         source_rank = position if source_rank is None else min(source_rank, position)
                         continue
-                    first = seen_keys.setdefault(self.text_key[pid], pid)
-                    if first != pid:
+                    if seen_keys.setdefault(self.text_key[pid], pid) != pid or pid in kept[name]:
                         continue  # the same text twice: keep one
-                    r += 1
-                    ranks.setdefault(pid, {})[name] = r
-            ordered = sorted(
-                ((sum(1.0 / (self.rrf_k + r) for r in rk.values()), pid) for pid, rk in ranks.items()),
-                key=lambda x: (-x[0], x[1]),
-            )
+                    kept[name].append(pid)
+            rank_of = {name: {pid: r for r, pid in enumerate(pids, 1)} for name, pids in kept.items()}
+            scores = rrf_scores(kept.values(), self.rrf_k)
+            ordered = sorted(((score, pid) for pid, score in scores.items()), key=lambda x: (-x[0], x[1]))
             fused, keys = [], set()
             for score, pid in ordered:  # one copy per text across both retrievers
                 if self.text_key[pid] not in keys and len(fused) < self.depth:
@@ -198,8 +196,8 @@ class CandidateMiner:
                         doc_id=self.by_id[pid].doc_id,
                         text=self.by_id[pid].text,
                         score=score,
-                        bm25_rank=ranks[pid].get("bm25"),
-                        dense_rank=ranks[pid].get("dense"),
+                        bm25_rank=rank_of["bm25"].get(pid),
+                        dense_rank=rank_of["dense"].get(pid),
                     )
                     for score, pid in fused
                 ]
