@@ -39,6 +39,11 @@ class NotFoundError(AdaptRankError, LookupError):
     """A named thing (model, dataset, collection, job) does not exist."""
 
 
+class Cancelled(AdaptRankError):
+    """The caller cancelled a long run (a job, a generation, a fine-tuning); finished work stays in
+    its checkpoint and nothing half-made is written. Jobs end in state ``cancelled``."""
+
+
 class MissingExtraError(AdaptRankError, ImportError):
     """An optional dependency is not installed; the message names the pip command."""
 

@@ -1,11 +1,11 @@
 """Background jobs recorded in SQLite: generation and fine-tuning run here.
 
 A job is a function ``fn(handle) -> dict | None`` looked up by *kind* (``"generate"``,
-``"finetune"``) in :data:`JOB_KINDS` (``"module:function"``, imported lazily), so a job can be
-resumed by a new process after a restart. The function reads its parameters from
-``handle.params``, reports ``handle.progress(done, total, message)``, calls
-``handle.check_cancelled()`` between units of work, and keeps whatever lets it resume in
-``handle.checkpoint_dir``. Its return value (JSON-able) becomes the job's ``result``.
+``"finetune"``) in :data:`~adaptrank.server.job_kinds.JOB_KINDS`, so a job can be resumed by a new
+process after a restart. The function reads its parameters from ``handle.params``, reports
+``handle.progress(done, total, message)``, stops when ``handle.cancelled`` turns true (raising
+:class:`~adaptrank.core.errors.Cancelled`, or ``handle.check_cancelled()``), and keeps whatever lets
+it resume in ``handle.checkpoint_dir``. Its return value (JSON-able) becomes the job's ``result``.
 
 States: ``queued -> running -> succeeded | failed | cancelled``. A job found ``running`` (or
 ``queued``) whose owning process is gone becomes ``interrupted``; ``resume(id)`` runs it again with
@@ -55,22 +55,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError
+from adaptrank.core.errors import AdaptRankError, Cancelled, InputError, NotFoundError
 from adaptrank.core.settings import Settings
+from adaptrank.server.job_kinds import JOB_KINDS, JobFn
 
 log = logging.getLogger(__name__)
-
-#: job kind -> "module:function" taking a JobHandle: every kind, in this one table, so that any
-#: process (a restarted server, the CLI) can resume any job. Parts add their kind here (one line).
-JOB_KINDS: dict[str, str] = {
-    "generate": "adaptrank.training.generate:run_job",
-    "finetune": "adaptrank.training.finetune:run_job",
-    "evaluate": "adaptrank.training.evaluate:run_job",
-    "adapt": "adaptrank.training.adapt:run_job",
-    "ingest": "adaptrank.server.tools_search:run_ingest_job",
-}
-
-JobFn = Callable[["JobHandle"], "dict[str, Any] | None"]
 
 
 class JobState(str, Enum):
@@ -121,10 +110,6 @@ class JobInfo(BaseModel):
     @property
     def finished_state(self) -> bool:
         return self.state in FINISHED
-
-
-class JobCancelled(AdaptRankError):
-    """Raised by :meth:`JobHandle.check_cancelled`; the job ends in state ``cancelled``."""
 
 
 _SCHEMA = """
@@ -202,7 +187,7 @@ class JobHandle:
 
     def check_cancelled(self) -> None:
         if self.cancelled:
-            raise JobCancelled(f"job {self.id} was cancelled")
+            raise Cancelled(f"job {self.id} was cancelled")
 
 
 class JobManager:
@@ -448,7 +433,7 @@ class JobManager:
                 if result is not None:
                     json.dumps(result, default=str)
                 state, error, tb = JobState.succeeded, None, None
-            except JobCancelled:
+            except Cancelled:
                 state, result, error, tb = JobState.cancelled, None, "cancelled", None
             except BaseException as exc:  # noqa: BLE001 - a job's failure is recorded, never raised
                 if handle._cancel.is_set() or handle.cancelled:

@@ -167,23 +167,6 @@ async def run_search(
     return result
 
 
-def run_ingest_job(handle: Any) -> dict[str, Any]:
-    """Job kind ``ingest`` (registered in ``jobs.JOB_KINDS``): the ``ingest_documents`` parameters in
-    ``handle.params``. Resuming is re-running: ingest skips documents it already stored unchanged."""
-    from adaptrank.core.docstore import DocStore
-
-    params = dict(handle.params)
-    settings = handle.manager.settings
-    path = check_allowed_path(settings, params.pop("path"))
-
-    def progress(done: int, total: int) -> None:
-        handle.progress(done, total, f"embedded {done}/{total} chunks")
-        handle.check_cancelled()
-
-    return ingest(DocStore(settings), path, params.pop("collection"), progress=progress,
-                  roots=allowed_roots(settings), **params).to_dict()
-
-
 def register(mcp: FastMCP, services: Services) -> None:
     s = services.settings
     Question = Annotated[

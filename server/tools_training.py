@@ -26,7 +26,8 @@ from pydantic import BaseModel, Field, ValidationError
 from adaptrank.core.errors import InputError, NotFoundError
 from adaptrank.server.context import Services
 from adaptrank.server.errors import resource_errors, tool_errors
-from adaptrank.server.jobs import JOB_KINDS, JobInfo, JobManager
+from adaptrank.server.job_kinds import JOB_KINDS, generate_job
+from adaptrank.server.jobs import JobInfo, JobManager
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 STARTS_JOB = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
@@ -142,7 +143,7 @@ def register(mcp: FastMCP, services: Services) -> None:
         to stop; `list_datasets` shows the result. Interrupted jobs resume with `resume_job`.
         """
         from adaptrank.core.llm.factory import get_llm
-        from adaptrank.training.generate import GenerateParams, run_job
+        from adaptrank.training.generate import GenerateParams
 
         raw = {
             "source": source, "collection": collection, "path": path, "output_name": output_name,
@@ -169,9 +170,9 @@ def register(mcp: FastMCP, services: Services) -> None:
         fn = None
         if (llm_backend or s.llm_backend) == "sampling":
             llm = get_llm(s, "sampling", llm_model, ctx=ctx)  # raises when the client cannot sample
-            fn = lambda handle: run_job(handle, llm=llm, docstore=services.docstore)  # noqa: E731
+            fn = lambda handle: generate_job(handle, llm=llm, docstore=services.docstore)  # noqa: E731
         elif params.source == "chroma":
-            fn = lambda handle: run_job(handle, docstore=services.docstore)  # noqa: E731 - share the open store
+            fn = lambda handle: generate_job(handle, docstore=services.docstore)  # noqa: E731 - share the open store
         job_params = {**params.model_dump(exclude_none=True), "_restrict_paths": True}
         info = await asyncio.to_thread(services.jobs.submit, "generate", job_params, fn=fn)
         if (llm_backend or s.llm_backend) != "sampling":

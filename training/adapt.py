@@ -236,27 +236,3 @@ def _is_beir(path: str | None) -> bool:
         return False
     p = Path(path)
     return (p.is_file() and p.name.endswith(".jsonl")) or (p / "corpus.jsonl").is_file()
-
-
-def run_job(handle: Any) -> dict[str, Any]:
-    """The ``adapt`` job kind: parameters from ``handle.params`` (``_restrict_paths`` as for generate)."""
-    from adaptrank.server.jobs import JobCancelled
-    from adaptrank.training.finetune import FinetuneCancelled
-    from adaptrank.training.generate import GenerationCancelled
-
-    settings = getattr(handle.manager, "settings", None) or get_settings()
-    raw = dict(handle.params)
-    restrict = bool(raw.pop("_restrict_paths", True))
-    report = raw.pop("_report", None)  # the CLI's --report (an absolute path)
-    if report and restrict:
-        from adaptrank.core.paths import inside_roots
-
-        report = inside_roots(report, allowed_roots(settings), "report")
-    try:
-        result = adapt(
-            AdaptParams.model_validate(raw), settings, progress=handle.progress, cancelled=lambda: handle.cancelled,
-            checkpoint_dir=handle.checkpoint_dir, restrict_paths=restrict, report=report,
-        )
-    except (FinetuneCancelled, GenerationCancelled) as exc:
-        raise JobCancelled(str(exc)) from exc
-    return result.model_dump(mode="json")

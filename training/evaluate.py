@@ -24,8 +24,8 @@ import numpy as np
 from pydantic import BaseModel, Field, PrivateAttr
 
 from adaptrank.core.beir import BeirData, load_beir
-from adaptrank.core.paths import Roots, allowed_roots, check_allowed_path
-from adaptrank.core.errors import InputError
+from adaptrank.core.paths import Roots
+from adaptrank.core.errors import Cancelled, InputError
 from adaptrank.core.metrics import evaluate_run, mrr_at_k, ndcg_at_k
 from adaptrank.core.settings import Settings, get_settings
 
@@ -230,6 +230,7 @@ def evaluate_beir(
     settings: Settings | None = None,
     reranker: Any = None,
     progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
     fuse: dict[str, float] | None = None,
     roots: Roots = None,
 ) -> EvalReport:
@@ -238,6 +239,7 @@ def evaluate_beir(
 
     ``first_stage``: ``bm25`` or ``chroma:<collection>``. ``fuse``: model -> interpolation weight
     with the first-stage score (see :func:`rerank_run`). ``roots``: as for ``load_beir``.
+    ``cancelled()`` is asked at every progress report; true stops the run (``Cancelled``).
     """
     settings = settings or get_settings()
     if not 1 <= depth <= 1000:
@@ -253,6 +255,8 @@ def evaluate_beir(
     timings["load"] = time.perf_counter() - t0
 
     def report(done: float, total: float | None, msg: str) -> None:
+        if cancelled is not None and cancelled():
+            raise Cancelled("evaluation was cancelled")
         if progress is not None:
             progress(done, total, msg)
 
@@ -299,18 +303,3 @@ def evaluate_beir(
         )
     report_.seconds = {k: round(v, 2) for k, v in timings.items()}
     return report_
-
-
-def run_job(handle: Any) -> dict[str, Any]:
-    """The ``evaluate`` job kind: ``evaluate_beir`` with the job's parameters."""
-    p = dict(handle.params)
-    settings = getattr(handle.manager, "settings", None) or get_settings()
-    path = check_allowed_path(settings, p.pop("path"))
-
-    def progress(done: float, total: float | None, msg: str | None) -> None:
-        handle.check_cancelled()
-        handle.progress(done, total, msg)
-
-    report = evaluate_beir(path, p.pop("models", ["zero-shot"]), settings=settings, progress=progress,
-                           roots=allowed_roots(settings), **p)
-    return report.model_dump(mode="json")

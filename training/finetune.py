@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError, write_failure
+from adaptrank.core.errors import AdaptRankError, Cancelled, InputError, write_failure
 from adaptrank.core.modelstore import NAME_RE, ModelStore, validate_name
 from adaptrank.core.settings import Settings, get_settings
 from adaptrank.training.dataset import DatasetStore, Group, read_groups
@@ -56,10 +56,6 @@ Progress = Callable[[float, float | None, str | None], Any]
 #: groups, 2 epochs) it reached 0.741 MRR@10 on the real questions against 0.732 at 2e-5 (docs/finetuning.md).
 DEFAULT_LR = {"query-encoder": 5e-5, "residual": 3e-5, "cross-encoder": 3e-5, "bi-encoder": 2e-5}
 DEFAULT_MAX_LENGTH = {"query-encoder": 64, "residual": 256, "cross-encoder": 256, "bi-encoder": 256}
-
-
-class FinetuneCancelled(AdaptRankError):
-    """The caller cancelled; nothing was written."""
 
 
 class FinetuneParams(BaseModel):
@@ -707,7 +703,7 @@ def finetune(
 
     def check() -> None:
         if cancelled is not None and cancelled():
-            raise FinetuneCancelled("fine-tuning was cancelled; the model store is unchanged")
+            raise Cancelled("fine-tuning was cancelled; the model store is unchanged")
 
     report(0, None, "reading the dataset")
     dataset, train, dev, dropped = load_dataset_groups(p, settings)
@@ -767,7 +763,7 @@ def finetune(
                 resolved = registry.Resolved(name, version, trained.backend, str(tmp), card={**card, "name": name, "version": version})
                 card["metrics_after"], per_group["after"] = _dev_metrics(registry.load(resolved, settings).score_pairs, dev)
             check()
-    except FinetuneCancelled:
+    except Cancelled:
         raise
     except Exception as exc:
         reason = write_failure(exc)
@@ -821,16 +817,3 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     set_seed(seed)
-
-
-def run_job(handle: Any) -> dict[str, Any]:
-    """The ``finetune`` job kind (``server.jobs``)."""
-    from adaptrank.server.jobs import JobCancelled
-
-    settings = getattr(handle.manager, "settings", None) or get_settings()
-    params = parse_params(handle.params)
-    try:
-        result = finetune(params, settings, progress=handle.progress, cancelled=lambda: handle.cancelled)
-    except FinetuneCancelled as exc:
-        raise JobCancelled(str(exc)) from exc
-    return result.model_dump(mode="json")

@@ -1,8 +1,8 @@
 """The generation pipeline: corpus -> queries -> mined candidates -> judged labels -> dataset.
 
-``generate_dataset(params, settings)`` runs it in the foreground; ``run_job(handle)`` is the
-``generate`` job kind of ``server.jobs`` (the MCP tool and ``adaptrank generate`` both go through
-a job, so both are resumable and report the same progress).
+``generate_dataset(params, settings, progress=..., cancelled=..., checkpoint_dir=...)`` runs it; the
+server's ``generate`` job kind calls it (the MCP tool and ``adaptrank generate`` both go through a
+job, so both are resumable and report the same progress).
 
 Work is done in batches of documents (one batched LLM call for the batch's queries, one for its
 judgements). After each batch the finished documents' groups are appended to
@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from adaptrank.core.errors import AdaptRankError, InputError
+from adaptrank.core.errors import AdaptRankError, Cancelled, InputError
 from adaptrank.core.llm.base import LLM
 from adaptrank.core.prompts import JUDGE_LIKELIHOOD, JUDGE_RELEVANCE, QUERYGEN_FOCUSED, QUERYGEN_TYPED, TYPE_SETS, get_template
 from adaptrank.core.settings import Settings
@@ -45,10 +45,6 @@ ProgressFn = Callable[[float, float | None, str | None], Any]
 
 #: counters of the labelling step (the card reports them as label statistics, not as skipped queries)
 LABEL_COUNTERS = ("judged", "judged_relevant", "unjudged_negatives")
-
-
-class GenerationCancelled(AdaptRankError):
-    """Raised between batches when the caller cancels; the checkpoint keeps finished work."""
 
 
 class GenerateParams(BaseModel):
@@ -242,7 +238,7 @@ def generate_dataset(
     position = {d: i for i, d in enumerate(doc_ids)}
     for lo in range(0, len(todo), params.batch_documents):
         if cancelled is not None and cancelled():
-            raise GenerationCancelled(f"cancelled after {total - len(todo) + lo} of {total} documents")
+            raise Cancelled(f"cancelled after {total - len(todo) + lo} of {total} documents")
         batch = todo[lo : lo + params.batch_documents]
         rows = _process_batch(
             batch, corpus, params, gen_llm, judge, miner, seen_queries, [position[d] for d in batch], grounding, examples,
@@ -439,40 +435,3 @@ def _finish_rows(rows: dict[str, dict[str, Any]], batch: list[str], batch_counts
             rows[d]["counts"]["documents_without_groups"] += 1
         rows[d]["counts"] = dict(rows[d]["counts"])
     return [rows[d] for d in batch]
-
-
-def run_job(handle: Any, *, llm: LLM | None = None, judge_llm: LLM | None = None, docstore: Any = None) -> dict[str, Any]:
-    """The ``generate`` job kind (``server.jobs``): parameters from ``handle.params``.
-
-    ``handle.params["_restrict_paths"]`` (set by the MCP tool) keeps paths inside the allowed
-    roots; the CLI omits it.
-    """
-    from adaptrank.core.settings import get_settings
-
-    settings = getattr(handle.manager, "settings", None) or get_settings()
-    raw = dict(handle.params)
-    restrict = bool(raw.pop("_restrict_paths", True))
-    params = GenerateParams.model_validate(raw)
-    try:
-        ref = generate_dataset(
-            params,
-            settings,
-            llm=llm,
-            judge_llm=judge_llm,
-            progress=handle.progress,
-            cancelled=lambda: handle.cancelled,
-            checkpoint_dir=handle.checkpoint_dir,
-            docstore=docstore,
-            restrict_paths=restrict,
-        )
-    except GenerationCancelled:
-        handle.check_cancelled()  # raises JobCancelled
-        raise
-    return {
-        "dataset": ref.name,
-        "version": ref.version,
-        "path": str(ref.path),
-        "counts": ref.card.counts,
-        "skipped": ref.card.skipped,
-        "seconds": ref.card.seconds,
-    }

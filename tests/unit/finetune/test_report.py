@@ -160,6 +160,7 @@ def test_adapt_job_takes_the_cli_report_path(monkeypatch, settings, tmp_path):
 
     from adaptrank.core.errors import InputError
     from adaptrank.core.settings import Settings
+    from adaptrank.server.job_kinds import adapt_job
     from adaptrank.training import adapt as adapt_mod
 
     seen = {}
@@ -174,11 +175,11 @@ def test_adapt_job_takes_the_cli_report_path(monkeypatch, settings, tmp_path):
         manager=types.SimpleNamespace(settings=s), progress=None, cancelled=False, checkpoint_dir=None,
         params={"path": str(tmp_path), "_restrict_paths": False, "_report": str(tmp_path / "r.html")},
     )
-    adapt_mod.run_job(handle)
+    adapt_job(handle)
     assert seen["report"] == str(tmp_path / "r.html") and seen["restrict_paths"] is False
     handle.params = {"path": str(tmp_path), "_report": str(tmp_path / "elsewhere" / "r.html")}
     with pytest.raises(InputError, match="report"):
-        adapt_mod.run_job(handle)
+        adapt_job(handle)
     handle.params = {"path": str(tmp_path), "_report": str(tmp_path / "ok" / "r.html")}
-    adapt_mod.run_job(handle)
+    adapt_job(handle)
     assert seen["report"] == (tmp_path / "ok" / "r.html").resolve()

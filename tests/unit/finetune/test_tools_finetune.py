@@ -75,7 +75,7 @@ async def test_bad_input_is_a_tool_error_and_starts_no_job(services, make_datase
 
 
 def test_cancel_mid_training_leaves_the_store_as_it_was(app_settings, make_dataset, tiny_zero_shot):
-    from adaptrank.training.finetune import run_job
+    from adaptrank.server.job_kinds import finetune_job
 
     make_dataset()
     store = ModelStore(app_settings.models_dir)
@@ -97,7 +97,7 @@ def test_cancel_mid_training_leaves_the_store_as_it_was(app_settings, make_datas
             real(done, total, message)
 
         handle.progress = progress
-        return run_job(handle)
+        return finetune_job(handle)
 
     info = jobs.submit("finetune", {**FAST, "epochs": 5}, fn=slow_job)
     assert training.wait(240), "training never started"

@@ -11,7 +11,8 @@ from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError
 from adaptrank.core.llm import LLMError, ScriptedLLM
 from adaptrank.server.jobs import JobManager, JobState
 from adaptrank.training.dataset import DatasetStore
-from adaptrank.training.generate import GenerateParams, generate_dataset, run_job
+from adaptrank.server.job_kinds import generate_job
+from adaptrank.training.generate import GenerateParams, generate_dataset
 
 
 def _params(corpus_dir, **kw):
@@ -133,7 +134,7 @@ def test_resumed_job_writes_the_same_dataset(gen, corpus_dir, settings):
     # The uninterrupted reference run.
     jobs = JobManager(settings)
     ref_llm = gen.scripted()
-    jobs.register("generate", lambda h: run_job(h, llm=ref_llm))
+    jobs.register("generate", lambda h: generate_job(h, llm=ref_llm))
     info = jobs.wait(jobs.submit("generate", {**_params(corpus_dir, output_name="straight"), "_restrict_paths": False}).id, 60)
     assert info.state == JobState.succeeded, info.error
     straight = DatasetStore(settings).get("straight")
@@ -151,7 +152,7 @@ def test_resumed_job_writes_the_same_dataset(gen, corpus_dir, settings):
         return gen.respond(prompt)
 
     llm.respond = cancel_midway
-    jobs.register("generate", lambda h: run_job(h, llm=llm))
+    jobs.register("generate", lambda h: generate_job(h, llm=llm))
     params = {**_params(corpus_dir, output_name="resumed"), "_restrict_paths": False}
     first = jobs.submit("generate", params)
     job_id["id"] = first.id
@@ -162,7 +163,7 @@ def test_resumed_job_writes_the_same_dataset(gen, corpus_dir, settings):
 
     again = JobManager(settings)
     resumed_llm = gen.scripted()
-    again.register("generate", lambda h: run_job(h, llm=resumed_llm))
+    again.register("generate", lambda h: generate_job(h, llm=resumed_llm))
     info = again.wait(again.resume(first.id).id, 60)
     assert info.state == JobState.succeeded, info.error
     assert info.result["dataset"] == "resumed" and info.attempts == 2

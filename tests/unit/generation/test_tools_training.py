@@ -13,7 +13,7 @@ from adaptrank.core.settings import Settings
 from adaptrank.server.app import create_app
 from adaptrank.server.context import Services
 from adaptrank.server.jobs import JobManager
-from adaptrank.training.generate import run_job
+from adaptrank.server.job_kinds import generate_job
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -34,7 +34,7 @@ def services(app_settings, gen, gate):
 
     def generate(handle):
         gate.wait(30)  # lets a test look at a job before it runs
-        return run_job(handle, llm=gen.scripted())
+        return generate_job(handle, llm=gen.scripted())
 
     jobs.register("generate", generate)
     s = Services(app_settings, jobs=jobs)
