@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from adaptrank.agents.clean import Cleaned, clean_message
-from adaptrank.agents.decompose import Decomposition, _extract_json, adecompose, rule_split
+from adaptrank.agents.decompose import Decomposition, adecompose, rule_split
 from adaptrank.agents.prompts import ANSWER, FOLLOW_UP
 from adaptrank.agents.results import Answer, Passage, Provenance, SearchResult, Stage, Trace
 from adaptrank.agents.retrieval import Retriever
@@ -35,6 +35,7 @@ from adaptrank.core.engine import Reranker
 from adaptrank.core.errors import InputError
 from adaptrank.core.fusion import rrf_scores
 from adaptrank.core.llm.base import LLM, LLMError
+from adaptrank.core.llm.constraints import extract_json
 
 T = TypeVar("T")
 
@@ -341,14 +342,14 @@ class DecompositionAgent:
             prompts = [FOLLOW_UP.render(question=question, sub_question=s) for s in subs]
             try:
                 raws = await self.llm.agenerate(
-                    prompts, max_new_tokens=64, temperature=0.0, json_schema=FOLLOW_UP.schema, strict=False
+                    prompts, max_new_tokens=64, temperature=0.0, json_schema=FOLLOW_UP.json_schema, strict=False
                 )
             except LLMError:
                 raws = [""] * len(subs)
             out = []
             for sub, raw in zip(subs, raws, strict=True):
                 try:
-                    data = _extract_json(raw)
+                    data = extract_json(raw)
                     q = data.get("query") if isinstance(data, dict) else None
                 except ValueError:
                     q = None
@@ -367,12 +368,12 @@ class DecompositionAgent:
         prompt = ANSWER.render(question=question, passages=numbered)
         try:
             raw = (
-                await self.llm.agenerate([prompt], max_new_tokens=256, temperature=0.0, json_schema=ANSWER.schema, strict=False)
+                await self.llm.agenerate([prompt], max_new_tokens=256, temperature=0.0, json_schema=ANSWER.json_schema, strict=False)
             )[0]
         except LLMError as exc:
             return Answer(text=f"(the LLM failed: {exc})", citations=[], valid=False)
         try:
-            data = _extract_json(raw)
+            data = extract_json(raw)
             text = data["answer"]
             cites = [int(c) for c in data.get("citations", [])]
             if not isinstance(text, str) or not text.strip():

@@ -64,11 +64,20 @@ _QUESTION_START = re.compile(
 )
 _DEICTIC = re.compile(r"\b(?:it|its|they|them|their|this|that|these|those|he|she|his|her)\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")
+# The agents' two stopword sets live here, side by side, because they answer different questions.
+# STOP: words that never name what a message is about (cleaning, subjects, standing alone).
 STOP = frozenset(
     "i me my mine we our you your he she his her it its they them their this that these those a an the and or "
     "but if so of to in on at for with by from about as is are was were be been being have has had do does did "
     "can could will would should may might must just also very really not no yes because since when while "
     "what how why where which who there here than then too some any all more most much many am".split()
+)
+# CONTENT_STOP: words not counted when a sub-question's content words are compared with the question's
+# (grounding and coverage in decompose); narrower than STOP, so "not", "all", "most" still count there.
+CONTENT_STOP = frozenset(
+    "the a an of and or to in on for with by at from is are was were be been being it its this that these those "
+    "what how why when where which who whom whose do does did can could should would will has have had "
+    "about as into than then there their they them i you he she we me my your our".split()
 )
 
 # Words that say *what* is asked about a subject but never name the subject ("what are its

@@ -19,14 +19,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from adaptrank.agents.clean import GENERIC, STOP, Cleaned, clean_message
+from adaptrank.agents.clean import CONTENT_STOP, GENERIC, STOP, Cleaned, clean_message
 from adaptrank.agents.prompts import DECOMPOSE, decompose_schema, render_decompose
 from adaptrank.core.llm.base import LLM, LLMError
+from adaptrank.core.llm.constraints import extract_json
 
 Method = Literal["single", "llm", "rule", "caller", "off"]
 
@@ -38,11 +38,6 @@ _CLAUSE = re.compile(rf",?\s+(?:and|but|also|plus|as well as)\s+(?=(?:{QUESTION_
 _QMARK = re.compile(r"\?\s+(?=\S)")
 _WORD = re.compile(r"[a-z0-9]+")
 MIN_COVERAGE = 0.6  # share of the question's content words the sub-questions must repeat, together
-STOPWORDS = frozenset(
-    "the a an of and or to in on for with by at from is are was were be been being it its this that these those "
-    "what how why when where which who whom whose do does did can could should would will has have had "
-    "about as into than then there their they them i you he she we me my your our".split()
-)
 
 
 @dataclass
@@ -79,7 +74,7 @@ def _norm(text: str) -> str:
 
 
 def _content(text: str) -> list[str]:
-    return [w[:5] for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1]
+    return [w[:5] for w in _WORD.findall(text.lower()) if w not in CONTENT_STOP and len(w) > 1]
 
 
 def _tidy(part: str) -> str:
@@ -192,28 +187,12 @@ def carry_subject(subs: list[str], question: str | None = None) -> list[str]:
     return out
 
 
-def _extract_json(text: str) -> Any:
-    text = text.strip()
-    if text.startswith("```"):
-        text = re.sub(r"^```(?:json)?\s*|\s*```$", "", text)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    for opener, closer in (("{", "}"), ("[", "]")):
-        start, end = text.find(opener), text.rfind(closer)
-        if 0 <= start < end:
-            try:
-                return json.loads(text[start : end + 1])
-            except json.JSONDecodeError:
-                continue
-    raise ValueError("no JSON object in the answer")
-
-
 def parse_subquestions(text: str, question: str, max_subquestions: int, max_chars: int = 300) -> list[str]:
     """The valid, grounded, self-contained sub-questions of an LLM answer; ``ValueError`` saying
     why otherwise. A part that only points at its subject gets it carried in first."""
-    data = _extract_json(text)
+    data = extract_json(text)
+    if data is None:
+        raise ValueError("no JSON object in the answer")
     items = data.get("sub_questions") if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
         raise ValueError("expected a non-empty 'sub_questions' list")

@@ -1,41 +1,20 @@
 """The agent's prompt templates: named, versioned, each with the JSON schema its answer must match.
 
 Kept here, not inside the agent's logic, so a prompt change is one reviewed diff and the version
-recorded in a trace says which wording produced a result. (The generation part keeps its own
-templates in its own module; these are the decomposition agent's.)
+recorded in a trace says which wording produced a result. They are
+:class:`adaptrank.core.prompts.PromptTemplate` objects registered in the one template registry
+(:func:`adaptrank.core.prompts.get_template`), next to the generation part's templates.
 
 A template renders to a chat prompt (a list of ``{"role", "content"}`` messages), the input of
-:meth:`adaptrank.core.llm.base.LLM.generate`, which receives ``template.schema`` as ``json_schema``.
+:meth:`adaptrank.core.llm.base.LLM.generate`, which receives ``template.json_schema`` as ``json_schema``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from adaptrank.core.llm.base import Prompt
-
-
-@dataclass(frozen=True)
-class PromptTemplate:
-    name: str
-    version: str
-    system: str
-    user: str  # str.format template
-    schema: dict[str, Any]
-    examples: tuple[tuple[str, str], ...] = ()  # few-shot (user, assistant) turns
-
-    @property
-    def id(self) -> str:
-        return f"{self.name}@{self.version}"
-
-    def render(self, **values: Any) -> Prompt:
-        """Fill ``system`` and ``user`` (both ``str.format`` templates) with ``values``."""
-        messages: Prompt = [{"role": "system", "content": self.system.format(**values)}]
-        for user, assistant in self.examples:
-            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-        messages.append({"role": "user", "content": self.user.format(**values)})
-        return messages
+from adaptrank.core.prompts import PromptTemplate, register
 
 
 def decompose_schema(max_subquestions: int) -> dict[str, Any]:
@@ -57,6 +36,7 @@ def decompose_schema(max_subquestions: int) -> dict[str, Any]:
 DECOMPOSE = PromptTemplate(
     name="decompose",
     version="2",
+    description="The message as one clean search question, or one question per independent ask (JSON).",
     system=(
         "You turn a message into search questions. A message that asks one thing becomes ONE clean question: "
         "drop greetings, thanks and stories, keep names, drugs, doses and conditions. A message that asks "
@@ -65,7 +45,7 @@ DECOMPOSE = PromptTemplate(
         'Answer with JSON only: {{"sub_questions": ["...", "..."]}} with at most {max_subquestions} items.'
     ),
     user="Message: {question}",
-    schema=decompose_schema(4),
+    json_schema=decompose_schema(4),
     examples=(
         (
             "Message: What causes gout, and how is asthma treated?",
@@ -80,6 +60,8 @@ DECOMPOSE = PromptTemplate(
             '{"sub_questions": ["How do I reset a Dell XPS 13?"]}',
         ),
     ),
+    max_new_tokens=160,
+    variables=("question", "max_subquestions"),
 )
 
 ANSWER_SCHEMA: dict[str, Any] = {
@@ -95,13 +77,16 @@ ANSWER_SCHEMA: dict[str, Any] = {
 ANSWER = PromptTemplate(
     name="answer",
     version="1",
+    description="An answer from the numbered passages only, with the numbers it cites (JSON).",
     system=(
         "Answer the question using only the numbered passages. Cite the passages you used by number. "
         "If they do not contain the answer, say so. "
         'Answer with JSON only: {{"answer": "...", "citations": [1, 2]}}.'
     ),
     user="Passages:\n{passages}\n\nQuestion: {question}",
-    schema=ANSWER_SCHEMA,
+    json_schema=ANSWER_SCHEMA,
+    max_new_tokens=256,
+    variables=("passages", "question"),
 )
 
 FOLLOW_UP_SCHEMA: dict[str, Any] = {
@@ -114,16 +99,20 @@ FOLLOW_UP_SCHEMA: dict[str, Any] = {
 FOLLOW_UP = PromptTemplate(
     name="follow_up",
     version="1",
+    description="A different search query for a sub-question whose search found nothing convincing (JSON).",
     system=(
         "A search for a sub-question found nothing convincing. Rewrite it as a different search query "
         "for the same information: other words, the key names kept. "
         'Answer with JSON only: {{"query": "..."}}.'
     ),
     user="Original question: {question}\nSub-question: {sub_question}",
-    schema=FOLLOW_UP_SCHEMA,
+    json_schema=FOLLOW_UP_SCHEMA,
+    max_new_tokens=64,
+    variables=("question", "sub_question"),
 )
 
-TEMPLATES = {t.name: t for t in (DECOMPOSE, ANSWER, FOLLOW_UP)}
+for _t in (DECOMPOSE, ANSWER, FOLLOW_UP):
+    register(_t)
 
 
 def render_decompose(question: str, max_subquestions: int) -> tuple[Prompt, dict[str, Any]]:

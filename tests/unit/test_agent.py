@@ -9,7 +9,8 @@ import pytest
 
 from adaptrank.agents.agent import AgentConfig, DecompositionAgent
 from adaptrank.agents.decompose import decompose, decompose_many, parse_subquestions, rule_split
-from adaptrank.agents.prompts import DECOMPOSE, TEMPLATES
+from adaptrank.agents.prompts import ANSWER, DECOMPOSE, FOLLOW_UP
+from adaptrank.core.prompts import get_template
 from adaptrank.agents.retrieval import rrf
 from adaptrank.core.docstore import Hit
 from adaptrank.core.engine import Reranker
@@ -68,7 +69,7 @@ def test_llm_decomposition_uses_the_template_and_schema():
     assert prompt[0]["role"] == "system" and "at most 3 items" in prompt[0]["content"]
     assert prompt[-1] == {"role": "user", "content": f"Message: {Q}"}
     assert len(prompt) == 2 + 2 * len(DECOMPOSE.examples)  # few-shot turns
-    assert set(TEMPLATES) == {"decompose", "answer", "follow_up"}
+    assert [get_template(t.name) for t in (DECOMPOSE, ANSWER, FOLLOW_UP)] == [DECOMPOSE, ANSWER, FOLLOW_UP]  # one registry
 
 
 def test_llm_answer_with_chatter_and_code_fences_still_parses():
