@@ -8,8 +8,8 @@ Layout (``settings.datasets_dir``)::
     <name>/<version>/card.json     # source, LLM, prompt version, counts, label stats, timings
 
 Versions are written into a hidden temp directory and renamed into place, then ``LATEST`` is
-replaced with ``os.replace`` — the same scheme as the model store, so a crash never leaves a
-half-written dataset that a fine-tuning job could pick up.
+replaced with ``os.replace`` — the model store's scheme (:mod:`adaptrank.core.versioned`), so a
+crash never leaves a half-written dataset that a fine-tuning job could pick up.
 
 The JSONL files read directly with the ``datasets`` library::
 
@@ -21,10 +21,7 @@ The JSONL files read directly with the ``datasets`` library::
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -33,10 +30,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError, write_failure
-from adaptrank.core.modelstore import NAME_RE, _write_atomic, dump_json, sweep_stale_temp, temp_prefix, validate_name
+from adaptrank.core.versioned import CARD, VersionedStore, dump_json, validate_name, write_atomic
 from adaptrank.core.settings import Settings
 
-CARD = "card.json"
 LATEST = "LATEST"
 SPLITS = ("train", "dev")
 Split = Literal["train", "dev"]
@@ -123,7 +119,7 @@ def split_by_document(
 def write_groups(path: Path, groups: Iterable[Group]) -> int:
     """Atomically write groups as JSONL; returns the count."""
     lines = [g.model_dump_json() for g in groups]
-    _write_atomic(Path(path), "".join(line + "\n" for line in lines))
+    write_atomic(Path(path), "".join(line + "\n" for line in lines))
     return len(lines)
 
 
@@ -183,8 +179,11 @@ def to_hf_dataset(source: DatasetRef | Sequence[Group] | Path | str, split: Spli
     return datasets.Dataset.from_list(rows, features=hf_features())
 
 
-class DatasetStore:
+class DatasetStore(VersionedStore):
     """Versioned datasets under ``settings.datasets_dir``."""
+
+    kind = "dataset"
+    pointer = LATEST
 
     def __init__(self, settings: Settings | None = None, root: Path | None = None) -> None:
         if root is None:
@@ -193,26 +192,15 @@ class DatasetStore:
 
                 settings = get_settings()
             root = settings.datasets_dir
-        self.root = Path(root)
+        super().__init__(root)
 
     # -- reading -------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME_RE.match(p.name) and self.versions(p.name))
-
-    def versions(self, name: str) -> list[str]:
-        d = self.root / validate_name(name, "dataset")
-        if not d.is_dir():
-            return []
-        return sorted(p.name for p in d.iterdir() if p.is_dir() and NAME_RE.match(p.name) and (p / CARD).is_file())
+        """Names with at least one complete version."""
+        return [n for n in super().names() if self.versions(n)]
 
     def latest_version(self, name: str) -> str | None:
-        try:
-            version = (self.root / validate_name(name, "dataset") / LATEST).read_text().strip()
-        except FileNotFoundError:
-            return None
-        return version if (self.root / name / version / CARD).is_file() else None
+        return self.pointed_version(name)
 
     def get(self, name: str, version: str | None = None) -> DatasetRef:
         """The named version (or LATEST); NotFoundError names what exists."""
@@ -248,14 +236,6 @@ class DatasetStore:
         return to_hf_dataset(self.get(name, version), split)
 
     # -- writing -------------------------------------------------------------------------------
-    def new_version_id(self, name: str) -> str:
-        stamp = time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
-        existing = set(self.versions(name))
-        n = 1
-        while f"{stamp}-{n}" in existing or (self.root / name / f"{stamp}-{n}").exists():
-            n += 1
-        return f"{stamp}-{n}"
-
     def write(
         self,
         name: str,
@@ -288,8 +268,7 @@ class DatasetStore:
         version = validate_name(version, "version") if version else self.new_version_id(name)
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
-        final = folder / version
-        if final.exists():
+        if (folder / version).exists():
             raise InputError("version", f"dataset {name}/{version} already exists")
 
         data = card.model_dump() if isinstance(card, DatasetCard) else dict(card or {})
@@ -307,15 +286,12 @@ class DatasetStore:
         data.setdefault("label_stats", {}).update(label_stats(train + dev))
         card_obj = DatasetCard.model_validate(data)
 
-        sweep_stale_temp(folder)  # what a killed writer left
-        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(version), dir=folder))
         try:
-            write_groups(tmp / "train.jsonl", train)
-            write_groups(tmp / "dev.jsonl", dev)
-            dump_json(tmp / CARD, card_obj.model_dump(mode="json"))
-            os.replace(tmp, final)
+            with self.writing_version(name, version, f"dataset {name}/{version} already exists") as tmp:
+                write_groups(tmp / "train.jsonl", train)
+                write_groups(tmp / "dev.jsonl", dev)
+                dump_json(tmp / CARD, card_obj.model_dump(mode="json"))
         except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
             reason = write_failure(exc)
             if reason is not None:
                 raise AdaptRankError(
@@ -323,26 +299,8 @@ class DatasetStore:
                     "and the latest version is unchanged"
                 ) from exc
             raise
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _write_atomic(folder / LATEST, version + "\n")
+        self.set_pointer(name, version)
         return self.get(name, version)
-
-    def delete(self, name: str, version: str | None = None) -> None:
-        """Delete one version, or the whole dataset when no version is given."""
-        if version is None:
-            self.get(name)
-            shutil.rmtree(self.root / name)
-            return
-        ref = self.get(name, version)
-        shutil.rmtree(ref.path)
-        if ref.latest:
-            rest = self.versions(name)
-            if rest:
-                _write_atomic(self.root / name / LATEST, rest[-1] + "\n")
-            else:
-                (self.root / name / LATEST).unlink(missing_ok=True)
 
 
 def label_stats(groups: Sequence[Group]) -> dict[str, Any]:
