@@ -26,8 +26,8 @@ from pydantic import BaseModel, Field, ValidationError
 from adaptrank.core.errors import InputError, NotFoundError
 from adaptrank.server.context import Services
 from adaptrank.server.errors import resource_errors, tool_errors
-from adaptrank.server.job_kinds import JOB_KINDS, generate_job
-from adaptrank.server.jobs import JobInfo, JobManager
+from adaptrank.server.jobs import JOB_KINDS, JobInfo, JobManager
+from adaptrank.server.jobs.kinds import generate_job
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 STARTS_JOB = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)

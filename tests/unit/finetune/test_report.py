@@ -160,7 +160,7 @@ def test_adapt_job_takes_the_cli_report_path(monkeypatch, settings, tmp_path):
 
     from adaptrank.core.errors import InputError
     from adaptrank.core.settings import Settings
-    from adaptrank.server.job_kinds import adapt_job
+    from adaptrank.server.jobs.kinds import adapt_job
     from adaptrank.training import adapt as adapt_mod
 
     seen = {}

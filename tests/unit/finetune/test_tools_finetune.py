@@ -75,7 +75,7 @@ async def test_bad_input_is_a_tool_error_and_starts_no_job(services, make_datase
 
 
 def test_cancel_mid_training_leaves_the_store_as_it_was(app_settings, make_dataset, tiny_zero_shot):
-    from adaptrank.server.job_kinds import finetune_job
+    from adaptrank.server.jobs.kinds import finetune_job
 
     make_dataset()
     store = ModelStore(app_settings.models_dir)

@@ -11,7 +11,7 @@ from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError
 from adaptrank.core.llm import LLMError, ScriptedLLM
 from adaptrank.server.jobs import JobManager, JobState
 from adaptrank.training.dataset import DatasetStore
-from adaptrank.server.job_kinds import generate_job
+from adaptrank.server.jobs.kinds import generate_job
 from adaptrank.training.generate import GenerateParams, generate_dataset
 
 

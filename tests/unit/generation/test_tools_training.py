@@ -13,7 +13,7 @@ from adaptrank.core.settings import Settings
 from adaptrank.server.app import create_app
 from adaptrank.server.context import Services
 from adaptrank.server.jobs import JobManager
-from adaptrank.server.job_kinds import generate_job
+from adaptrank.server.jobs.kinds import generate_job
 
 pytestmark = pytest.mark.timeout(180)
 

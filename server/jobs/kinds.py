@@ -21,7 +21,7 @@ from adaptrank.core.paths import allowed_roots, check_allowed_path
 from adaptrank.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from adaptrank.server.jobs import JobHandle
+    from adaptrank.server.jobs.handle import JobHandle
 
 JobFn = Callable[["JobHandle"], "dict[str, Any] | None"]
 

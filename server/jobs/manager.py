@@ -1,41 +1,12 @@
-"""Background jobs recorded in SQLite: generation and fine-tuning run here.
+"""``JobManager``: runs job functions in worker threads, records them in the jobs table, renews
+their leases and fans their progress out to listeners (see the package docstring).
 
-A job is a function ``fn(handle) -> dict | None`` looked up by *kind* (``"generate"``,
-``"finetune"``) in :data:`~adaptrank.server.job_kinds.JOB_KINDS`, so a job can be resumed by a new
-process after a restart. The function reads its parameters from ``handle.params``, reports
-``handle.progress(done, total, message)``, stops when ``handle.cancelled`` turns true (raising
-:class:`~adaptrank.core.errors.Cancelled`, or ``handle.check_cancelled()``), and keeps whatever lets
-it resume in ``handle.checkpoint_dir``. Its return value (JSON-able) becomes the job's ``result``.
-
-States: ``queued -> running -> succeeded | failed | cancelled``. A job found ``running`` (or
-``queued``) whose owning process is gone becomes ``interrupted``; ``resume(id)`` runs it again with
-the same parameters and checkpoint directory (``handle.resumed`` is True).
-
-Several replicas may share one database (one ``ADAPTRANK_HOME``). A job's owner (``host:pid``)
-holds a lease (``lease_until``) that a daemon thread renews every third of
-``settings.job_lease_seconds``. A live job whose lease ran out (its process or its whole host died)
-is reported ``interrupted`` by whichever replica looks at it (``get``, ``list``), and any replica
-may resume it; the resume is one conditional UPDATE, so of two replicas resuming at once exactly
-one wins and the other gets "job X is already being resumed by host:pid". An owner that finds its
-job taken over stops it at its next check and writes nothing more for it; one that finds its lease
-merely lapsed (a long pause, nobody resumed it) takes the job back.
-
-One progress stream drives every view of a job: ``subscribe(id, callback)`` delivers each update
-in-process (the CLI's progress bar, MCP progress notifications), and the same figures go to the
-database (throttled) for ``job_status`` polling from other processes. Cancellation also crosses
-processes: ``cancel`` sets a flag in the database that the running handle checks.
-
-Usage::
-
-    jobs = JobManager(settings)
-    info = jobs.submit("generate", {"source": "beir", ...})
-    jobs.subscribe(info.id, lambda job: print(job.progress))
-    jobs.wait(info.id)
+Over 400 lines: the lease protocol (claim, renew, expire, take back) and the run loop share the
+manager's locks and live-job set, so they stay in one class.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -48,146 +19,17 @@ import traceback
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from adaptrank.core.errors import AdaptRankError, Cancelled, InputError, NotFoundError
 from adaptrank.core.settings import Settings
-from adaptrank.server.job_kinds import JOB_KINDS, JobFn
+from adaptrank.server.jobs.handle import JobHandle
+from adaptrank.server.jobs.kinds import JOB_KINDS, JobFn
+from adaptrank.server.jobs.models import LIVE, RESUMABLE, JobInfo, JobProgress, JobState
+from adaptrank.server.jobs.store import IN_LIVE, IN_RESUMABLE, JobStore, row_to_info
 
 log = logging.getLogger(__name__)
-
-
-class JobState(str, Enum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-    interrupted = "interrupted"
-
-
-FINISHED = {JobState.succeeded, JobState.failed, JobState.cancelled, JobState.interrupted}
-RESUMABLE = {JobState.interrupted, JobState.failed, JobState.cancelled}
-LIVE = (JobState.queued.value, JobState.running.value)
-_IN_RESUMABLE = "state IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(RESUMABLE, key=lambda s: s.value)))
-_IN_LIVE = f"state IN ('{LIVE[0]}', '{LIVE[1]}')"
-
-
-class JobProgress(BaseModel):
-    done: float = 0
-    total: float | None = None
-    message: str = ""
-
-    @property
-    def fraction(self) -> float | None:
-        return (self.done / self.total) if self.total else None
-
-
-class JobInfo(BaseModel):
-    """What ``job_status`` returns."""
-
-    id: str
-    kind: str
-    state: JobState
-    params: dict[str, Any] = Field(default_factory=dict)
-    progress: JobProgress = Field(default_factory=JobProgress)
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    created: float
-    started: float | None = None
-    finished: float | None = None
-    updated: float
-    attempts: int = 0
-    cancel_requested: bool = False
-    owner: str | None = Field(None, description="host:pid of the process that runs (or last ran) the job")
-    lease_until: float | None = Field(None, description="while queued or running: the owner's lease ends then unless renewed")
-
-    @property
-    def finished_state(self) -> bool:
-        return self.state in FINISHED
-
-
-_SCHEMA = """
-PRAGMA journal_mode=WAL;
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    state TEXT NOT NULL,
-    params TEXT NOT NULL,
-    done REAL NOT NULL DEFAULT 0,
-    total REAL,
-    message TEXT NOT NULL DEFAULT '',
-    result TEXT,
-    error TEXT,
-    traceback TEXT,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    updated REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    owner TEXT,
-    lease_until REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
-"""
-
-#: columns added after the first release: (name, type), added to older databases on open
-_ADDED_COLUMNS = [("lease_until", "REAL")]
-
-
-class JobHandle:
-    """What a running job function sees: its parameters, progress, cancellation, checkpoints."""
-
-    def __init__(self, manager: JobManager, info: JobInfo, checkpoint_dir: Path, resumed: bool) -> None:
-        self.manager = manager
-        self.id = info.id
-        self.kind = info.kind
-        self.params = dict(info.params)
-        self.checkpoint_dir = checkpoint_dir
-        self.resumed = resumed
-        self._cancel = threading.Event()
-        self._lost = False  # another replica took the job over: write nothing more for it
-        self._last_db_write = 0.0
-        self._last_cancel_poll = 0.0
-        self._progress = JobProgress()
-
-    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
-        """Report progress. Listeners get every call; the database at most every 0.5 s."""
-        self._progress = JobProgress(
-            done=done,
-            total=total if total is not None else self._progress.total,
-            message=message if message is not None else self._progress.message,
-        )
-        now = time.time()
-        final = self._progress.total is not None and done >= self._progress.total
-        if final or now - self._last_db_write >= 0.5:
-            self._last_db_write = now
-            self.manager._update_owned(
-                self.id, done=self._progress.done, total=self._progress.total, message=self._progress.message
-            )
-        self.manager._notify(self.id, self._progress)
-
-    @property
-    def cancelled(self) -> bool:
-        """True once someone (this process or another) asked to cancel."""
-        if self._cancel.is_set():
-            return True
-        now = time.time()
-        if now - self._last_cancel_poll >= 0.5:
-            self._last_cancel_poll = now
-            if self.manager._cancel_requested(self.id):
-                self._cancel.set()
-        return self._cancel.is_set()
-
-    def check_cancelled(self) -> None:
-        if self.cancelled:
-            raise Cancelled(f"job {self.id} was cancelled")
 
 
 class JobManager:
@@ -222,9 +64,8 @@ class JobManager:
             lease_seconds = settings.job_lease_seconds if settings is not None else 30.0
         self.lease_seconds = float(lease_seconds)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"  # tests pose as other hosts
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._kinds: dict[str, JobFn | str] = dict(JOB_KINDS)
+        self._kinds: dict[str, JobFn] = dict(JOB_KINDS)
         self._listeners: dict[str, list[Callable[[JobInfo], None]]] = {}
         self._handles: dict[str, JobHandle] = {}
         self._fns: dict[str, JobFn] = {}  # per-job function overrides (submit(fn=...))
@@ -234,23 +75,18 @@ class JobManager:
         self._heartbeat_stop = threading.Event()
         self._closing = False
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="adaptrank-job")
-        with self._db() as db:
-            db.executescript(_SCHEMA)
-            _migrate(db)
+        self.store = JobStore(self.db_path)
         self._mark_orphans_interrupted()
 
     # -- registration --------------------------------------------------------------------------
-    def register(self, kind: str, fn: JobFn | str) -> None:
-        """Add a job kind for this manager: a function or a lazy ``"module:function"``."""
+    def register(self, kind: str, fn: JobFn) -> None:
+        """Add (or replace) a job kind for this manager."""
         self._kinds[kind] = fn
 
     def _resolve(self, kind: str) -> JobFn:
         target = self._kinds.get(kind)
         if target is None:
             raise InputError("kind", f"unknown job kind {kind!r} (known: {sorted(self._kinds)})")
-        if isinstance(target, str):
-            module, _, func = target.partition(":")
-            return getattr(importlib.import_module(module), func)
         return target
 
     # -- public API ----------------------------------------------------------------------------
@@ -292,7 +128,7 @@ class JobManager:
         with self._db() as db:
             claimed = db.execute(
                 "UPDATE jobs SET state=?, error=NULL, traceback=NULL, finished=NULL, cancel_requested=0, "
-                f"owner=?, lease_until=?, updated=? WHERE id=? AND {_IN_RESUMABLE}",
+                f"owner=?, lease_until=?, updated=? WHERE id=? AND {IN_RESUMABLE}",
                 (JobState.queued.value, self.owner, now + self.lease_seconds, now, job_id),
             ).rowcount
         if claimed != 1:
@@ -321,7 +157,7 @@ class JobManager:
                 row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"job_id: no job {job_id!r}")
-        return _info(row)
+        return row_to_info(row)
 
     def list(self, kind: str | None = None, state: str | None = None, limit: int = 50) -> list[JobInfo]:
         """Newest first."""
@@ -333,7 +169,7 @@ class JobManager:
         with self._db() as db:
             self._expire_stale(db)
             rows = db.execute(sql + " ORDER BY created DESC LIMIT ?", (*args, int(limit))).fetchall()
-        return [_info(r) for r in rows]
+        return [row_to_info(r) for r in rows]
 
     def cancel(self, job_id: str) -> JobInfo:
         """Ask a job to stop. A queued job is cancelled at once; a running one at its next check."""
@@ -492,7 +328,7 @@ class JobManager:
         until = now + self.lease_seconds
         with self._db() as db:
             for job_id in ids:
-                if db.execute(f"UPDATE jobs SET lease_until=? WHERE id=? AND owner=? AND {_IN_LIVE}",
+                if db.execute(f"UPDATE jobs SET lease_until=? WHERE id=? AND owner=? AND {IN_LIVE}",
                               (until, job_id, self.owner)).rowcount:
                     continue
                 handle = self._handles.get(job_id)
@@ -524,7 +360,7 @@ class JobManager:
 
     def _expire_stale(self, db: sqlite3.Connection) -> None:
         now = time.time()
-        rows = db.execute(f"SELECT id, state, owner, lease_until FROM jobs WHERE {_IN_LIVE} AND lease_until < ?",
+        rows = db.execute(f"SELECT id, state, owner, lease_until FROM jobs WHERE {IN_LIVE} AND lease_until < ?",
                           (now,)).fetchall()
         stale = [r for r in rows if self._stale(r, now)]
         if stale:
@@ -536,7 +372,7 @@ class JobManager:
         now = time.time()
         for row in rows:
             n = db.execute(
-                f"UPDATE jobs SET state=?, error=?, updated=? WHERE id=? AND {_IN_LIVE} AND owner IS ? AND lease_until=?",
+                f"UPDATE jobs SET state=?, error=?, updated=? WHERE id=? AND {IN_LIVE} AND owner IS ? AND lease_until=?",
                 (JobState.interrupted.value,
                  f"interrupted: its owner {row['owner']} stopped renewing its lease "
                  f"(expired {now - row['lease_until']:.0f} s ago; its process or host is gone)",
@@ -570,97 +406,15 @@ class JobManager:
 
     # -- database ------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        return closing_conn(conn)
-
-    def _update(self, job_id: str, **fields: Any) -> None:
-        fields["updated"] = time.time()
-        cols = ", ".join(f"{k}=?" for k in fields)
-        with self._db() as db:
-            db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
+        return self.store.connect()
 
     def _update_owned(self, job_id: str, _only_state: str | None = None, **fields: Any) -> bool:
-        """Update a job only while this manager owns it (and, with ``_only_state``, only in that
-        state); False when another replica took it over."""
-        fields["updated"] = time.time()
-        cols = ", ".join(f"{k}=?" for k in fields)
-        sql, args = f"UPDATE jobs SET {cols} WHERE id=? AND owner=?", [*fields.values(), job_id, self.owner]
-        if _only_state is not None:
-            sql, args = sql + " AND state=?", [*args, _only_state]
-        with self._db() as db:
-            return db.execute(sql, args).rowcount == 1
-
-    def _cancel_requested(self, job_id: str) -> bool:
-        with self._db() as db:
-            row = db.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return bool(row and row[0])
+        """Update a job only while this manager owns it; False when another replica took it over."""
+        return self.store.update_owned(job_id, self.owner, _only_state, **fields)
 
     def _mark_orphans_interrupted(self) -> None:
-        """Jobs left running/queued by a process of this host that no longer exists become
-        ``interrupted`` at once; other hosts' jobs when their lease runs out."""
-        host = socket.gethostname()
+        """Jobs left running/queued by a dead process of this host become ``interrupted`` at once;
+        other hosts' jobs when their lease runs out."""
         with self._db() as db:
             self._expire_stale(db)
-            rows = db.execute(
-                "SELECT id, owner FROM jobs WHERE state IN (?, ?)", (JobState.running.value, JobState.queued.value)
-            ).fetchall()
-            for job_id, owner in rows:
-                o_host, _, o_pid = (owner or "").rpartition(":")
-                if o_host == host and o_pid.isdigit() and _pid_alive(int(o_pid)):
-                    continue  # a live process on this host (maybe this one) owns it
-                if o_host != host and o_host:
-                    continue  # another host's job: that host decides
-                db.execute(
-                    "UPDATE jobs SET state=?, error=?, updated=? WHERE id=?",
-                    (JobState.interrupted.value, "interrupted: the process running it stopped", time.time(), job_id),
-                )
-
-
-class closing_conn(closing):  # noqa: N801 - a context manager, named like contextlib.closing
-    """``with`` yields the connection and closes it (sqlite3's own context manager only commits)."""
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self.thing
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Add the columns a database from an older release lacks (two processes may race here)."""
-    have = {r[1] for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
-    for name, kind in _ADDED_COLUMNS:
-        if name not in have:
-            try:
-                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
-            except sqlite3.OperationalError as exc:
-                if "duplicate column" not in str(exc):
-                    raise
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _info(row: sqlite3.Row) -> JobInfo:
-    return JobInfo(
-        id=row["id"],
-        kind=row["kind"],
-        state=JobState(row["state"]),
-        params=json.loads(row["params"]),
-        progress=JobProgress(done=row["done"], total=row["total"], message=row["message"] or ""),
-        result=json.loads(row["result"]) if row["result"] else None,
-        error=row["error"],
-        created=row["created"],
-        started=row["started"],
-        finished=row["finished"],
-        updated=row["updated"],
-        attempts=row["attempts"],
-        cancel_requested=bool(row["cancel_requested"]),
-        owner=row["owner"],
-        lease_until=row["lease_until"],
-    )
+            JobStore.interrupt_dead_local(db, socket.gethostname())
