@@ -123,7 +123,8 @@ def _export_residual(ref: ModelRef, tmp: Path) -> tuple[str, dict[str, Any]]:
     from sentence_transformers.base.modules import Router
 
     from adaptrank.core.engine.biencoder import default_embedding_path
-    from adaptrank.core.engine.residual import ZERO_SHOT, _part_path
+    from adaptrank.core.engine.residual import part_path
+    from adaptrank.core.modelspec import ZERO_SHOT
 
     spec = ref.card.extra.get("residual")
     if not isinstance(spec, dict):
@@ -136,13 +137,13 @@ def _export_residual(ref: ModelRef, tmp: Path) -> tuple[str, dict[str, Any]]:
             "exported. Export a cross-encoder, bi-encoder or query-encoder model (method=query-encoder).",
         )
     prior_spec = spec.get("prior") or ZERO_SHOT
-    prior_path = default_embedding_path() if prior_spec == ZERO_SHOT else _part_path(ref.path, prior_spec, "prior")
+    prior_path = default_embedding_path() if prior_spec == ZERO_SHOT else part_path(ref.path, prior_spec, "prior")
     tau = float(spec.get("tau", 0.05))
     prior = SentenceTransformer(prior_path, device="cpu", trust_remote_code=False)
     if not spec.get("query_encoder"):  # no trained query tower: the prior serves both sides
         prior.save(str(tmp), create_model_card=False)
         return "sentence-transformer", {"tau": tau}
-    query = SentenceTransformer(_part_path(ref.path, spec["query_encoder"], "query encoder"), device="cpu",
+    query = SentenceTransformer(part_path(ref.path, spec["query_encoder"], "query encoder"), device="cpu",
                                 trust_remote_code=False)
     router = Router.for_query_document(query_modules=list(query.children()), document_modules=list(prior.children()))
     # adaptrank encodes each side with that model's default prompt (none for MiniLM); keep it per route

@@ -1,4 +1,4 @@
-"""Checks on caller text that the engine and every route share.
+"""Checks on caller text that the engine and every route share, and the one text hash.
 
 JSON may carry a lone surrogate (``"\\ud800"``): Python decodes it into a ``str`` that cannot be
 encoded as UTF-8, so the tokenizer, Chroma, hashing and the JSON response would all fail on it
@@ -9,12 +9,19 @@ value cannot exhaust the recursion limit of whatever serializes it later.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from adaptrank.core.errors import InputError
 
 MAX_DEPTH = 32
 """How deeply free-form values (document metadata) may nest."""
+
+
+def text_key(text: str) -> bytes:
+    """A short hash of a text (lone surrogates included, so any str is a key): cache keys and
+    duplicate detection."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def check_text(value: str, field: str) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 
 from adaptrank.core.fusion import RRF_K, rrf_scores
 from adaptrank.core.settings import Settings
+from adaptrank.core.text import text_key
 from adaptrank.training.corpus import Corpus, Passage
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,9 @@ class Candidate:
     dense_rank: int | None = None
 
 
-def _text_key(text: str) -> str:
-    return hashlib.sha1(" ".join(text.lower().split()).encode()).hexdigest()
+def _text_key(text: str) -> bytes:
+    """Exact copies up to case and whitespace share a key."""
+    return text_key(" ".join(text.lower().split()))
 
 
 class CandidateMiner:

@@ -8,16 +8,12 @@ stale scores.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
-
-def text_key(text: str) -> bytes:
-    """A short hash of a text (lone surrogates included, so any str is a key)."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+from adaptrank.core.text import text_key
 
 
 class LRU:

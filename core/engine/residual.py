@@ -27,12 +27,12 @@ import numpy as np
 
 from adaptrank.core.engine.cache import VectorCache
 from adaptrank.core.errors import NotFoundError
+from adaptrank.core.modelspec import ZERO_SHOT
 from adaptrank.core.settings import Settings
 
-ZERO_SHOT = "zero-shot"
 
-
-def _part_path(root: Path, rel: str, what: str) -> str:
+def part_path(root: Path, rel: str, what: str) -> str:
+    """The folder of one part of a residual model (``rel`` from its card), inside ``root``."""
     path = (root / rel).resolve()
     if not path.is_relative_to(root.resolve()) or not path.is_dir():
         raise NotFoundError(f"model: residual {what} {rel!r} is missing under {root}")
@@ -123,17 +123,17 @@ def load_scorer(resolved: Any, settings: Settings) -> ResidualScorer:
     if not isinstance(spec, dict):
         raise NotFoundError(f"model: {resolved.name!r} has backend 'residual' but its card has no extra.residual")
     prior_spec = spec.get("prior") or ZERO_SHOT
-    prior_path = default_embedding_path() if prior_spec == ZERO_SHOT else _part_path(root, prior_spec, "prior")
+    prior_path = default_embedding_path() if prior_spec == ZERO_SHOT else part_path(root, prior_spec, "prior")
     prior = load_sentence_transformer(prior_path, settings.device)
     query_encoder = None
     if spec.get("query_encoder"):
-        query_encoder = load_sentence_transformer(_part_path(root, spec["query_encoder"], "query encoder"), settings.device)
+        query_encoder = load_sentence_transformer(part_path(root, spec["query_encoder"], "query encoder"), settings.device)
     cross_encoder = None
     if spec.get("cross_encoder"):
         from adaptrank.core.engine.crossencoder import CrossEncoderScorer
 
         cross_encoder = CrossEncoderScorer(
-            _part_path(root, spec["cross_encoder"], "cross-encoder"),
+            part_path(root, spec["cross_encoder"], "cross-encoder"),
             name=f"{resolved.name}/correction",
             version=resolved.version,
             device=settings.device,
