@@ -26,6 +26,7 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
 from adaptrank.core.settings import Settings
+from adaptrank.core.vectors import embed_texts
 
 DEFAULT_MODEL = "default"  # the offline all-MiniLM-L6-v2
 
@@ -97,9 +98,7 @@ def embed_passages(texts: list[str], model: str | None = None, device: str | Non
     todo = [t for t in dict.fromkeys(texts) if t not in cache]
     if todo:
         with training_autocast(device):
-            fresh = shared_model(model, device).encode(
-                todo, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-            )
+            fresh = embed_texts(shared_model(model, device), todo, batch_size=64)
         cache.update(zip(todo, np.asarray(fresh, dtype=np.float32), strict=True))
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
@@ -166,13 +165,7 @@ class AdaptRankEmbeddingFunction(EmbeddingFunction[Documents]):
         """Unit-length float32 embeddings, shape ``(len(texts), dimension)``."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        out = self.st.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        out = embed_texts(self.st, texts, batch_size=self.batch_size)
         return np.asarray(out, dtype=np.float32)
 
     # -- chromadb protocol ---------------------------------------------------------------------

@@ -27,6 +27,7 @@ import numpy as np
 from adaptrank.core.fusion import RRF_K, rrf_scores
 from adaptrank.core.settings import Settings
 from adaptrank.core.text import text_key
+from adaptrank.core.vectors import embed_texts
 from adaptrank.training.corpus import Corpus, Passage
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class CandidateMiner:
             hits = self._docstore.query(self.corpus.location, list(queries), k)
             return [[h.id for h in row] for row in hits]
         if self.dense_mode == "memory":
-            q = self._model().encode(list(queries), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            q = embed_texts(self._model(), queries)
             sims = q.astype(np.float32) @ self._matrix.T
             k = min(k, sims.shape[1])
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k]

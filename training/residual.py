@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from adaptrank.core.vectors import embed_texts
 from adaptrank.training.lce import lce
 
 Progress = Callable[[int, int], None]
@@ -70,13 +71,7 @@ class PassageBank:
                 check()
             idx = order[lo : lo + batch_size]
             with training_autocast(str(model.device)):
-                out[idx] = model.encode(
-                    [self.texts[i] for i in idx],
-                    batch_size=batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
+                out[idx] = embed_texts(model, [self.texts[i] for i in idx], batch_size=batch_size)
             if cache is not None:
                 for i in idx:
                     cache[self.texts[i]] = out[i]
@@ -143,9 +138,3 @@ def zero_head(cross_encoder) -> None:
         if last.bias is not None:
             last.bias.zero_()
 
-
-def cosine_priors(queries: Sequence[str], passage_ids: Sequence[Sequence[int]], query_model, bank: np.ndarray) -> np.ndarray:
-    """cos(q, d) for every (query, passage id) of each group: ``[N, G]``."""
-    q = query_model.encode(list(queries), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-    ids = np.asarray(passage_ids)
-    return np.einsum("nd,ngd->ng", q, bank[ids]).astype(np.float32)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from adaptrank.core.engine.crossencoder import pick_device
+from adaptrank.core.vectors import embed_texts
 
 
 def default_embedding_path() -> str:
@@ -61,13 +62,7 @@ class BiEncoderScorer:
         return (np.asarray(query_vectors) @ np.asarray(passage_vectors, dtype=np.float32).T).astype(np.float64)
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        return embed_texts(self.model, texts, batch_size=self.batch_size)
 
     def score_pairs(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:

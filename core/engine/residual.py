@@ -29,6 +29,7 @@ from adaptrank.core.engine.cache import VectorCache
 from adaptrank.core.errors import NotFoundError
 from adaptrank.core.modelspec import ZERO_SHOT
 from adaptrank.core.settings import Settings
+from adaptrank.core.vectors import embed_texts
 
 
 def part_path(root: Path, rel: str, what: str) -> str:
@@ -82,9 +83,7 @@ class ResidualScorer:
         return model_fingerprint(self.prior_path)
 
     def _encode(self, model: Any, texts: list[str]) -> np.ndarray:
-        return model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
+        return embed_texts(model, texts, batch_size=self.batch_size)
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode(self.query_encoder or self.prior, texts)
