@@ -6,8 +6,9 @@ Two entry points:
 * :func:`evaluate_beir` — real questions and qrels: first stage (BM25 over the corpus, or a Chroma
   collection's dense retrieval), then each model reranks the same pool. ``adaptrank eval`` and the
   ``evaluate_reranker`` tool run it.
-* :func:`rank_groups` — a dataset's dev split: each group's positive (and extra positives) ranked
-  among its hard negatives. Fine-tuning uses it for early stopping and promotion.
+* :func:`group_scores` — a dataset's dev split: each group's positive (and extra positives) ranked
+  among its hard negatives. Fine-tuning uses it for early stopping and promotion
+  (``training.finetune.data.dev_metrics``).
 
 Scoring goes through the engine (``Reranker.scorer(spec).score_pairs``) in chunks of many queries,
 so a bi-encoder embeds each passage once per chunk instead of once per query.
@@ -99,16 +100,6 @@ def group_scores(
             rels = {str(i): 1 for i in relevant}
             out[lo + j] = (mrr_at_k(order, rels, k), ndcg_at_k(order, rels, k))
     return out
-
-
-def rank_groups(
-    score_pairs: ScorePairs, groups: Sequence[Any], k: int = 10, chunk: int = 256
-) -> dict[str, float]:
-    """MRR@k and nDCG@k of each group's positives among its negatives (mean over groups)."""
-    if not groups:
-        return {}
-    per_group = group_scores(score_pairs, groups, k, chunk)
-    return {f"mrr@{k}": float(per_group[:, 0].mean()), f"ndcg@{k}": float(per_group[:, 1].mean()), "groups": float(len(groups))}
 
 
 # -- BEIR: first stage + rerank -------------------------------------------------------------------

@@ -18,9 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel
 
+from adaptrank.core.modelspec import ZERO_SHOT
 from adaptrank.core.modelstore import ModelStore
-
-ZERO_SHOT = "zero-shot"
 
 
 class Decision(BaseModel):
