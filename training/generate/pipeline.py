@@ -1,40 +1,23 @@
-"""The generation pipeline: corpus -> queries -> mined candidates -> judged labels -> dataset.
-
-``generate_dataset(params, settings, progress=..., cancelled=..., checkpoint_dir=...)`` runs it; the
-server's ``generate`` job kind calls it (the MCP tool and ``adaptrank generate`` both go through a
-job, so both are resumable and report the same progress).
-
-Work is done in batches of documents (one batched LLM call for the batch's queries, one for its
-judgements). After each batch the finished documents' groups are appended to
-``<checkpoint>/done.jsonl``; a resumed job reads it back and continues with the first unfinished
-document — finished documents are never redone. Per-document work depends only on the
-document (greedy decoding, a fixed order), so a resumed run writes the same dataset as an
-uninterrupted one.
-
-Nothing fails silently: a source with no documents, an unknown collection, a path outside the
-allowed roots or an LLM that is down raise a clear error; a reply that cannot be used is skipped
-and counted in the card (``skipped``), and a run that ends with zero groups is an error.
-"""
+"""The pipeline, batch by batch: sample documents, write queries, mine candidates, judge them, and
+write the dataset (see the package docstring)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
-
-from adaptrank.core.errors import AdaptRankError, Cancelled, InputError
+from adaptrank.core.errors import AdaptRankError, Cancelled
 from adaptrank.core.llm.base import LLM
-from adaptrank.core.prompts import JUDGE_LIKELIHOOD, JUDGE_RELEVANCE, QUERYGEN_FOCUSED, QUERYGEN_TYPED, TYPE_SETS, get_template
+from adaptrank.core.prompts import JUDGE_LIKELIHOOD, JUDGE_RELEVANCE, QUERYGEN_FOCUSED, get_template
 from adaptrank.core.settings import Settings
 from adaptrank.training.corpus import Corpus, load_corpus, sample_documents
 from adaptrank.training.dataset import DatasetRef, DatasetStore, Group
+from adaptrank.training.generate.checkpoint import Checkpoint
+from adaptrank.training.generate.params import GenerateParams
 from adaptrank.training.labeling import label_candidates, resolve_method
 from adaptrank.training.mining import CandidateMiner
 from adaptrank.training.querygen import Grounding, generate_queries, normalize
@@ -47,115 +30,6 @@ ProgressFn = Callable[[float, float | None, str | None], Any]
 LABEL_COUNTERS = ("judged", "judged_relevant", "unjudged_negatives")
 
 
-class GenerateParams(BaseModel):
-    """Everything a generation run depends on (stored with the job and in the card)."""
-
-    source: Literal["chroma", "beir", "folder"] = Field(description="where the documents come from")
-    collection: str | None = Field(None, description="Chroma collection (source='chroma')")
-    path: str | None = Field(None, description="BEIR folder / corpus.jsonl, or a folder of .txt/.md")
-    output_name: str = Field(description="dataset name under ADAPTRANK_HOME/datasets")
-    max_documents: int = Field(200, ge=1, le=1_000_000, description="documents sampled from the source")
-    queries_per_document: int = Field(2, ge=1, le=20)
-    negatives: int = Field(7, ge=0, le=100, description="hard negatives per group")
-    mining_depth: int = Field(30, ge=1, le=1000, description="candidates mined per query")
-    judge: bool = Field(True, description="LLM-judge the mined candidates (off: top mined are negatives)")
-    judge_depth: int | None = Field(None, ge=0, le=1000, description="candidates judged per query (default: negatives; the judge is the costly step)")
-    judge_threshold: float | None = Field(None, ge=0.0, le=1.0, description="p(yes) cut-off instead of the label")
-    judge_method: Literal["auto", "choice", "likelihood"] = Field(
-        "auto", description="choice: yes/no; likelihood: query likelihood vs the own passage; auto: by model"
-    )
-    judge_margin: float = Field(
-        0.3, ge=-5.0, le=5.0,
-        description="likelihood judge: how much more likely (nats/token) the query must be given a candidate "
-        "than given its own passage for the candidate to count as relevant (negative: slack)",
-    )
-    llm_backend: str | None = None
-    llm_model: str | None = None
-    judge_backend: str | None = Field(None, description="default: the same LLM as generation")
-    judge_model: str | None = None
-    queries: str | None = Field(
-        None,
-        description="a query log: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each is "
-        "mined and labelled by a teacher (zero-shot cosine + LLM likelihood) into a training group of its own, "
-        "and a few labelled ones become the generation prompt's style examples",
-    )
-    max_log_queries: int = Field(2000, ge=1, le=100_000, description="use at most this many log queries")
-    template: str = QUERYGEN_TYPED.name
-    question_types: str = Field("general", description=f"one of {sorted(TYPE_SETS)}")
-    dense: Literal["auto", "on", "off"] = "auto"
-    grounding: bool = Field(True, description="drop queries whose corpus-rare words are not from the passage")
-    specific: bool = Field(
-        True, description="drop queries that its passage's siblings (same title or document) answer as well: "
-        "questions about the subject rather than about the passage",
-    )
-    consistency_depth: int | None = Field(
-        None, ge=1, le=1000,
-        description="round-trip filter (Promptagator): keep a query only if BM25 or dense retrieval ranks "
-        "its own document within this depth (None: keep all)",
-    )
-    chunk_tokens: int | None = Field(None, ge=16, le=8192, description="default: the reranker's passage budget")
-    batch_documents: int = Field(16, ge=1, le=1024, description="documents per LLM batch (and checkpoint)")
-    dev_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _check(self) -> GenerateParams:
-        from adaptrank.core.modelstore import validate_name
-
-        validate_name(self.output_name, "output_name")
-        if self.source == "chroma" and not self.collection:
-            raise InputError("collection", "is required when source is 'chroma'")
-        if self.source in ("beir", "folder") and not self.path:
-            raise InputError("path", f"is required when source is {self.source!r}")
-        if self.question_types not in TYPE_SETS:
-            raise InputError("question_types", f"{self.question_types!r} is not one of {sorted(TYPE_SETS)}")
-        get_template(self.template)
-        return self
-
-    def fingerprint(self) -> str:
-        """What must match for a checkpoint to be reused."""
-        data = self.model_dump(exclude={"batch_documents"})
-        return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# -- checkpoint -----------------------------------------------------------------------------------
-class Checkpoint:
-    """``done.jsonl``: one line per finished document (its groups and counters)."""
-
-    def __init__(self, folder: Path | None, fingerprint: str) -> None:
-        self.folder = Path(folder) if folder else None
-        self.done: dict[str, dict[str, Any]] = {}
-        if self.folder is None:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        state = self.folder / "state.json"
-        if state.is_file() and json.loads(state.read_text()).get("fingerprint") != fingerprint:
-            # Different parameters: the old work does not apply.
-            (self.folder / "done.jsonl").unlink(missing_ok=True)
-        state.write_text(json.dumps({"fingerprint": fingerprint}))
-        path = self.folder / "done.jsonl"
-        if path.is_file():
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        break  # a torn last line from a crash: that document is redone
-                    self.done[row["doc_id"]] = row
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            self.done[row["doc_id"]] = row
-        if self.folder is None:
-            return
-        with open(self.folder / "done.jsonl", "a", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-
-# -- the pipeline -----------------------------------------------------------------------------------
 def _llms(params: GenerateParams, settings: Settings, llm: LLM | None, judge_llm: LLM | None) -> tuple[LLM, LLM | None]:
     from adaptrank.core.llm.factory import get_llm
 
