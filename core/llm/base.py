@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from adaptrank.core.errors import AdaptRankError
+from adaptrank.core.llm.constraints import canonical_json, match_choice, parse_json
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 Prompt = list[Message]
@@ -58,6 +60,19 @@ class LLMStats:
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+def check_output(text: str, json_schema: dict[str, Any] | None, choices: list[str] | None) -> tuple[str | None, str]:
+    """``(the text to return, "")`` when ``text`` meets the constraint (JSON repaired and made
+    canonical, a choice mapped onto its exact spelling), else ``(None, the problem)``: the schema
+    violation, or ``not one of [...]``."""
+    if json_schema is not None:
+        value, error = parse_json(text, json_schema)
+        return (canonical_json(value), "") if error is None else (None, error)
+    if choices:
+        label = match_choice(text, choices)
+        return (label, "") if label is not None else (None, f"not one of {choices}")
+    return text, ""
 
 
 class LLM(ABC):
@@ -96,6 +111,52 @@ class LLM(ABC):
         """Pick one of ``choices`` per prompt, with the probability of the *first* choice where the
         backend exposes token probabilities (None otherwise)."""
         return [(text, None) for text in self.generate(prompts, max_new_tokens=8, choices=choices)]
+
+    def enforce(
+        self,
+        texts: list[str],
+        *,
+        json_schema: dict[str, Any] | None = None,
+        choices: list[str] | None = None,
+        strict: bool = True,
+        retries: int = 0,
+        regenerate: Callable[[list[int], int], list[str]] | None = None,
+        failure: Callable[[int, str], str],
+    ) -> list[str]:
+        """The output check every backend runs after a batch (a template method: the backend
+        supplies how to ask again and what to say).
+
+        Outputs that meet the constraint are returned repaired (:func:`check_output`); the rest are
+        asked again with ``regenerate(indices, attempt)`` up to ``retries`` times (each counted in
+        ``stats.retries``). What still fails counts in ``stats.invalid`` and is returned raw, or,
+        with ``strict``, raises :class:`LLMError` with ``failure(number failing, first problem)``.
+        """
+        if json_schema is None and not choices:
+            return texts
+        pending: dict[int, str] = {}
+        for i, text in enumerate(texts):
+            ok, problem = check_output(text, json_schema, choices)
+            if ok is None:
+                pending[i] = problem
+            else:
+                texts[i] = ok
+        for attempt in range(retries if regenerate is not None else 0):
+            if not pending:
+                break
+            idx = sorted(pending)
+            self.stats.retries += len(idx)
+            for i, text in zip(idx, regenerate(idx, attempt), strict=True):
+                ok, problem = check_output(text, json_schema, choices)
+                if ok is None:
+                    texts[i], pending[i] = text, problem
+                else:
+                    texts[i] = ok
+                    del pending[i]
+        if pending:
+            self.stats.invalid += len(pending)
+            if strict:
+                raise LLMError(failure(len(pending), next(iter(pending.values()))))
+        return texts
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release weights or connections."""

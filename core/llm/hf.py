@@ -30,7 +30,6 @@ from typing import Any
 
 from adaptrank.core.errors import InputError, MissingExtraError
 from adaptrank.core.llm.base import LLM, LLMError, Prompt
-from adaptrank.core.llm.constraints import canonical_json, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -304,37 +303,19 @@ class TransformersLLM(LLM):
 
     def _enforce_json(self, rows, texts, schema, max_new_tokens, stop, seed, strict) -> list[str]:
         """Repair what parses; re-generate (sampling) only the prompts that still fail."""
-        pending: dict[int, str] = {}
-        for i, text in enumerate(texts):
-            value, error = parse_json(text, schema)
-            if error is None:
-                texts[i] = canonical_json(value)
-            else:
-                pending[i] = error
-        for attempt in range(self.json_retries):
-            if not pending:
-                break
-            idx = sorted(pending)
-            self.stats.retries += len(idx)
-            retry = self._generate_rows(
+        return self.enforce(
+            texts,
+            json_schema=schema,
+            strict=strict,
+            retries=self.json_retries,
+            regenerate=lambda idx, attempt: self._generate_rows(
                 [rows[i] for i in idx], max_new_tokens, 0.7, stop, None if seed is None else seed + attempt + 1
-            )
-            for i, text in zip(idx, retry, strict=True):
-                value, error = parse_json(text, schema)
-                if error is None:
-                    texts[i] = canonical_json(value)
-                    del pending[i]
-                else:
-                    texts[i], pending[i] = text, error
-        if pending:
-            self.stats.invalid += len(pending)
-            if strict:
-                first = next(iter(pending.values()))
-                raise LLMError(
-                    f"{self.name}: {len(pending)} of {len(texts)} outputs never matched the JSON schema "
-                    f"after {self.json_retries} retries (first problem: {first})"
-                )
-        return texts
+            ),
+            failure=lambda n, first: (
+                f"{self.name}: {n} of {len(texts)} outputs never matched the JSON schema "
+                f"after {self.json_retries} retries (first problem: {first})"
+            ),
+        )
 
     # -- choices -------------------------------------------------------------------------------
     def _choice_tokens(self, choices: list[str]) -> list[list[int]] | None:

@@ -24,7 +24,6 @@ import numpy as np
 
 from adaptrank.core.errors import InputError, MissingExtraError
 from adaptrank.core.llm.base import LLM, LLMError, Prompt
-from adaptrank.core.llm.constraints import canonical_json, parse_json
 
 
 def import_llama_cpp() -> Any:
@@ -110,7 +109,6 @@ class LlamaCppLLM(LLM):
             self.stats.calls += 1
             self.stats.prompts += len(prompts)
             grammar = self._grammar(json_schema) if json_schema is not None else None
-            bad = 0
             for prompt in prompts:
                 result = self.llm.create_completion(
                     self._text(prompt),
@@ -124,19 +122,13 @@ class LlamaCppLLM(LLM):
                 usage = result.get("usage") or {}
                 self.stats.prompt_tokens += usage.get("prompt_tokens", 0)
                 self.stats.generated_tokens += usage.get("completion_tokens", 0)
-                text = result["choices"][0]["text"]
-                if json_schema is not None:
-                    value, error = parse_json(text, json_schema)
-                    if error is None:
-                        text = canonical_json(value)
-                    else:  # the grammar guarantees syntax; max_new_tokens can still cut it short
-                        bad += 1
-                out.append(text)
-            self.stats.invalid += bad
+                out.append(result["choices"][0]["text"])
             self.stats.seconds += time.perf_counter() - t0
-        if bad and strict:
-            raise LLMError(f"{self.name}: {bad} of {len(prompts)} outputs are not valid JSON (max_new_tokens too small?)")
-        return out
+        # the grammar guarantees syntax; max_new_tokens can still cut it short: no retry
+        return self.enforce(
+            out, json_schema=json_schema, strict=strict,
+            failure=lambda n, _: f"{self.name}: {n} of {len(prompts)} outputs are not valid JSON (max_new_tokens too small?)",
+        )
 
     def judge(self, prompts: list[Prompt], choices: list[str]) -> list[tuple[str, float | None]]:
         """Scores each choice's first token after the prompt (normalized over the choices)."""

@@ -30,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from adaptrank.core.errors import MissingExtraError
-from adaptrank.core.llm.base import LLM, LLMError, Prompt
-from adaptrank.core.llm.constraints import canonical_json, choice_schema, match_choice, parse_json
+from adaptrank.core.llm.base import LLM, LLMError, Prompt, check_output
+from adaptrank.core.llm.constraints import choice_schema
 
 Structured = Literal["auto", "json_schema", "vllm", "none"]
 
@@ -174,19 +174,11 @@ class OpenAICompatibleLLM(LLM):
                 self.stats.generated_tokens += usage.completion_tokens or 0
             choice = resp.choices[0] if resp.choices else None
             text = (choice.message.content or "") if choice is not None and choice.message else ""
-            if json_schema is not None:
-                value, error = parse_json(text, json_schema)
-                if error is None:
-                    return canonical_json(value), None
-                last_problem = f"invalid JSON ({error}): {text[:120]!r}"
-            elif choices:
-                label = match_choice(text, choices)
-                if label is not None:
-                    prob = _choice_probability(choice, choices) if want_logprobs else None
-                    return label, prob
-                last_problem = f"not one of {choices}: {text[:120]!r}"
-            else:
-                return text, None
+            ok, problem = check_output(text, json_schema, choices)
+            if ok is not None:
+                prob = _choice_probability(choice, choices) if want_logprobs and choices and json_schema is None else None
+                return ok, prob
+            last_problem = f"invalid JSON ({problem}): {text[:120]!r}" if json_schema is not None else f"{problem}: {text[:120]!r}"
             if attempt < self.max_retries:
                 self.stats.retries += 1
         if not text:

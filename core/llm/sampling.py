@@ -22,8 +22,7 @@ import time
 import warnings
 from typing import Any
 
-from adaptrank.core.llm.base import LLM, LLMError, Prompt
-from adaptrank.core.llm.constraints import canonical_json, match_choice, parse_json
+from adaptrank.core.llm.base import LLM, LLMError, Prompt, check_output
 
 
 NO_SAMPLING = "the MCP client does not support sampling"
@@ -125,18 +124,10 @@ class SamplingLLM(LLM):
             self.stats.calls += 1
             content = result.content
             text = content.text if isinstance(content, types.TextContent) else ""
-            if json_schema is not None:
-                value, error = parse_json(text, json_schema)
-                if error is None:
-                    return canonical_json(value)
-                problem = f"invalid JSON ({error})"
-            elif choices:
-                label = match_choice(text, choices)
-                if label is not None:
-                    return label
-                problem = f"not one of {choices}: {text[:80]!r}"
-            else:
-                return text
+            ok, problem = check_output(text, json_schema, choices)
+            if ok is not None:
+                return ok
+            problem = f"invalid JSON ({problem})" if json_schema is not None else f"{problem}: {text[:80]!r}"
             if attempt < self.max_retries:
                 self.stats.retries += 1
         self.stats.invalid += 1

@@ -18,7 +18,7 @@ from typing import Any
 
 from adaptrank.core.errors import MissingExtraError
 from adaptrank.core.llm.base import LLM, LLMError, Prompt
-from adaptrank.core.llm.constraints import canonical_json, match_choice, parse_json
+from adaptrank.core.llm.constraints import match_choice
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 
@@ -113,19 +113,11 @@ class VLLMBackend(LLM):
             seed=seed,
         )
         texts = [out.outputs[0].text for out in self._chat(prompts, params)]
-        if json_schema is None:
-            return texts
-        bad = 0
-        for i, text in enumerate(texts):
-            value, error = parse_json(text, json_schema)
-            if error is None:
-                texts[i] = canonical_json(value)
-            else:  # structured decoding makes this rare (e.g. max_tokens cut the JSON short)
-                bad += 1
-        self.stats.invalid += bad
-        if bad and strict:
-            raise LLMError(f"{self.name}: {bad} of {len(texts)} outputs are not valid JSON (max_new_tokens too small?)")
-        return texts
+        # structured decoding makes a failure rare (e.g. max_tokens cut the JSON short): no retry
+        return self.enforce(
+            texts, json_schema=json_schema, strict=strict,
+            failure=lambda n, _: f"{self.name}: {n} of {len(texts)} outputs are not valid JSON (max_new_tokens too small?)",
+        )
 
     def judge(self, prompts: list[Prompt], choices: list[str]) -> list[tuple[str, float | None]]:
         if not prompts:
