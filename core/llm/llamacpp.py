@@ -47,7 +47,7 @@ class LlamaCppLLM(LLM):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         if model in (None, "", "default"):
-            from adaptrank.core.llm.hf import default_gguf_path
+            from adaptrank.core.llm.hf_loading import default_gguf_path
 
             path = default_gguf_path()
         else:
