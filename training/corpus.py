@@ -7,7 +7,7 @@ own document and the dataset can split by document.
 * ``chroma``: the collection's records are already chunks (``adaptrank ingest`` stores
   ``doc_id`` in their metadata); records without one are their own document.
 * ``beir``: ``corpus.jsonl`` (``_id``, ``title``, ``text``); text is ``"<title>. <text>"``.
-* ``folder``: ``.txt``/``.md`` files (``core.ingest.read_documents``).
+* ``folder``: ``.txt``/``.md`` files (``core.sources.read_documents``).
 
 Files and BEIR documents are chunked to the reranker's passage budget (``core.chunking``), so a
 training passage is exactly what the cross-encoder will see. MCP callers may only read paths
@@ -98,7 +98,7 @@ def load_corpus(
     if source not in ("beir", "folder"):
         raise InputError("source", f"{source!r} is not one of ['chroma', 'beir', 'folder']")
     root = resolve_path(settings, path, restrict_paths)
-    from adaptrank.core.ingest import read_documents
+    from adaptrank.core.sources import read_documents
 
     if source == "beir" and not (root.is_file() and root.name.endswith(".jsonl")) and not (root / "corpus.jsonl").is_file():
         raise InputError("path", f"{path!r} has no corpus.jsonl (BEIR layout expected)")
