@@ -1,3 +1,4 @@
+# Over 400 lines: one class (the Chroma store) and the connection handling every method of it shares.
 """The document store: Chroma, embedded by default, a ``chroma run`` server when configured.
 
 ``DocStore(settings)`` opens ``PersistentClient(settings.chroma_dir)``, or ``HttpClient`` when
@@ -265,7 +266,7 @@ class DocStore:
             col.modify(metadata={**(col.metadata or {}), FINGERPRINT_KEY: model_fingerprint(self.embedding_function.model)})
         batch_size = min(batch_size, self.client.get_max_batch_size())
         total = len(ids)
-        bar = _progress_bar(progress, total, f"embedding into {name}")
+        bar = _Bar(progress, total, f"embedding into {name}")
         try:
             for lo in range(0, total, batch_size):
                 hi = min(lo + batch_size, total)
@@ -416,7 +417,3 @@ class _Bar:
     def close(self) -> None:
         if self._tqdm is not None:
             self._tqdm.close()
-
-
-def _progress_bar(progress: bool | ProgressCallback, total: int, desc: str) -> _Bar:
-    return _Bar(progress, total, desc)

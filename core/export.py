@@ -1,3 +1,4 @@
+# Over 400 lines: export and import are the two directions of one folder format (layout, meta, card) and read it the same way.
 """Models that travel: export a model-store version as a standard sentence-transformers folder,
 and import such a folder as a new version.
 

@@ -1,3 +1,4 @@
+# Over 400 lines: one class, the engine's single entry point (model cache, scoring, dense retrieval helpers); its parts live in engine/*.
 """``Reranker``: the one scoring entry point the MCP tool, the HTTP route, the LlamaIndex
 postprocessor and the agent all call.
 
