@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 #: OSError numbers that mean "this cannot be written here" (a full disk or quota, a read-only or
 #: forbidden folder, a file-size limit): the caller gets a clear error, never a half-written file.
@@ -32,7 +37,30 @@ class InputError(AdaptRankError, ValueError):
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
+        self.message = message
         super().__init__(f"{field}: {message}")
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """A pydantic error location as a field name: ``('models', 2)`` -> ``models[2]``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def input_error(exc: ValidationError) -> InputError:
+    """The first error of a pydantic validation as an ``InputError``: the field from the error's
+    location, the validator's own message (a ``ValueError`` it raised) or pydantic's with the value
+    given. The one converter every params model, MCP tool and CLI command uses."""
+    first = exc.errors(include_url=False)[0]
+    field = field_path(first["loc"]) or "arguments"
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, BaseException):
+        return InputError(field, cause.message if isinstance(cause, InputError) else str(cause))
+    if first["type"] == "value_error":  # field_error(): the message is the validator's own
+        return InputError(field, first["msg"])
+    return InputError(field, f"{first['msg']} (got {first.get('input')!r})")
 
 
 class NotFoundError(AdaptRankError, LookupError):

@@ -22,6 +22,17 @@ import typer
 from rich.table import Table
 
 from adaptrank.server.cli import err, make_settings, out, user_errors
+from adaptrank.training.params import (
+    Depth,
+    Epochs,
+    GroupSize,
+    LearningRate,
+    MaxDocuments,
+    MaxQueries,
+    QueriesPerDocument,
+    help_of,
+    parse,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -91,9 +102,9 @@ def finetune(
     output: Annotated[str | None, typer.Option("--output", "-o", help="model-store name [default: <dataset>-reranker]")] = None,
     method: Annotated[str, typer.Option(help="auto | query-encoder | residual | cross-encoder | bi-encoder")] = "auto",
     base_model: Annotated[str | None, typer.Option(help="zero-shot, a store name, a local path or an HF id")] = None,
-    epochs: Annotated[float, typer.Option(help="passes over the training groups")] = 2.0,
-    group_size: Annotated[int, typer.Option("--group-size", "-g", help="1 positive + G-1 hard negatives")] = 8,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="peak learning rate [default: per method]")] = None,
+    epochs: Annotated[float, typer.Option(help=help_of(Epochs))] = 2.0,
+    group_size: Annotated[int, typer.Option("--group-size", "-g", help=help_of(GroupSize))] = 8,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help=help_of(LearningRate))] = None,
     batch_size: Annotated[int, typer.Option(help="groups per step (per device)")] = 16,
     grad_accumulation: Annotated[int, typer.Option(help="steps per optimizer update")] = 1,
     max_length: Annotated[int | None, typer.Option(help="tokens (query tokens for query-encoder)")] = None,
@@ -142,8 +153,8 @@ def evaluate(
     path: Annotated[str, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels.tsv")],
     models: Annotated[list[str] | None, typer.Option("--model", "-m", help="model spec; repeat for several [default: zero-shot]")] = None,
     first_stage: Annotated[str, typer.Option(help="bm25 | chroma:<collection>")] = "bm25",
-    depth: Annotated[int, typer.Option(help="first-stage candidates reranked per query")] = 30,
-    max_queries: Annotated[int | None, typer.Option(help="evaluate a sample of queries")] = None,
+    depth: Annotated[int, typer.Option(help=help_of(Depth))] = 30,
+    max_queries: Annotated[int | None, typer.Option(help=help_of(MaxQueries))] = None,
     seed: Annotated[int, typer.Option(help="query sample seed")] = 0,
     report_path: Annotated[str | None, typer.Option("--report", help="also write an HTML report here: metrics, per-query "
                                                      "scatter of the first model vs the last, training curve, the queries helped/hurt most")] = None,
@@ -152,16 +163,18 @@ def evaluate(
     """Evaluate rerankers on BEIR data: nDCG@10, MRR@10, Recall@depth, with the first stage as baseline."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-    from adaptrank.training.evaluate import evaluate_beir
+    from adaptrank.training.evaluate import EvaluateParams, evaluate_beir
 
     with user_errors():
         settings = make_settings()
+        p = parse(EvaluateParams, dict(path=path, models=models or ["zero-shot"], first_stage=first_stage, depth=depth,
+                                       max_queries=max_queries, seed=seed))
         with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
                       console=err) as bar, contextlib.redirect_stdout(sys.stderr):
             task = bar.add_task("evaluating", total=None)
             report = evaluate_beir(
-                path, models or ["zero-shot"], first_stage=first_stage, depth=depth, max_queries=max_queries,
-                seed=seed, settings=settings,
+                p.path, p.models, first_stage=p.first_stage, depth=p.depth, max_queries=p.max_queries,
+                seed=p.seed, settings=settings,
                 progress=lambda d, t, m: bar.update(task, completed=d, total=t, description=m or ""),
             )
         if report_path:
@@ -193,8 +206,8 @@ def adapt(
     collection: Annotated[str | None, typer.Option("--collection", "-c", help="Chroma collection of your documents")] = None,
     path: Annotated[str | None, typer.Option(help="or a BEIR folder / text folder (BEIR qrels enable evaluation)")] = None,
     name: Annotated[str | None, typer.Option(help="base name: dataset <name>-synth, model <name>-reranker")] = None,
-    max_documents: Annotated[int, typer.Option(help="documents to write queries for")] = 1000,
-    queries_per_document: Annotated[int, typer.Option("--queries-per-document", "-k")] = 2,
+    max_documents: Annotated[int, typer.Option(help=help_of(MaxDocuments))] = 1000,
+    queries_per_document: Annotated[int, typer.Option("--queries-per-document", "-k", help=help_of(QueriesPerDocument))] = 2,
     judge: Annotated[bool, typer.Option("--judge/--no-judge", help="LLM-judge mined candidates")] = False,
     question_types: Annotated[str, typer.Option(help="general | medical")] = "general",
     queries: Annotated[str | None, typer.Option(help="a query log: real queries (.txt one per line, or .jsonl) to train on and imitate")] = None,
@@ -202,8 +215,8 @@ def adapt(
     llm_backend: Annotated[str | None, typer.Option(help="transformers | llamacpp | openai | vllm")] = None,
     llm_model: Annotated[str | None, typer.Option()] = None,
     method: Annotated[str, typer.Option(help="auto | query-encoder | residual | cross-encoder | bi-encoder")] = "auto",
-    epochs: Annotated[float, typer.Option()] = 2.0,
-    group_size: Annotated[int, typer.Option("--group-size", "-g")] = 8,
+    epochs: Annotated[float, typer.Option(help=help_of(Epochs))] = 2.0,
+    group_size: Annotated[int, typer.Option("--group-size", "-g", help=help_of(GroupSize))] = 8,
     promote: Annotated[bool | None, typer.Option("--promote/--no-promote")] = None,
     eval_max_queries: Annotated[int | None, typer.Option(help="evaluate on a sample of the real questions")] = None,
     report_path: Annotated[str | None, typer.Option("--report", help="also write an HTML report here: metrics, per-query "
@@ -215,22 +228,13 @@ def adapt(
 
     with user_errors():
         settings = make_settings(llm_backend=llm_backend, llm_model=llm_model)
-        try:
-            params = AdaptParams(
-                collection=collection, path=path, name=name, max_documents=max_documents,
-                queries_per_document=queries_per_document, judge=judge, question_types=question_types,
-                queries=queries, eval_path=eval_path,
-                llm_backend=llm_backend, llm_model=llm_model, method=method, epochs=epochs, group_size=group_size,
-                promote=promote, eval_max_queries=eval_max_queries,
-            )
-        except ValueError as exc:
-            from pydantic import ValidationError
-
-            if isinstance(exc, ValidationError):
-                from adaptrank.server.tools_training import _params_error
-
-                raise _params_error(exc) from None
-            raise
+        params = parse(AdaptParams, dict(
+            collection=collection, path=path, name=name, max_documents=max_documents,
+            queries_per_document=queries_per_document, judge=judge, question_types=question_types,
+            queries=queries, eval_path=eval_path,
+            llm_backend=llm_backend, llm_model=llm_model, method=method, epochs=epochs, group_size=group_size,
+            promote=promote, eval_max_queries=eval_max_queries,
+        ))
         extra: dict[str, Any] = {"_restrict_paths": False}
         if report_path:
             from pathlib import Path

@@ -21,6 +21,15 @@ import typer
 from rich.table import Table
 
 from adaptrank.server.cli import err, make_settings, out, user_errors
+from adaptrank.training.params import (
+    ConsistencyDepth,
+    MaxDocuments,
+    Negatives,
+    QueriesPerDocument,
+    QueryLog,
+    help_of,
+    parse,
+)
 
 jobs_app = typer.Typer(help="Background jobs (generation, fine-tuning): list, status, cancel, resume.",
                        no_args_is_help=False, invoke_without_command=True)
@@ -67,9 +76,9 @@ def generate(
     source: Annotated[str | None, typer.Option(help="chroma | beir | folder")] = None,
     path: Annotated[str | None, typer.Option(help="BEIR folder (corpus.jsonl) or a folder of .txt/.md")] = None,
     collection: Annotated[str | None, typer.Option("--collection", "-c", help="Chroma collection (source chroma)")] = None,
-    max_documents: Annotated[int, typer.Option(help="documents sampled from the source")] = 200,
-    queries_per_document: Annotated[int, typer.Option("--queries-per-document", "-k", help="queries per document")] = 2,
-    negatives: Annotated[int, typer.Option(help="hard negatives per group")] = 7,
+    max_documents: Annotated[int, typer.Option(help=help_of(MaxDocuments))] = 200,
+    queries_per_document: Annotated[int, typer.Option("--queries-per-document", "-k", help=help_of(QueriesPerDocument))] = 2,
+    negatives: Annotated[int, typer.Option(help=help_of(Negatives))] = 7,
     mining_depth: Annotated[int, typer.Option(help="candidates mined per query (BM25 + dense)")] = 30,
     judge: Annotated[bool, typer.Option("--judge/--no-judge", help="LLM-judge the mined candidates")] = True,
     judge_depth: Annotated[int | None, typer.Option(help="candidates judged per query [default: negatives]")] = None,
@@ -79,8 +88,8 @@ def generate(
     question_types: Annotated[str, typer.Option(help="general | medical")] = "general",
     template: Annotated[str, typer.Option(help="querygen.typed (one question per call) | querygen.list (JSON, for big LLMs)")] = "querygen.typed",
     dense: Annotated[str, typer.Option(help="dense mining: auto | on | off")] = "auto",
-    consistency_depth: Annotated[int | None, typer.Option(help="keep a query only if retrieval ranks its own document within this depth")] = None,
-    queries: Annotated[str | None, typer.Option(help="a query log: real queries (.txt one per line, or .jsonl) to train on and imitate")] = None,
+    consistency_depth: Annotated[int | None, typer.Option(help=help_of(ConsistencyDepth))] = None,
+    queries: Annotated[str | None, typer.Option(help=help_of(QueryLog))] = None,
     batch_documents: Annotated[int, typer.Option(help="documents per LLM batch and checkpoint")] = 16,
     dev_fraction: Annotated[float, typer.Option(help="share of documents in the dev split")] = 0.1,
     seed: Annotated[int, typer.Option(help="document sample and split seed")] = 0,
@@ -107,16 +116,7 @@ def generate(
                 question_types=question_types, template=template, dense=dense, batch_documents=batch_documents,
                 dev_fraction=dev_fraction, seed=seed, consistency_depth=consistency_depth, queries=queries,
             )
-            try:
-                params = GenerateParams.model_validate(raw)
-            except ValueError as exc:
-                from pydantic import ValidationError
-
-                if isinstance(exc, ValidationError):
-                    from adaptrank.server.tools_training import _params_error
-
-                    raise _params_error(exc) from None
-                raise
+            params = parse(GenerateParams, raw)
             if params.path:  # fail before starting a job on what can be checked at once
                 from adaptrank.training.corpus import resolve_path
 

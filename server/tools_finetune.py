@@ -9,7 +9,7 @@ No ``from __future__ import annotations``: fastmcp must see the annotated types 
 """
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastmcp import Context, FastMCP
 from mcp_types import ToolAnnotations
@@ -20,6 +20,20 @@ from adaptrank.server.context import Services
 from adaptrank.server.errors import tool_errors
 from adaptrank.server.jobs import JobInfo
 from adaptrank.server.tools_training import Wait, wait_for_job
+from adaptrank.training.evaluate import EvaluateParams
+from adaptrank.training.params import (
+    BaseModelSpec,
+    Depth,
+    Epochs,
+    FirstStage,
+    GroupSize,
+    LearningRate,
+    MaxQueries,
+    Method,
+    Models,
+    Promote,
+    parse,
+)
 
 STARTS_JOB = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 
@@ -33,13 +47,13 @@ def register(mcp: FastMCP, services: Services) -> None:
     @tool_errors
     async def finetune_reranker(
         dataset: Annotated[Name, Field(description="dataset name (or name@version) from generate_training_data / list_datasets")],
-        base_model: Annotated[str | None, Field(max_length=512, description="start from: 'zero-shot', a model-store name, a model folder inside the server's allowed roots, or an HF id if the operator allows hub models (default: the offline MiniLM)")] = None,
-        epochs: Annotated[float, Field(gt=0, le=50, description="passes over the training groups")] = 2.0,
-        group_size: Annotated[int, Field(ge=2, le=64, description="1 positive + G-1 hard negatives per group")] = 8,
-        learning_rate: Annotated[float | None, Field(gt=0, le=0.1, description="peak learning rate (default: per method)")] = None,
+        base_model: Annotated[BaseModelSpec, Field(description="start from: 'zero-shot', a model-store name, a model folder inside the server's allowed roots, or an HF id if the operator allows hub models (default: the offline MiniLM)")] = None,
+        epochs: Epochs = 2.0,
+        group_size: GroupSize = 8,
+        learning_rate: LearningRate = None,
         output_name: Annotated[Name | None, Field(description="model-store name (default '<dataset>-reranker')")] = None,
-        promote: Annotated[bool | None, Field(description="null: activate only if it beats the active model on the dev split; true: force; false: never")] = None,
-        method: Annotated[Literal["auto", "query-encoder", "residual", "cross-encoder", "bi-encoder"], Field(description="auto: cross-encoder LCE for a pretrained cross-encoder base, else the residual query-encoder")] = "auto",
+        promote: Promote = None,
+        method: Method = "auto",
         wait_seconds: Wait = 0,
         ctx: Context | None = None,
     ) -> JobInfo:
@@ -73,10 +87,10 @@ def register(mcp: FastMCP, services: Services) -> None:
     @tool_errors
     async def evaluate_reranker(
         path: Annotated[str, Field(min_length=1, max_length=4096, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv) inside the server's allowed roots")],
-        models: Annotated[list[Annotated[str, Field(min_length=1, max_length=512)]], Field(min_length=1, max_length=8, description="models to compare (zero-shot, store names, name@version)")] = ["zero-shot"],  # noqa: B006 - pydantic copies defaults
-        first_stage: Annotated[str, Field(pattern=r"^(bm25|chroma:[A-Za-z0-9._-]+)$", description="bm25, or chroma:<collection> for dense retrieval")] = "bm25",
-        depth: Annotated[int, Field(ge=1, le=1000, description="first-stage candidates reranked per query")] = 30,
-        max_queries: Annotated[int | None, Field(ge=1, le=100_000, description="evaluate a sample of the queries")] = None,
+        models: Models = ["zero-shot"],  # noqa: B006 - pydantic copies defaults
+        first_stage: FirstStage = "bm25",
+        depth: Depth = 30,
+        max_queries: MaxQueries = None,
         wait_seconds: Wait = 0,
         ctx: Context | None = None,
     ) -> JobInfo:
@@ -93,8 +107,8 @@ def register(mcp: FastMCP, services: Services) -> None:
         for i, m in enumerate(models):
             await asyncio.to_thread(services.model_access.check, m, f"models[{i}]")
             await asyncio.to_thread(registry.resolve, m, services.store)  # unknown model: error now
-        params = {"path": str(resolved), "models": list(models), "first_stage": first_stage, "depth": depth}
-        if max_queries:
-            params["max_queries"] = max_queries
-        info = await asyncio.to_thread(services.jobs.submit, "evaluate", params)
+        params = parse(EvaluateParams, {"path": str(resolved), "models": list(models), "first_stage": first_stage,
+                                        "depth": depth, "max_queries": max_queries or None})
+        job_params = params.model_dump(exclude_none=True, exclude={"seed"})
+        info = await asyncio.to_thread(services.jobs.submit, "evaluate", job_params)
         return await wait_for_job(services.jobs, info.id, wait_seconds, ctx)

@@ -21,13 +21,23 @@ from typing import Annotated, Literal
 
 from fastmcp import Context, FastMCP
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from adaptrank.core.errors import InputError, NotFoundError
+from adaptrank.core.errors import NotFoundError
 from adaptrank.server.context import Services
 from adaptrank.server.errors import resource_errors, tool_errors
 from adaptrank.server.jobs import JOB_KINDS, JobInfo, JobManager
 from adaptrank.server.jobs.kinds import generate_job
+from adaptrank.training.params import (
+    ConsistencyDepth,
+    Judge,
+    MaxDocuments,
+    Negatives,
+    QueriesPerDocument,
+    QueryLog,
+    QuestionTypes,
+    parse,
+)
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 STARTS_JOB = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
@@ -101,17 +111,6 @@ async def wait_for_job(jobs: JobManager, job_id: str, wait_seconds: float | None
     return await asyncio.to_thread(jobs.get, job_id)
 
 
-def _params_error(exc: ValidationError) -> InputError:
-    first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "arguments"
-    message = str(first.get("ctx", {}).get("error") or first["msg"])
-    if message.startswith(field + ": "):
-        message = message[len(field) + 2 :]
-    if ": " in message and not first["loc"]:
-        field, message = message.split(": ", 1)
-    return InputError(field, message)
-
-
 def register(mcp: FastMCP, services: Services) -> None:
     s = services.settings
 
@@ -122,15 +121,15 @@ def register(mcp: FastMCP, services: Services) -> None:
         output_name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="dataset name (a new version is added if it exists)")],
         collection: Annotated[str | None, Field(description="the collection, when source is 'chroma' (see list_collections)")] = None,
         path: Annotated[str | None, Field(description="the BEIR folder or text folder, inside the server's allowed roots")] = None,
-        max_documents: Annotated[int, Field(ge=1, le=100_000, description="documents sampled from the source")] = 200,
-        queries_per_document: Annotated[int, Field(ge=1, le=10, description="synthetic queries per document")] = 2,
-        negatives: Annotated[int, Field(ge=1, le=50, description="hard negatives per query")] = 7,
-        judge: Annotated[bool, Field(description="let the LLM judge mined candidates (relevant ones become extra positives, never negatives)")] = True,
+        max_documents: MaxDocuments = 200,
+        queries_per_document: QueriesPerDocument = 2,
+        negatives: Negatives = 7,
+        judge: Judge = True,
         llm_backend: Annotated[Literal["transformers", "llamacpp", "openai", "vllm", "sampling"] | None, Field(description="default: the server's (ADAPTRANK_LLM_BACKEND); 'sampling' asks your own LLM through MCP sampling, and then the call lasts until the job ends (sampling only reaches you during the call)")] = None,
         llm_model: Annotated[str | None, Field(description="model for the backend (default: the server's); for local backends a folder or .gguf file inside the server's allowed roots")] = None,
-        question_types: Annotated[Literal["general", "medical"], Field(description="the kinds of questions to write")] = "general",
-        consistency_depth: Annotated[int | None, Field(ge=1, le=1000, description="round-trip filter: keep a query only if retrieval ranks its own document within this depth (null: keep all)")] = None,
-        queries: Annotated[str | None, Field(description="a query log inside the server's allowed roots: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each becomes a training query of its own, labelled by mining and the LLM, and a few set the style of the generated ones")] = None,
+        question_types: QuestionTypes = "general",
+        consistency_depth: ConsistencyDepth = None,
+        queries: Annotated[QueryLog, Field(description="a query log inside the server's allowed roots: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each becomes a training query of its own, labelled by mining and the LLM, and a few set the style of the generated ones")] = None,
         wait_seconds: Wait = 0,
         ctx: Context | None = None,
     ) -> JobInfo:
@@ -151,10 +150,7 @@ def register(mcp: FastMCP, services: Services) -> None:
             "negatives": negatives, "judge": judge, "llm_backend": llm_backend, "llm_model": llm_model,
             "question_types": question_types, "consistency_depth": consistency_depth, "queries": queries,
         }
-        try:
-            params = GenerateParams.model_validate(raw)
-        except ValidationError as exc:
-            raise _params_error(exc) from None
+        params = parse(GenerateParams, raw)
         # Fail now, not in the job, on what can be checked cheaply.
         from adaptrank.core.paths import check_allowed_path
 

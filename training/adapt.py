@@ -15,15 +15,32 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from adaptrank.core.errors import InputError
-from adaptrank.core.modelstore import ModelStore, validate_name
+from adaptrank.core.modelstore import ModelStore
 from adaptrank.core.paths import allowed_roots
 from adaptrank.core.settings import Settings, get_settings
 from adaptrank.training import promotion
+from adaptrank.training.params import (
+    BaseModelSpec,
+    Depth,
+    Epochs,
+    GroupSize,
+    Judge,
+    LearningRate,
+    MaxDocuments,
+    MaxQueries,
+    Method,
+    Negatives,
+    Promote,
+    QueriesPerDocument,
+    QueryLog,
+    QuestionTypes,
+    check_name,
+    field_error,
+)
 
 Progress = Callable[[float, float | None, str | None], Any]
 
@@ -34,38 +51,43 @@ class AdaptParams(BaseModel):
     collection: str | None = Field(None, description="Chroma collection holding the team's documents")
     path: str | None = Field(None, description="or a BEIR folder (corpus.jsonl; queries+qrels enable evaluation) / a text folder")
     name: str | None = Field(None, description="base name: dataset '<name>-synth', model '<name>-reranker'")
-    max_documents: int = Field(1000, ge=1, le=1_000_000)
-    queries_per_document: int = Field(2, ge=1, le=20)
-    negatives: int = Field(7, ge=1, le=100)
-    judge: bool = Field(False, description="LLM-judge the mined candidates (slower; see docs/finetuning.md)")
-    question_types: Literal["general", "medical"] = "general"
-    queries: str | None = Field(
-        None, description="a query log (real, unlabelled queries; .txt or .jsonl): training queries of their own "
-        "and style examples for generation",
-    )
+    max_documents: MaxDocuments = 1000
+    queries_per_document: QueriesPerDocument = 2
+    negatives: Negatives = 7
+    judge: Judge = False  # off by default here: slower (see docs/finetuning.md)
+    question_types: QuestionTypes = "general"
+    queries: QueryLog = None
     eval_path: str | None = Field(
         None, description="a BEIR folder with real questions + qrels: evaluation and the promotion gate "
         "(default: path, when it holds them)",
     )
     llm_backend: str | None = None
     llm_model: str | None = None
-    method: str = "auto"
-    base_model: str | None = None
-    epochs: float = Field(2.0, gt=0, le=100)
-    group_size: int = Field(8, ge=2, le=128)
-    learning_rate: float | None = None
-    promote: bool | None = None
+    method: Method = "auto"
+    base_model: BaseModelSpec = None
+    epochs: Epochs = 2.0
+    group_size: GroupSize = 8
+    learning_rate: LearningRate = None
+    promote: Promote = None
     evaluate: bool = Field(True, description="evaluate on the source's real questions when it has qrels")
-    eval_max_queries: int | None = Field(None, ge=1)
-    eval_depth: int = Field(30, ge=1, le=1000)
+    eval_max_queries: MaxQueries = None
+    eval_depth: Depth = 30
     seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> AdaptParams:
         if bool(self.collection) == bool(self.path):
-            raise InputError("collection", "give exactly one of collection or path")
-        validate_name(self.base_name, "name")
+            raise field_error(AdaptParams, "collection", "give exactly one of collection or path", self.collection)
+        try:
+            check_name(self.base_name, "name")
+        except ValueError as exc:
+            raise field_error(AdaptParams, "name", str(exc), self.name) from None
         return self
+
+    def shared(self, target: type[BaseModel]) -> dict[str, Any]:
+        """This run's values of the fields ``target`` (the generation or fine-tuning params) also has:
+        the same declarations, so they pass on unchanged."""
+        return self.model_dump(include=set(target.model_fields) & set(type(self).model_fields))
 
     @property
     def base_name(self) -> str:
@@ -128,19 +150,9 @@ def adapt(
     # 1. generate
     t0 = time.perf_counter()
     gen = GenerateParams(
+        **p.shared(GenerateParams),
         source="chroma" if p.collection else ("beir" if _is_beir(p.path) else "folder"),
-        collection=p.collection,
-        path=p.path,
         output_name=f"{p.base_name}-synth",
-        max_documents=p.max_documents,
-        queries_per_document=p.queries_per_document,
-        negatives=p.negatives,
-        judge=p.judge,
-        llm_backend=p.llm_backend,
-        llm_model=p.llm_model,
-        question_types=p.question_types,
-        queries=p.queries,
-        seed=p.seed,
     )
     ds = generate_dataset(
         gen, settings, llm=llm, progress=stage(0), cancelled=cancelled, checkpoint_dir=checkpoint_dir,
@@ -157,11 +169,10 @@ def adapt(
     real = p.eval_path or (p.path if p.path and _has_qrels(Path(p.path)) else None)
     real_gate = bool(real and p.evaluate and p.promote is None)
     ft = finetune(
-        FinetuneParams(
-            dataset=f"{ds.name}@{ds.version}", output_name=model, method=p.method, base_model=p.base_model,
-            epochs=p.epochs, group_size=min(p.group_size, p.negatives + 1), learning_rate=p.learning_rate,
-            promote=False if real_gate else p.promote, seed=p.seed,
-        ),
+        FinetuneParams(**{
+            **p.shared(FinetuneParams), "dataset": f"{ds.name}@{ds.version}", "output_name": model,
+            "group_size": min(p.group_size, p.negatives + 1), "promote": False if real_gate else p.promote,
+        }),
         settings, progress=stage(1), cancelled=cancelled, store=store,
     )
     seconds["finetune"] = time.perf_counter() - t0

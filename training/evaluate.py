@@ -29,11 +29,23 @@ from adaptrank.core.paths import Roots
 from adaptrank.core.errors import Cancelled, InputError
 from adaptrank.core.metrics import evaluate_run, mrr_at_k, ndcg_at_k
 from adaptrank.core.settings import Settings, get_settings
+from adaptrank.training.params import Depth, FirstStage, MaxQueries, Models
 
 ScorePairs = Callable[[list[tuple[str, str]]], np.ndarray]
 Progress = Callable[[float, float | None, str | None], Any]
 
 BM25 = "bm25"
+
+
+class EvaluateParams(BaseModel):
+    """An ``evaluate`` run's parameters (the ``evaluate_reranker`` tool, ``adaptrank eval``, the job)."""
+
+    path: str = Field(min_length=1, max_length=4096, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv)")
+    models: Models = ["zero-shot"]
+    first_stage: FirstStage = BM25
+    depth: Depth = 30
+    max_queries: MaxQueries = None
+    seed: int = Field(0, description="query sample seed")
 
 
 class ModelMetrics(BaseModel):

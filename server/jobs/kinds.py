@@ -73,13 +73,16 @@ def finetune_job(handle: JobHandle) -> dict[str, Any]:
 
 def evaluate_job(handle: JobHandle) -> dict[str, Any]:
     """``evaluate``: ``evaluate_beir`` on a BEIR folder inside the allowed roots."""
-    from adaptrank.training.evaluate import evaluate_beir
+    from adaptrank.training.evaluate import EvaluateParams, evaluate_beir
+    from adaptrank.training.params import parse
 
-    params = dict(handle.params)
+    p = parse(EvaluateParams, handle.params)
     settings = _settings(handle)
-    path = check_allowed_path(settings, params.pop("path"))
-    report = evaluate_beir(path, params.pop("models", ["zero-shot"]), settings=settings, progress=handle.progress,
-                           cancelled=_cancelled(handle), roots=allowed_roots(settings), **params)
+    report = evaluate_beir(
+        check_allowed_path(settings, p.path), p.models, first_stage=p.first_stage, depth=p.depth,
+        max_queries=p.max_queries, seed=p.seed, settings=settings, progress=handle.progress,
+        cancelled=_cancelled(handle), roots=allowed_roots(settings),
+    )
     return report.model_dump(mode="json")
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, field_validator
 
-from adaptrank.core.errors import InputError
 from adaptrank.core.modelstore import validate_name
+from adaptrank.training.params import BaseModelSpec, Epochs, GroupSize, LearningRate, Method, Promote, check_name, parse
 
-Method = Literal["auto", "query-encoder", "residual", "cross-encoder", "bi-encoder"]
 #: what ``method="auto"`` picks when the base is not a pretrained cross-encoder (see docs/finetuning.md)
 DEFAULT_METHOD = "query-encoder"
 
@@ -26,14 +25,10 @@ class FinetuneParams(BaseModel):
     dataset: str = Field(description="dataset name, or name@version (default: its latest version)")
     output_name: str | None = Field(None, description="model-store name (default: '<dataset>-reranker')")
     method: Method = "auto"
-    base_model: str | None = Field(
-        None,
-        description="start from: 'zero-shot', a model-store name, a local path or an HF id "
-        "(default: the offline MiniLM weights)",
-    )
-    epochs: float = Field(2.0, gt=0, le=100)
-    group_size: int = Field(8, ge=2, le=128, description="1 positive + G-1 hard negatives per group")
-    learning_rate: float | None = Field(None, gt=0, le=1)
+    base_model: BaseModelSpec = None
+    epochs: Epochs = 2.0
+    group_size: GroupSize = 8
+    learning_rate: LearningRate = None
     batch_size: int = Field(16, ge=1, le=4096, description="groups per step and device")
     grad_accumulation: int = Field(1, ge=1, le=1024)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
@@ -54,19 +49,26 @@ class FinetuneParams(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="training arithmetic: auto = bf16 autocast where the GPU or CPU computes bf16 natively"
     )
-    promote: bool | None = Field(None, description="None: only if it beats the active model on dev; True: force; False: never")
+    promote: Promote = None
     min_delta: float = Field(0.0, ge=0, le=1, description="dev gain required to promote")
     seed: int = 0
 
-    @model_validator(mode="after")
-    def _check(self) -> FinetuneParams:
-        name, _, version = self.dataset.partition("@")
-        validate_name(name, "dataset")
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str) -> str:
+        name, _, version = value.partition("@")
+        check_name(name, "dataset")
         if version:
-            validate_name(version, "dataset version")
-        if self.output_name is not None:
-            validate_name(self.output_name, "output_name")
-        return self
+            try:
+                check_name(version, "dataset version")
+            except ValueError as exc:
+                raise ValueError(f"version {exc}") from None
+        return value
+
+    @field_validator("output_name")
+    @classmethod
+    def _output_name(cls, value: str | None) -> str | None:
+        return value if value is None else check_name(value, "output_name")
 
     @property
     def model_name(self) -> str:
@@ -98,12 +100,4 @@ class FinetuneResult(BaseModel):
 
 def parse_params(raw: dict[str, Any]) -> FinetuneParams:
     """Validate parameters; a bad one is an ``InputError`` naming the field and the limit."""
-    try:
-        return FinetuneParams.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        msg = str(first["msg"]).removeprefix("Value error, ")
-        if first["loc"]:
-            raise InputError(".".join(str(x) for x in first["loc"]), f"{msg} (got {first.get('input')!r})") from None
-        field_name, _, rest = msg.partition(": ")
-        raise InputError(field_name, rest or msg) from None
+    return parse(FinetuneParams, raw)

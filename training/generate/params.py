@@ -6,25 +6,33 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from adaptrank.core.errors import InputError
-from adaptrank.core.modelstore import validate_name
-from adaptrank.core.prompts import QUERYGEN_TYPED, TYPE_SETS, get_template
+from adaptrank.core.prompts import QUERYGEN_TYPED, get_template
+from adaptrank.training.params import (
+    ConsistencyDepth,
+    Judge,
+    MaxDocuments,
+    Negatives,
+    QueriesPerDocument,
+    QueryLog,
+    QuestionTypes,
+    check_name,
+)
 
 
 class GenerateParams(BaseModel):
     """Everything a generation run depends on (stored with the job and in the card)."""
 
     source: Literal["chroma", "beir", "folder"] = Field(description="where the documents come from")
-    collection: str | None = Field(None, description="Chroma collection (source='chroma')")
-    path: str | None = Field(None, description="BEIR folder / corpus.jsonl, or a folder of .txt/.md")
+    collection: str | None = Field(None, validate_default=True, description="Chroma collection (source='chroma')")
+    path: str | None = Field(None, validate_default=True, description="BEIR folder / corpus.jsonl, or a folder of .txt/.md")
     output_name: str = Field(description="dataset name under ADAPTRANK_HOME/datasets")
-    max_documents: int = Field(200, ge=1, le=1_000_000, description="documents sampled from the source")
-    queries_per_document: int = Field(2, ge=1, le=20)
-    negatives: int = Field(7, ge=0, le=100, description="hard negatives per group")
+    max_documents: MaxDocuments = 200
+    queries_per_document: QueriesPerDocument = 2
+    negatives: Negatives = 7
     mining_depth: int = Field(30, ge=1, le=1000, description="candidates mined per query")
-    judge: bool = Field(True, description="LLM-judge the mined candidates (off: top mined are negatives)")
+    judge: Judge = True
     judge_depth: int | None = Field(None, ge=0, le=1000, description="candidates judged per query (default: negatives; the judge is the costly step)")
     judge_threshold: float | None = Field(None, ge=0.0, le=1.0, description="p(yes) cut-off instead of the label")
     judge_method: Literal["auto", "choice", "likelihood"] = Field(
@@ -39,42 +47,47 @@ class GenerateParams(BaseModel):
     llm_model: str | None = None
     judge_backend: str | None = Field(None, description="default: the same LLM as generation")
     judge_model: str | None = None
-    queries: str | None = Field(
-        None,
-        description="a query log: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each is "
-        "mined and labelled by a teacher (zero-shot cosine + LLM likelihood) into a training group of its own, "
-        "and a few labelled ones become the generation prompt's style examples",
-    )
+    queries: QueryLog = None
     max_log_queries: int = Field(2000, ge=1, le=100_000, description="use at most this many log queries")
     template: str = QUERYGEN_TYPED.name
-    question_types: str = Field("general", description=f"one of {sorted(TYPE_SETS)}")
+    question_types: QuestionTypes = "general"
     dense: Literal["auto", "on", "off"] = "auto"
     grounding: bool = Field(True, description="drop queries whose corpus-rare words are not from the passage")
     specific: bool = Field(
         True, description="drop queries that its passage's siblings (same title or document) answer as well: "
         "questions about the subject rather than about the passage",
     )
-    consistency_depth: int | None = Field(
-        None, ge=1, le=1000,
-        description="round-trip filter (Promptagator): keep a query only if BM25 or dense retrieval ranks "
-        "its own document within this depth (None: keep all)",
-    )
+    consistency_depth: ConsistencyDepth = None
     chunk_tokens: int | None = Field(None, ge=16, le=8192, description="default: the reranker's passage budget")
     batch_documents: int = Field(16, ge=1, le=1024, description="documents per LLM batch (and checkpoint)")
     dev_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 0
 
-    @model_validator(mode="after")
-    def _check(self) -> GenerateParams:
-        validate_name(self.output_name, "output_name")
-        if self.source == "chroma" and not self.collection:
-            raise InputError("collection", "is required when source is 'chroma'")
-        if self.source in ("beir", "folder") and not self.path:
-            raise InputError("path", f"is required when source is {self.source!r}")
-        if self.question_types not in TYPE_SETS:
-            raise InputError("question_types", f"{self.question_types!r} is not one of {sorted(TYPE_SETS)}")
-        get_template(self.template)
-        return self
+    @field_validator("collection")
+    @classmethod
+    def _collection(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("source") == "chroma" and not value:
+            raise ValueError("is required when source is 'chroma'")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        source = info.data.get("source")
+        if source in ("beir", "folder") and not value:
+            raise ValueError(f"is required when source is {source!r}")
+        return value
+
+    @field_validator("output_name")
+    @classmethod
+    def _output_name(cls, value: str) -> str:
+        return check_name(value, "output_name")
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        get_template(value)  # an unknown template: NotFoundError, naming the known ones
+        return value
 
     def fingerprint(self) -> str:
         """What must match for a checkpoint to be reused."""

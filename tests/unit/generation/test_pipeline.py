@@ -110,7 +110,7 @@ def test_bad_input_is_a_clear_error(gen, corpus_dir, settings, tmp_path):
         generate_dataset(_params(tmp_path / "empty"), settings, llm=llm, restrict_paths=False)
     with pytest.raises(InputError, match="outside the allowed roots"):
         generate_dataset(_params(corpus_dir), settings, llm=llm, restrict_paths=True)
-    with pytest.raises(ValueError, match="collection: is required"):
+    with pytest.raises(ValueError, match=r"collection\n\s*Value error, is required"):  # pydantic names the field
         GenerateParams(source="chroma", output_name="x")
     with pytest.raises(ValueError, match="output_name"):
         GenerateParams(source="folder", path="x", output_name="../up")
