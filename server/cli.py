@@ -64,6 +64,36 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+def follow_job(manager: Any, job_id: str, title: str, *, after_cancel: str) -> Any:
+    """Follow a job with a progress bar on stderr, driven by its progress stream (the one MCP
+    notifications use), until it ends; returns its status. Ctrl-C cancels the job, prints
+    ``job X is <state>; <after_cancel>`` and exits 130."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                  console=err, transient=False) as bar:
+        task = bar.add_task(title, total=None)
+
+        def update(info: Any) -> None:
+            p = info.progress
+            bar.update(task, completed=p.done, total=p.total, description=p.message or info.state.value)
+
+        unsubscribe = manager.subscribe(job_id, update)
+        update(manager.get(job_id))
+        try:
+            while not (info := manager.wait(job_id, timeout=0.5)).finished_state:
+                pass
+        except KeyboardInterrupt:
+            manager.cancel(job_id)
+            err.print(f"[yellow]cancelling job {job_id}...[/yellow]")
+            info = manager.wait(job_id, timeout=300)
+            err.print(f"job {job_id} is {info.state.value}; {after_cancel}")
+            raise typer.Exit(130) from None
+        finally:
+            unsubscribe()
+    return info
+
+
 class Transport(str, Enum):
     stdio = "stdio"
     http = "http"

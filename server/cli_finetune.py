@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from adaptrank.server.cli import err, make_settings, out, user_errors
+from adaptrank.server.cli import err, follow_job, make_settings, out, user_errors
 from adaptrank.training.params import (
     Depth,
     Epochs,
@@ -41,34 +41,6 @@ def register(app: typer.Typer) -> None:
     app.command()(adapt)
 
 
-def _follow(manager: Any, job_id: str, title: str) -> Any:
-    """A rich progress bar on the job's progress stream; Ctrl-C cancels the job."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  console=err, transient=False) as bar:
-        task = bar.add_task(title, total=None)
-
-        def update(info: Any) -> None:
-            p = info.progress
-            bar.update(task, completed=p.done, total=p.total, description=p.message or info.state.value)
-
-        unsubscribe = manager.subscribe(job_id, update)
-        update(manager.get(job_id))
-        try:
-            while not (info := manager.wait(job_id, timeout=0.5)).finished_state:
-                pass
-        except KeyboardInterrupt:
-            manager.cancel(job_id)
-            err.print(f"[yellow]cancelling job {job_id}...[/yellow]")
-            info = manager.wait(job_id, timeout=300)
-            err.print(f"job {job_id} is {info.state.value}; the model store is unchanged")
-            raise typer.Exit(130) from None
-        finally:
-            unsubscribe()
-    return info
-
-
 def _run_job(kind: str, params: dict[str, Any], title: str, settings: Any) -> dict[str, Any]:
     from adaptrank.server.jobs import JobManager, JobState
 
@@ -76,7 +48,7 @@ def _run_job(kind: str, params: dict[str, Any], title: str, settings: Any) -> di
     info = manager.submit(kind, params)
     err.print(f"job {info.id} ({settings.jobs_db})", highlight=False)
     with contextlib.redirect_stdout(sys.stderr):
-        info = _follow(manager, info.id, title)
+        info = follow_job(manager, info.id, title, after_cancel="the model store is unchanged")
     manager.close(wait=True)
     if info.state != JobState.succeeded:
         err.print(f"[red]error:[/red] job {info.id} {info.state.value}: {info.error}", highlight=False)

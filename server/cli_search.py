@@ -106,29 +106,20 @@ def ask(
 
     Cleans the message of chatter, splits it if it asks several things, retrieves per
     sub-question, merges the pools and reranks them against the cleaned question."""
-    from adaptrank.agents.agent import AgentConfig, DecompositionAgent
-    from adaptrank.agents.retrieval import ChromaRetriever
-    from adaptrank.core.docstore import DocStore
-    from adaptrank.core.engine import Reranker
+    from adaptrank.server.context import Services
+    from adaptrank.server.tools_search import run_search
 
     with user_errors():
         settings = make_settings(chroma_url=chroma_url, default_model=model)
         with err.status("loading models and searching..."), contextlib.redirect_stdout(sys.stderr):
-            store = DocStore(settings)
-            reranker = Reranker(settings=settings)
-            retriever = ChromaRetriever.for_reranker(store, collection, reranker, hybrid=hybrid)
-            the_llm = None
-            if llm or answer:
-                from adaptrank.agents.llm import load_llm
-
-                the_llm = load_llm(settings)
+            services = Services(settings)
             try:
-                agent = DecompositionAgent(reranker, the_llm, AgentConfig(decompose_with_llm=llm, clean=clean))
-                res = asyncio.run(agent.arun(question, retriever, decompose=decompose, sub_questions=sub_question,
-                                             collection=collection, top_n=top_n, k=k, follow_up=follow_up,
-                                             answer=answer, rerank=rerank))
+                res = asyncio.run(run_search(
+                    services, question, collection, top_n=top_n, decompose=decompose, k=k, sub_questions=sub_question,
+                    hybrid=hybrid, follow_up=follow_up, answer=answer, rerank=rerank, llm=llm, clean=clean,
+                ))
             finally:
-                reranker.close()
+                services.close()
     if as_json:
         out.print_json(res.model_dump_json())
         return

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from adaptrank.server.cli import err, make_settings, out, user_errors
+from adaptrank.server.cli import err, follow_job, make_settings, out, user_errors
 from adaptrank.training.params import (
     ConsistencyDepth,
     MaxDocuments,
@@ -39,36 +39,6 @@ def register(app: typer.Typer) -> None:
     app.command()(generate)
     app.add_typer(jobs_app, name="jobs")
     app.command()(datasets)
-
-
-def _run_foreground(manager: Any, job_id: str, title: str) -> Any:
-    """Follow a job with a rich progress bar; Ctrl-C cancels it (resumable) and exits 130."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False) as bar:
-        task = bar.add_task(title, total=None)
-
-        def update(info: Any) -> None:
-            p = info.progress
-            bar.update(task, completed=p.done, total=p.total, description=p.message or info.state.value)
-
-        unsubscribe = manager.subscribe(job_id, update)
-        update(manager.get(job_id))
-        try:
-            while True:
-                info = manager.wait(job_id, timeout=0.5)
-                if info.finished_state:
-                    break
-        except KeyboardInterrupt:
-            manager.cancel(job_id)
-            err.print(f"[yellow]cancelling job {job_id}...[/yellow]")
-            info = manager.wait(job_id, timeout=120)
-            err.print(f"job {job_id} is {info.state.value}; continue with: adaptrank generate --resume {job_id}")
-            raise typer.Exit(130) from None
-        finally:
-            unsubscribe()
-    return info
 
 
 def generate(
@@ -125,7 +95,7 @@ def generate(
             title = f"generating {output}"
         err.print(f"job {info.id} ({settings.jobs_db})", highlight=False)
         with contextlib.redirect_stdout(sys.stderr):
-            info = _run_foreground(manager, info.id, title)
+            info = follow_job(manager, info.id, title, after_cancel=f"continue with: adaptrank generate --resume {info.id}")
         manager.close(wait=True)
     if info.state != JobState.succeeded:
         err.print(f"[red]error:[/red] job {info.id} {info.state.value}: {info.error}", highlight=False)
@@ -213,7 +183,7 @@ def jobs_resume(job_id: str) -> None:
         manager = JobManager(make_settings())
         info = manager.resume(job_id)
         with contextlib.redirect_stdout(sys.stderr):
-            info = _run_foreground(manager, info.id, f"resuming {job_id}")
+            info = follow_job(manager, info.id, f"resuming {job_id}", after_cancel=f"continue with: adaptrank generate --resume {job_id}")
         manager.close(wait=True)
     out.print(_job_table([info]))
     if info.state.value != "succeeded":
