@@ -304,9 +304,7 @@ class DecompositionAgent:
         "texts")``; from stored passage vectors when ``fingerprint`` (of the model that made them)
         matches the model's passage tower, else by scoring the texts."""
         if not pool:
-            from adaptrank.core.engine.registry import resolve
-
-            return {}, [], await asyncio.to_thread(resolve, cfg.model or self.reranker.default_model, self.reranker.store), "texts"
+            return {}, [], await asyncio.to_thread(self.reranker.describe, cfg.model), "texts"
         ids = list(pool)
         texts = [pool[i].text for i in ids]
         scored = await self._score_vectors(question, queries, pool, ids, cfg, fingerprint)

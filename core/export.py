@@ -241,7 +241,7 @@ def import_model(store: ModelStore, src: str | Path, name: str, *, activate: boo
     without a query/document ``Router``) into the store as a new version of ``name``. The folder
     must load, and the new version must load through adaptrank's serving code, before it lands.
     ``activate``: None activates it only when ``name`` has no active version yet."""
-    from adaptrank.core.engine import registry
+    from adaptrank.core.engine.models import load_version_folder
     from adaptrank.core.settings import get_settings
 
     validate_name(name, "name")
@@ -285,10 +285,9 @@ def import_model(store: ModelStore, src: str | Path, name: str, *, activate: boo
     version = store.new_version_id(name)
     with store.writing(name, card, version=version) as tmp:
         plan["write"](tmp)
-        resolved = registry.Resolved(name, version, plan["backend"], str(tmp),
-                                     card={**card, "name": name, "version": version})
         try:
-            scorer = registry.load(resolved, settings)
+            scorer = load_version_folder(tmp, name=name, version=version, backend=plan["backend"],
+                                         card={**card, "name": name, "version": version}, settings=settings)
             scorer.score_pairs([("a question", "a passage")])
         except Exception as exc:
             raise InputError("src", f"{str(root)!r} loaded, but adaptrank cannot serve it: {exc}") from exc

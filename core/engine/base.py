@@ -1,4 +1,4 @@
-"""The scorer protocol every backend implements.
+"""The scorer protocol every backend implements, and the model identity scores report.
 
 A scorer takes (query, passage) pairs, possibly for *different* queries (the micro-batcher merges
 requests), and returns one float per pair. Higher is more relevant.
@@ -6,9 +6,23 @@ requests), and returns one float per pair. Higher is more relevant.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model a spec names, or which model produced a score: what responses and traces report.
+
+    ``card`` is the model-store card (None for paths, hub ids and the zero-shot default).
+    """
+
+    name: str
+    version: str
+    backend: str
+    card: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @runtime_checkable

@@ -11,6 +11,8 @@ Specs, in the order they are tried:
 Path spellings fold into one (``p``, ``p/``, ``p//``, ``p/.``: see :mod:`adaptrank.core.modelspec`),
 and ``Resolved.key`` says which loaded model a spec shares with others. This module decides what a
 spec *means*; whether a request may name it is :class:`adaptrank.core.modelspec.ModelAccess`'s call.
+It is private to ``core/engine``: other parts use :class:`~adaptrank.core.engine.Reranker` or the
+public :mod:`adaptrank.core.engine.models`.
 
 Backends are a table of lazily imported loaders, so a new backend is one line here.
 """
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adaptrank.core.engine.base import Scorer
+from adaptrank.core.engine.base import ModelIdentity, Scorer
 from adaptrank.core.errors import NotFoundError
 from adaptrank.core.modelspec import ZERO_SHOT, canonical_target, identity, split_prefix
 from adaptrank.core.modelstore import NAME_RE, ModelStore
@@ -53,8 +55,15 @@ class Resolved:
         if not self.key:
             object.__setattr__(self, "key", identity(self.backend, self.path or self.name))
 
+    @property
+    def identity(self) -> ModelIdentity:
+        """The public view: name, version, backend, card."""
+        return ModelIdentity(self.name, self.version, self.backend, self.card)
 
-def _fingerprint(path: str) -> str:
+
+def folder_fingerprint(path: str) -> str:
+    """A version string for a model folder outside the store (file names, sizes, mtimes): it
+    changes when the weights change, so cached scores of the old weights are not served."""
     p = Path(path)
     if "\0" not in path and p.is_dir():
         stamps = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in p.iterdir() if f.is_file())
@@ -70,7 +79,7 @@ def resolve(spec: str, store: ModelStore) -> Resolved:
     backend, target = split_prefix(spec)
     if backend is not None:
         target = canonical_target(target)
-        return Resolved(f"{backend}:{target}", _fingerprint(target), backend, target)
+        return Resolved(f"{backend}:{target}", folder_fingerprint(target), backend, target)
     name, _, version = spec.partition("@")
     if NAME_RE.match(name) and store.versions(name):
         ref = store.get(name, version or None)
@@ -80,7 +89,7 @@ def resolve(spec: str, store: ModelStore) -> Resolved:
         )
     if "\0" not in spec and Path(spec).is_dir():
         target = canonical_target(spec)
-        return Resolved(target, _fingerprint(target), "cross-encoder", target)
+        return Resolved(target, folder_fingerprint(target), "cross-encoder", target)
     if "/" in spec and not spec.startswith(("/", ".")):
         return Resolved(spec, "hub", "cross-encoder", spec)  # an HF hub id
     known = [ZERO_SHOT, *store.names()]

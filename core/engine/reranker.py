@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from adaptrank.core.engine import registry
-from adaptrank.core.engine.base import Scorer
+from adaptrank.core.engine.base import ModelIdentity, Scorer
 from adaptrank.core.engine.batcher import BatcherClosed, MicroBatcher
 from adaptrank.core.engine.cache import ScoreCache, VectorCache
 from adaptrank.core.engine.memory import release_when_freed
@@ -186,9 +186,13 @@ class Reranker:
             if old is not keep and not old.pinned:
                 self._drop(key, old)
 
-    def loaded(self) -> list[registry.Resolved]:
+    def loaded(self) -> list[ModelIdentity]:
         """The models loaded now, least recently used first."""
-        return [x.resolved for x in list(self._loaded.values())]
+        return [x.resolved.identity for x in list(self._loaded.values())]
+
+    def describe(self, model: str | None = None) -> ModelIdentity:
+        """What ``model`` (default: this reranker's default model) names, without loading it."""
+        return registry.resolve(model or self.default_model, self.store).identity
 
     def models(self) -> list[ModelInfo]:
         loaded = {(x.resolved.name, x.resolved.version) for x in list(self._loaded.values())}
@@ -272,7 +276,7 @@ class Reranker:
                 cached[i] = float(fresh[j])
         return np.asarray(cached, dtype=np.float64)
 
-    def score_texts(self, query: str, texts: list[str], model: str | None = None) -> tuple[np.ndarray, registry.Resolved]:
+    def score_texts(self, query: str, texts: list[str], model: str | None = None) -> tuple[np.ndarray, ModelIdentity]:
         """Scores for ``texts`` against ``query`` (no validation; library callers)."""
         loaded, key, pairs, cached, missing = self._plan(model, query, texts)
         fresh: np.ndarray = np.zeros(0)
@@ -280,9 +284,9 @@ class Reranker:
             todo = [pairs[i] for i in missing]
             future = _submit(loaded, todo)
             fresh = future.result() if future is not None else self._direct(loaded, todo)
-        return self._finish(loaded, key, pairs, cached, missing, fresh), loaded.resolved
+        return self._finish(loaded, key, pairs, cached, missing, fresh), loaded.resolved.identity
 
-    async def ascore_texts(self, query: str, texts: list[str], model: str | None = None) -> tuple[np.ndarray, registry.Resolved]:
+    async def ascore_texts(self, query: str, texts: list[str], model: str | None = None) -> tuple[np.ndarray, ModelIdentity]:
         """Async variant: loading and the forward pass run in threads, never on the event loop."""
         loaded, key, pairs, cached, missing = await asyncio.to_thread(self._plan, model, query, texts)
         fresh: np.ndarray = np.zeros(0)
@@ -293,7 +297,7 @@ class Reranker:
                 fresh = await asyncio.wrap_future(future)
             else:
                 fresh = await asyncio.to_thread(self._direct, loaded, todo)
-        return self._finish(loaded, key, pairs, cached, missing, fresh), loaded.resolved
+        return self._finish(loaded, key, pairs, cached, missing, fresh), loaded.resolved.identity
 
     def _direct(self, loaded: _Loaded, pairs: list[tuple[str, str]]) -> np.ndarray:
         """One forward pass without the micro-batcher."""
@@ -330,11 +334,15 @@ class Reranker:
         return _response(resolved, docs, scores, top_n, return_documents)
 
     # -- the bi-encoder family: vectors instead of texts ----------------------------------------------
-    def dense(self, model: str | None = None) -> tuple[Any, registry.Resolved] | None:
-        """``(scorer, resolved)`` when the model scores by a dot product of a query tower and a
+    def dense(self, model: str | None = None) -> tuple[Any, ModelIdentity] | None:
+        """``(scorer, model identity)`` when the model scores by a dot product of a query tower and a
         passage tower (zero-shot, ``bi-encoder:``, a query-encoder residual); None otherwise."""
+        loaded = self._dense(model)
+        return (loaded.scorer, loaded.resolved.identity) if loaded is not None else None
+
+    def _dense(self, model: str | None) -> _Loaded | None:
         loaded = self._get(self._spec(model))
-        return (loaded.scorer, loaded.resolved) if getattr(loaded.scorer, "dense", False) else None
+        return loaded if getattr(loaded.scorer, "dense", False) else None
 
     def passage_fingerprint(self, model: str | None = None) -> str | None:
         """The fingerprint of the model's passage tower (None: not a dense model). Vectors stored by
@@ -345,10 +353,10 @@ class Reranker:
     def embed_queries(self, queries: list[str], model: str | None = None) -> np.ndarray:
         """The model's query vectors (its adapted query tower where it has one), cached per version,
         so a query embedded for retrieval is not embedded again for reranking."""
-        dense = self.dense(model)
+        dense = self._dense(model)
         if dense is None:
             raise InputError("model", f"{model or self.default_model!r} is not a bi-encoder-family model")
-        scorer, resolved = dense
+        scorer, resolved = dense.scorer, dense.resolved
         key = f"{resolved.key}@{resolved.version}"
         cache = self._query_vectors.get(key)
         if cache is None:
@@ -357,7 +365,7 @@ class Reranker:
 
     def score_embedded(
         self, queries: list[str], passage_vectors: Any, fingerprint: str | None, model: str | None = None
-    ) -> tuple[np.ndarray, registry.Resolved] | None:
+    ) -> tuple[np.ndarray, ModelIdentity] | None:
         """``[queries, passages]`` scores from stored passage vectors — no passage is embedded again.
         None when the model is not dense or ``fingerprint`` (of the model that made the vectors) is
         not its passage tower's: then the caller scores texts."""
@@ -369,7 +377,7 @@ class Reranker:
 
     async def ascore_embedded(
         self, queries: list[str], passage_vectors: Any, fingerprint: str | None, model: str | None = None
-    ) -> tuple[np.ndarray, registry.Resolved] | None:
+    ) -> tuple[np.ndarray, ModelIdentity] | None:
         return await asyncio.to_thread(self.score_embedded, queries, passage_vectors, fingerprint, model)
 
     def close(self) -> None:
