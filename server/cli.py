@@ -30,10 +30,10 @@ from adaptrank.core.settings import Settings
 
 #: Modules whose ``register(app)`` adds commands; one line per part.
 COMMAND_MODULES: list[str] = [
-    "adaptrank.server.cli_search",  # ingest, ask, collections (issue 5)
-    "adaptrank.server.cli_training",  # generate, jobs, datasets (issue 3)
-    "adaptrank.server.cli_finetune",  # finetune, eval, adapt (issue 4)
-    "adaptrank.server.cli_models",  # models export, models import (issue 12)
+    "adaptrank.server.cli_search",  # ingest, ask, collections
+    "adaptrank.server.cli_training",  # generate, jobs, datasets
+    "adaptrank.server.cli_finetune",  # finetune, eval, adapt
+    "adaptrank.server.cli_models",  # models export, models import
 ]
 
 app = typer.Typer(

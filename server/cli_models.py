@@ -1,4 +1,4 @@
-"""CLI commands ``adaptrank models export`` and ``adaptrank models import`` (issue 12: models that
+"""CLI commands ``adaptrank models export`` and ``adaptrank models import`` (models that
 travel). The work is :mod:`adaptrank.core.export`; registered by ``server/cli.py`` (``COMMAND_MODULES``)
 under the ``models`` group."""
 

@@ -100,7 +100,3 @@ def apply(store: ModelStore, name: str, version: str, decision: Decision) -> boo
         store.activate(name, version)
     return decision.promote
 
-
-def promote(store: ModelStore, name: str, version: str) -> None:
-    """Make ``name@version`` active now (``adaptrank models activate`` / forced promotion)."""
-    store.activate(name, version)

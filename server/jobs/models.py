@@ -27,10 +27,6 @@ class JobProgress(BaseModel):
     total: float | None = None
     message: str = ""
 
-    @property
-    def fraction(self) -> float | None:
-        return (self.done / self.total) if self.total else None
-
 
 class JobInfo(BaseModel):
     """What ``job_status`` returns."""

@@ -1,4 +1,4 @@
-"""Job leases for several replicas on one jobs database (issue 12): a job whose owner stops renewing
+"""Job leases for several replicas on one jobs database: a job whose owner stops renewing
 its lease is reported interrupted by whoever looks, a live owner keeps it running, exactly one of
 two racing replicas resumes it, and an old database without the lease column keeps working.
 

@@ -13,8 +13,7 @@ from adaptrank.training.params import BaseModelSpec, Epochs, GroupSize, Learning
 #: what ``method="auto"`` picks when the base is not a pretrained cross-encoder (see docs/finetuning.md)
 DEFAULT_METHOD = "query-encoder"
 
-#: per-method defaults where the caller gives none. query-encoder 5e-5: on medquad-dev (1,558 generated
-#: groups, 2 epochs) it reached 0.741 MRR@10 on the real questions against 0.732 at 2e-5 (docs/finetuning.md).
+#: per-method defaults where the caller gives none (query-encoder 5e-5: docs/finetuning.md, the "Levers" table)
 DEFAULT_LR = {"query-encoder": 5e-5, "residual": 3e-5, "cross-encoder": 3e-5, "bi-encoder": 2e-5}
 DEFAULT_MAX_LENGTH = {"query-encoder": 64, "residual": 256, "cross-encoder": 256, "bi-encoder": 256}
 
@@ -40,9 +39,8 @@ class FinetuneParams(BaseModel):
     freeze_layers: int = Field(0, ge=0, le=128, description="bottom encoder layers (and embeddings) kept frozen")
     in_batch_negatives: bool = Field(False, description="query-encoder: other queries' passages in the batch as extra negatives")
     eval_every: int | None = Field(None, ge=1, description="steps between dev evaluations (default: 4 per epoch)")
-    # Default 0: the generated dev split is small and noisy. On medquad-dev, patience 3 stopped an lr-2e-5 run at
-    # step 100 (+0.028 MRR@10 on real questions) where the full run gained +0.08; at lr 5e-5 the two tie
-    # (+0.091 vs +0.087, docs/finetuning.md). The best dev checkpoint is kept either way.
+    # Default 0: the generated dev split is small and noisy, and early stopping gained nothing on it
+    # (docs/finetuning.md, the "Levers" table). The best dev checkpoint is kept either way.
     patience: int = Field(0, ge=0, le=1000, description="evaluations without a dev gain before stopping (0: never; the best dev checkpoint is kept)")
     max_groups: int | None = Field(None, ge=1, description="use at most this many training groups")
     metric: Literal["mrr@10", "ndcg@10"] = "mrr@10"

@@ -71,7 +71,7 @@ def test_adapt_end_to_end(settings, tiny_zero_shot, tmp_path):
     assert set(result.seconds) == {"generate", "finetune", "evaluate"}
     groups = DatasetStore(s).load("team-synth") + DatasetStore(s).load("team-synth", split="dev")
     assert groups and not any("REALQ" in g.query for g in groups)  # the real questions never reach training
-    # the HTML report (issue 12): real-question table + dev table, zero-shot vs the new version, its training curve
+    # the HTML report: real-question table + dev table, zero-shot vs the new version, its training curve
     assert result.report == str(tmp_path / "report.html") and result.report_error is None
     page = (tmp_path / "report.html").read_text()
     new = f"team-reranker@{result.version}"

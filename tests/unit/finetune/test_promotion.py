@@ -54,7 +54,6 @@ def test_promotion_while_requests_are_in_flight(settings, tiny_cross_encoder, tm
     from sentence_transformers import CrossEncoder
 
     from adaptrank.core.engine import Reranker
-    from adaptrank.training.promotion import promote
 
     store = ModelStore(settings.models_dir)
     _copy_ce(store, tiny_cross_encoder, "v1")
@@ -87,7 +86,7 @@ def test_promotion_while_requests_are_in_flight(settings, tiny_cross_encoder, tm
     deadline = time.time() + 60
     while "v1" not in seen and time.time() < deadline:
         time.sleep(0.01)
-    promote(store, "live", "v2")
+    store.activate("live", "v2")
     mark = len(seen)
     while "v2" not in seen[mark:] and time.time() < deadline:
         time.sleep(0.01)

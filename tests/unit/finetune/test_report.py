@@ -1,4 +1,4 @@
-"""The HTML report (issue 12): built from plain data, from a real evaluation, written by
+"""The HTML report: built from plain data, from a real evaluation, written by
 ``adaptrank eval --report``, and rendered by a real browser (headless Chromium) without errors."""
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def test_cli_finetune_and_eval(app_settings, make_dataset, tiny_zero_shot, tmp_p
     assert res.exit_code == 0, res.output
     rows = [r["model"] for r in json.loads(res.stdout)["results"]]
     assert rows == ["bm25", "zero-shot", f"toy-rr@{out['version']}"]
-    page = (tmp_path / "report.html").read_text()  # issue 12: the store model's training curve from its card
+    page = (tmp_path / "report.html").read_text()  # the store model's training curve from its card
     assert f" vs toy-rr@{out['version']}</h2>" in page and "dev evaluations from the model card" in page
     res = runner.invoke(app, ["finetune", "toy", "-g", "9"])
     assert res.exit_code == 2 and "group_size" in res.output
