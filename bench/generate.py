@@ -122,7 +122,7 @@ def _top1(scored: list[tuple[float, bool]], groups: list[int]) -> float:
 def judge_accuracy(llm: LLM, data: Any, doc_ids: list[str], n_questions: int, n_neg: int, settings: Any, seed: int,
                    methods: list[str], margin: float = 0.3) -> dict[str, Any]:
     """Real questions with their true answer and mined negatives, judged against the qrels."""
-    from adaptrank.training.corpus import Corpus, Passage
+    from adaptrank.training.corpus import Corpus, CorpusPassage
     from adaptrank.training.labeling import judge_pairs, likelihood_verdicts
     from adaptrank.training.mining import CandidateMiner
 
@@ -130,7 +130,7 @@ def judge_accuracy(llm: LLM, data: Any, doc_ids: list[str], n_questions: int, n_
     questions = [(qid, q) for qid, q in data.queries.items() if any(d in chosen for d in data.qrels.get(qid, {}))]
     random.Random(seed).shuffle(questions)
     questions = questions[:n_questions]
-    passages = [Passage(id=d, doc_id=d, text=data.doc_text(d)) for d in data.corpus]
+    passages = [CorpusPassage(id=d, doc_id=d, text=data.doc_text(d)) for d in data.corpus]
     miner = CandidateMiner(Corpus("beir", "medquad", passages), settings, depth=n_neg, dense="off")
     pairs, truth, groups, own = [], [], [], []
     for g, (qid, q) in enumerate(questions):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError
+from adaptrank.core.progress import CountProgress
 from adaptrank.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # chromadb is imported on first use, so importing this module stays cheap
@@ -30,7 +31,6 @@ if TYPE_CHECKING:  # chromadb is imported on first use, so importing this module
 # Chroma's own rule: 3-512 characters of [a-zA-Z0-9._-], starting and ending with a letter or digit.
 COLLECTION_RE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,510})[a-zA-Z0-9]$")
 
-ProgressCallback = Callable[[int, int], Any]  # (done, total)
 
 Metadata = dict[str, str | int | float | bool]
 
@@ -243,7 +243,7 @@ class DocStore:
         texts: Sequence[str],
         metadatas: Sequence[dict[str, Any] | None] | None = None,
         batch_size: int = 64,
-        progress: bool | ProgressCallback = True,
+        progress: bool | CountProgress = True,
         create: bool = True,
     ) -> int:
         """Insert or replace passages by id, embedding them in batches. Returns the count written.
@@ -400,7 +400,7 @@ class DocStore:
 class _Bar:
     """tqdm bar or callback behind one small interface."""
 
-    def __init__(self, progress: bool | ProgressCallback, total: int, desc: str) -> None:
+    def __init__(self, progress: bool | CountProgress, total: int, desc: str) -> None:
         self._cb = progress if callable(progress) else None
         self._tqdm = None
         if progress is True:

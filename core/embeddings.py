@@ -28,7 +28,7 @@ from chromadb.utils.embedding_functions import register_embedding_function
 from adaptrank.core.settings import Settings
 from adaptrank.core.vectors import embed_texts
 
-DEFAULT_MODEL = "default"  # the offline all-MiniLM-L6-v2
+DEFAULT_EMBEDDING_MODEL = "default"  # the offline all-MiniLM-L6-v2
 
 _models: dict[tuple[str, str], Any] = {}
 _models_lock = threading.Lock()
@@ -36,7 +36,7 @@ _models_lock = threading.Lock()
 
 def model_path(model: str | None) -> str:
     """The path or hub id to load: ``None``/``"default"`` is the offline MiniLM."""
-    if model in (None, "", DEFAULT_MODEL):
+    if model in (None, "", DEFAULT_EMBEDDING_MODEL):
         from adaptrank.core.engine.biencoder import default_embedding_path
 
         return default_embedding_path()
@@ -130,7 +130,7 @@ class AdaptRankEmbeddingFunction(EmbeddingFunction[Documents]):
     """
 
     def __init__(self, model: str | None = None, device: str | None = None, batch_size: int = 64) -> None:
-        self.model = model or DEFAULT_MODEL
+        self.model = model or DEFAULT_EMBEDDING_MODEL
         self.device = device
         self.batch_size = int(batch_size)
         self._st: Any = None
@@ -192,7 +192,7 @@ class AdaptRankEmbeddingFunction(EmbeddingFunction[Documents]):
 
     @staticmethod
     def validate_config(config: dict[str, Any]) -> None:
-        if not isinstance(config.get("model", DEFAULT_MODEL), str):
+        if not isinstance(config.get("model", DEFAULT_EMBEDDING_MODEL), str):
             raise ValueError("adaptrank embedding config: 'model' must be a string")
 
     def validate_config_update(self, old_config: dict[str, Any], new_config: dict[str, Any]) -> None:

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from adaptrank.core.chunking import chunk_texts, with_title
-from adaptrank.core.docstore import DocStore, ProgressCallback, clean_metadata
+from adaptrank.core.docstore import DocStore, clean_metadata
 from adaptrank.core.errors import InputError
 from adaptrank.core.paths import Roots
+from adaptrank.core.progress import CountProgress
 from adaptrank.core.sources import Format, SourceDocument, detect_format, read_documents
 
 CHUNK_SEP = "#"
@@ -88,7 +89,7 @@ def ingest(
     prefix_title: bool = True,
     prune: bool = False,
     batch_size: int = 64,
-    progress: bool | ProgressCallback = True,
+    progress: bool | CountProgress = True,
     id_field: str = "id",
     text_field: str = "text",
     title_field: str = "title",

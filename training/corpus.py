@@ -1,6 +1,6 @@
 """Corpus sources for training-data generation: a Chroma collection, a BEIR corpus, a folder.
 
-Everything becomes a list of :class:`Passage` — the unit queries are written for and candidates
+Everything becomes a list of :class:`CorpusPassage` — the unit queries are written for and candidates
 are mined from — each knowing its source document (``doc_id``), so mining can exclude a query's
 own document and the dataset can split by document.
 
@@ -28,7 +28,7 @@ SourceKind = Literal["chroma", "beir", "folder"]
 
 
 @dataclass
-class Passage:
+class CorpusPassage:
     id: str  # unique: "<doc_id>#<chunk>" for chunked sources, the record id for Chroma
     doc_id: str
     text: str
@@ -42,11 +42,11 @@ class Corpus:
 
     kind: str
     location: str
-    passages: list[Passage]
+    passages: list[CorpusPassage]
     skipped_empty: int = 0
 
     def __post_init__(self) -> None:
-        self.by_doc: dict[str, list[Passage]] = {}
+        self.by_doc: dict[str, list[CorpusPassage]] = {}
         for p in self.passages:
             self.by_doc.setdefault(p.doc_id, []).append(p)
 
@@ -118,7 +118,7 @@ def load_corpus(
     budget = chunk_tokens or default_chunk_tokens(settings)
     from adaptrank.core.chunking import chunk_texts, with_title
 
-    passages: list[Passage] = []
+    passages: list[CorpusPassage] = []
     texts = [with_title(d.text, d.title) if source == "beir" else d.text for d in docs]
     for lo in range(0, len(docs), 512):
         chunked = chunk_texts(texts[lo : lo + 512], budget, min(overlap, budget // 4))
@@ -128,7 +128,7 @@ def load_corpus(
                 if c.index > 0 and doc.title.strip() and not text.lower().startswith(doc.title.strip().lower()):
                     text = with_title(text, doc.title)  # a later chunk still names its subject
                 passages.append(
-                    Passage(id=f"{doc.id}#{c.index}", doc_id=doc.id, text=text, title=doc.title,
+                    CorpusPassage(id=f"{doc.id}#{c.index}", doc_id=doc.id, text=text, title=doc.title,
                             metadata={"chunk": c.index, "n_chunks": len(chunks)})
                 )
     return Corpus(kind=source, location=str(root), passages=passages, skipped_empty=skipped)
@@ -162,7 +162,7 @@ def _from_chroma(settings: Settings, collection: str, docstore: Any) -> Corpus:
             skipped += 1
             continue
         doc_id = str(meta.get("doc_id") or rid)
-        passages.append(Passage(id=rid, doc_id=doc_id, text=text, title=str(meta.get("title") or ""), metadata=meta))
+        passages.append(CorpusPassage(id=rid, doc_id=doc_id, text=text, title=str(meta.get("title") or ""), metadata=meta))
     if not passages:
         raise InputError("collection", f"collection {collection!r} holds no documents")
     passages.sort(key=lambda p: (p.doc_id, int(p.metadata.get("chunk", 0) or 0), p.id))

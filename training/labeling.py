@@ -91,7 +91,7 @@ def likelihood_verdicts(
     return out
 
 
-def resolve_method(judge: LLM | None, method: str) -> str:
+def resolve_judge_method(judge: LLM | None, method: str) -> str:
     """``auto``: query likelihood for models that prefer it (the embedded 135M LLM), else yes/no."""
     if method not in ("auto", "choice", "likelihood"):
         raise InputError("judge_method", f"{method!r} is not one of ['auto', 'choice', 'likelihood']")
@@ -133,7 +133,7 @@ def label_candidates(
             res.negatives = list(cands[:negatives])
         return results, counts
 
-    method = resolve_method(judge, method)
+    method = resolve_judge_method(judge, method)
     pairs, where, pair_positive = [], [], []
     for qi, (query, cands) in enumerate(zip(queries, candidates, strict=True)):
         for ci, cand in enumerate(cands[:depth]):
@@ -171,3 +171,7 @@ def label_candidates(
                 res.negative_scores.append(None)
                 counts["unjudged_negatives"] += 1
     return results, counts
+
+
+# The old name, until training/generate/pipeline.py (h1) imports resolve_judge_method; then delete.
+resolve_method = resolve_judge_method

@@ -28,7 +28,7 @@ from adaptrank.core.fusion import RRF_K, rrf_scores
 from adaptrank.core.settings import Settings
 from adaptrank.core.text import text_key
 from adaptrank.core.vectors import embed_texts
-from adaptrank.training.corpus import Corpus, Passage
+from adaptrank.training.corpus import Corpus, CorpusPassage
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class CandidateMiner:
         self.settings = settings
         self.depth = depth
         self.rrf_k = rrf_k
-        self.by_id: dict[str, Passage] = {p.id: p for p in corpus.passages}
+        self.by_id: dict[str, CorpusPassage] = {p.id: p for p in corpus.passages}
         self.bm25 = BM25Index([p.text for p in corpus.passages], [p.id for p in corpus.passages])
         self.max_chunks = max((len(v) for v in corpus.by_doc.values()), default=1)
         # Exact copies of a text under another id (MedQuAD repeats answers across collections)

@@ -38,10 +38,10 @@ from adaptrank.core.prompts import (
     querygen_list_prompt,
     querygen_typed_prompt,
 )
-from adaptrank.training.corpus import Passage
+from adaptrank.training.corpus import CorpusPassage
 from adaptrank.training.specificity import Specificity
 
-TEMPLATES = (QUERYGEN_FOCUSED.name, QUERYGEN_TYPED.name, QUERYGEN_LIST.name)
+QUERY_TEMPLATES = (QUERYGEN_FOCUSED.name, QUERYGEN_TYPED.name, QUERYGEN_LIST.name)
 
 
 @dataclass
@@ -161,8 +161,8 @@ def _jaccard(a: set[str], b: set[str]) -> float:
 
 
 def plan_queries(
-    passages: Sequence[Passage], k: int, type_set: str = "general", offset: int = 0
-) -> list[tuple[Passage, str]]:
+    passages: Sequence[CorpusPassage], k: int, type_set: str = "general", offset: int = 0
+) -> list[tuple[CorpusPassage, str]]:
     """``k`` (passage, question type) pairs for one document's passages."""
     if not passages:
         return []
@@ -176,7 +176,7 @@ def plan_queries(
 
 def generate_queries(
     llm: LLM,
-    documents: Sequence[Sequence[Passage]],
+    documents: Sequence[Sequence[CorpusPassage]],
     k: int,
     *,
     template: str = QUERYGEN_TYPED.name,
@@ -200,8 +200,8 @@ def generate_queries(
     if type_set not in TYPE_SETS:
         raise InputError("question_types", f"{type_set!r} is not one of {sorted(TYPE_SETS)}")
     tpl = get_template(template)
-    if tpl.name not in TEMPLATES:
-        raise InputError("template", f"{template!r} is not a query template (known: {list(TEMPLATES)})")
+    if tpl.name not in QUERY_TEMPLATES:
+        raise InputError("template", f"{template!r} is not a query template (known: {list(QUERY_TEMPLATES)})")
     if examples:
         # A query log's (passage, query) pairs show the log's style; they need the focused format
         # (a passage in, its question out), whatever the template was.
@@ -211,7 +211,7 @@ def generate_queries(
     offsets = list(doc_offsets) if doc_offsets is not None else list(range(len(documents)))
 
     # raw[d] = list of (passage, qtype or None, raw text)
-    raw: list[list[tuple[Passage, str | None, str]]] = [[] for _ in documents]
+    raw: list[list[tuple[CorpusPassage, str | None, str]]] = [[] for _ in documents]
     if tpl.name == QUERYGEN_FOCUSED.name:
         # No imposed type: each passage's own main question. A passage's first query is greedy;
         # further ones (k > passages) are sampled, one round per extra query, and dedupe drops repeats.

@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from adaptrank.core.progress import CountProgress
 from adaptrank.core.vectors import embed_texts
 from adaptrank.training.lce import lce
-
-Progress = Callable[[int, int], None]
 
 
 class PassageBank:
@@ -48,7 +47,7 @@ class PassageBank:
         self,
         model,
         batch_size: int = 64,
-        progress: Progress | None = None,
+        progress: CountProgress | None = None,
         check: Callable[[], None] | None = None,
         cache: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray:

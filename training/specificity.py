@@ -26,7 +26,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 
-from adaptrank.training.corpus import Passage
+from adaptrank.training.corpus import CorpusPassage
 
 _WORD = re.compile(r"[a-z0-9]+")
 PREFIX = 5  # "causes"/"caused"/"cause" -> "cause"; "inherited"/"inheritance" -> "inher"
@@ -46,7 +46,7 @@ def _stopwords() -> frozenset[str]:
 class Specificity:
     """Built once per corpus; ``__call__(query, passage_id)`` says whether the query is specific."""
 
-    def __init__(self, passages: Sequence[Passage]) -> None:
+    def __init__(self, passages: Sequence[CorpusPassage]) -> None:
         self._stop = _stopwords()
         self.group: dict[str, str] = {}
         self.stems: dict[str, frozenset[str]] = {}

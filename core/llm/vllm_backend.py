@@ -20,7 +20,7 @@ from adaptrank.core.errors import MissingExtraError
 from adaptrank.core.llm.base import LLM, LLMError, Prompt
 from adaptrank.core.llm.constraints import match_choice
 
-DEFAULT_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
+DEFAULT_VLLM_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 
 
 def import_vllm() -> Any:
@@ -72,7 +72,7 @@ class VLLMBackend(LLM):
 
     def __init__(self, model: str | None = None, **engine: Any) -> None:
         self._vllm = import_vllm()
-        self.model_id = model or DEFAULT_MODEL
+        self.model_id = model or DEFAULT_VLLM_MODEL
         self.name = f"vllm:{self.model_id}"
         self.llm = self._vllm.LLM(model=self.model_id, **engine)
 

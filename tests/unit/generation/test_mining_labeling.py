@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adaptrank.core.llm import LLMError, ScriptedLLM
-from adaptrank.training.corpus import Corpus, Passage, load_corpus
+from adaptrank.training.corpus import Corpus, CorpusPassage, load_corpus
 from adaptrank.training.labeling import label_candidates
 from adaptrank.training.mining import Candidate, CandidateMiner
 
@@ -16,11 +16,11 @@ def _corpus(gen, corpus_dir, settings):
 
 def test_bm25_mining_excludes_the_source_document_and_its_copies(gen, settings):
     passages = [
-        Passage("a#0", "a", "Gout is caused by uric acid crystals in the joints."),
-        Passage("a#1", "a", "Gout attacks: uric acid crystals cause pain in the joints."),
-        Passage("copy#0", "copy", "Gout is caused by uric acid crystals in the joints."),  # same text, other id
-        Passage("b#0", "b", "Uric acid levels rise with a diet rich in purines; gout may follow."),
-        Passage("c#0", "c", "Asthma narrows the airways of the lungs."),
+        CorpusPassage("a#0", "a", "Gout is caused by uric acid crystals in the joints."),
+        CorpusPassage("a#1", "a", "Gout attacks: uric acid crystals cause pain in the joints."),
+        CorpusPassage("copy#0", "copy", "Gout is caused by uric acid crystals in the joints."),  # same text, other id
+        CorpusPassage("b#0", "b", "Uric acid levels rise with a diet rich in purines; gout may follow."),
+        CorpusPassage("c#0", "c", "Asthma narrows the airways of the lungs."),
     ]
     miner = CandidateMiner(Corpus("folder", "mem", passages), settings, depth=5, dense="off")
     [cands] = miner.mine(["what causes gout uric acid"], ["a"])
@@ -32,10 +32,10 @@ def test_bm25_mining_excludes_the_source_document_and_its_copies(gen, settings):
 
 def test_source_ranks_say_where_each_query_finds_its_own_document(gen, settings):
     passages = [
-        Passage("a#0", "a", "Gout is caused by uric acid crystals in the joints."),
-        Passage("b#0", "b", "Asthma narrows the airways of the lungs."),
-        Passage("b#1", "b", "Asthma is treated with inhalers that open the airways."),
-        Passage("c#0", "c", "Eczema makes the skin dry and itchy."),
+        CorpusPassage("a#0", "a", "Gout is caused by uric acid crystals in the joints."),
+        CorpusPassage("b#0", "b", "Asthma narrows the airways of the lungs."),
+        CorpusPassage("b#1", "b", "Asthma is treated with inhalers that open the airways."),
+        CorpusPassage("c#0", "c", "Eczema makes the skin dry and itchy."),
     ]
     miner = CandidateMiner(Corpus("folder", "mem", passages), settings, depth=2, dense="off")
     queries = ["uric acid crystals gout", "inhalers airways asthma", "uric acid crystals gout skin", "volcano eruption"]
@@ -128,10 +128,10 @@ class LikelihoodLLM(ScriptedLLM):
 
 
 def test_likelihood_judge_compares_with_the_own_passage():
-    from adaptrank.training.labeling import resolve_method
+    from adaptrank.training.labeling import resolve_judge_method
 
     judge = LikelihoodLLM(lambda p: "no")
-    assert resolve_method(judge, "auto") == "likelihood" and resolve_method(ScriptedLLM(lambda p: ""), "auto") == "choice"
+    assert resolve_judge_method(judge, "auto") == "likelihood" and resolve_judge_method(ScriptedLLM(lambda p: ""), "auto") == "choice"
     cands = [
         Candidate("a", "da", "what causes gout? uric acid crystals", 0.5),  # explains the query as well as the own passage
         Candidate("b", "db", "asthma narrows the airways", 0.4),

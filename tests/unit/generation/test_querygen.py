@@ -9,7 +9,7 @@ import pytest
 from adaptrank.core.errors import InputError, NotFoundError
 from adaptrank.core.llm import ScriptedLLM
 from adaptrank.core.prompts import JUDGE_RELEVANCE, QUERYGEN_TYPED, get_template, pick_question_types, register
-from adaptrank.training.corpus import Passage
+from adaptrank.training.corpus import CorpusPassage
 from adaptrank.training.querygen import clean_query, generate_queries, plan_queries, strip_chatter
 
 PASSAGE = "Marfan syndrome is caused by a mutation in the FBN1 gene. Symptoms include long fingers and a curved spine."
@@ -52,7 +52,7 @@ def test_question_types_follow_the_passage_and_vary():
 
 
 def test_plan_spreads_queries_over_passages():
-    ps = [Passage(id=f"d#{i}", doc_id="d", text=PASSAGE) for i in range(3)]
+    ps = [CorpusPassage(id=f"d#{i}", doc_id="d", text=PASSAGE) for i in range(3)]
     plan = plan_queries(ps, 4, "medical")
     assert [p.id for p, _ in plan] == ["d#0", "d#0", "d#1", "d#2"]
     assert plan[0][1] != plan[1][1]  # two different types for the same passage
@@ -60,7 +60,7 @@ def test_plan_spreads_queries_over_passages():
 
 def test_generate_queries_is_one_batched_call_and_cleans(gen):
     llm = gen.scripted()
-    docs = [[Passage(id=f"{i}#0", doc_id=str(i), text=gen.ASPECTS["causes"].format(c=c))] for i, c in enumerate(gen.CONDITIONS[:5])]
+    docs = [[CorpusPassage(id=f"{i}#0", doc_id=str(i), text=gen.ASPECTS["causes"].format(c=c))] for i, c in enumerate(gen.CONDITIONS[:5])]
     queries, counts = generate_queries(llm, docs, 2, type_set="medical")
     assert len(llm.calls) == 1 and len(llm.calls[0]["prompts"]) == 10  # 5 documents x 2, one call
     assert llm.calls[0]["stop"] == ["\n"] and llm.calls[0]["max_new_tokens"] == QUERYGEN_TYPED.max_new_tokens
@@ -82,7 +82,7 @@ def test_list_template_parses_json_and_counts_invalid():
         ]
     )
     llm = ScriptedLLM(lambda p: next(replies))
-    docs = [[Passage(id="a#0", doc_id="a", text="Gout comes from uric acid.")], [Passage(id="b#0", doc_id="b", text="x")]]
+    docs = [[CorpusPassage(id="a#0", doc_id="a", text="Gout comes from uric acid.")], [CorpusPassage(id="b#0", doc_id="b", text="x")]]
     queries, counts = generate_queries(llm, docs, 2, template="querygen.list")
     assert [q.query for q in queries] == ["What causes gout?", "How is gout treated?"]
     assert queries[0].query_type == "cause" and counts["invalid_output"] == 1
@@ -100,7 +100,7 @@ def test_templates_are_named_versioned_and_immutable():
     with pytest.raises(InputError, match="needs"):
         QUERYGEN_TYPED.render(passage="x")
     with pytest.raises(InputError, match="not a query template"):
-        generate_queries(ScriptedLLM(lambda p: ""), [[Passage("a", "a", "t")]], 1, template="judge.relevance")
+        generate_queries(ScriptedLLM(lambda p: ""), [[CorpusPassage("a", "a", "t")]], 1, template="judge.relevance")
 
 
 def test_grounding_drops_copied_entities_and_contentless_questions():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adaptrank.training.corpus import Passage
+from adaptrank.training.corpus import CorpusPassage
 from adaptrank.training.specificity import Specificity
 
 SECTIONS = {
@@ -12,12 +12,12 @@ SECTIONS = {
 }
 
 
-def _corpus() -> list[Passage]:
-    out = [Passage(id=f"{k}#0", doc_id=k, text=t, title="Alkaptonuria") for k, t in SECTIONS.items()]
-    out.append(Passage(id="alone#0", doc_id="alone", text="Gout is caused by uric acid crystals.", title="Gout"))
+def _corpus() -> list[CorpusPassage]:
+    out = [CorpusPassage(id=f"{k}#0", doc_id=k, text=t, title="Alkaptonuria") for k, t in SECTIONS.items()]
+    out.append(CorpusPassage(id="alone#0", doc_id="alone", text="Gout is caused by uric acid crystals.", title="Gout"))
     # an untitled document in two chunks: its chunks are each other's siblings
-    out.append(Passage(id="manual#0", doc_id="manual", text="Install the package with pip.", title=""))
-    out.append(Passage(id="manual#1", doc_id="manual", text="Configure logging in the settings file.", title=""))
+    out.append(CorpusPassage(id="manual#0", doc_id="manual", text="Install the package with pip.", title=""))
+    out.append(CorpusPassage(id="manual#1", doc_id="manual", text="Configure logging in the settings file.", title=""))
     return out
 
 
