@@ -68,8 +68,7 @@ class AgentConfig:
     model: str | None = None  # reranker model (default: the engine's default)
     # "fusion" (default): the engine scores the pool against the whole question AND each
     # sub-question, and the per-query rankings are fused by RRF, so every part of the question gets
-    # passages near the top (bench/multihop.py: both answers in the top 10 1.51x as often as single-
-    # query retrieval, against 1.07x for "original"). "original": rank the pool by the engine's score
+    # passages near the top (measured with bench/multihop.py: docs/agent.md). "original": rank the pool by the engine's score
     # against the whole question only (the paper's setting; scores are the engine's).
     rerank: Literal["original", "fusion"] = "fusion"
 

@@ -156,7 +156,7 @@ class AdaptRankEmbedding(BaseEmbedding):
     embedded by ``model``, which must be that model's passage tower (checked by fingerprint), so an
     index built before adaptation retrieves with the adapted queries and is never re-embedded.
     Measure before you use it for first-stage retrieval over a whole collection: on medquad-dev an
-    adapted tower lost recall there (GHR Recall@20 0.956 -> 0.794), which is why adaptrank's own
+    adapted tower lost first-stage recall (figures: docs/agent.md), which is why adaptrank's own
     ``search`` retrieves with the base tower and lets the adapted model rerank the pool (use
     :class:`AdaptRankRerank` after a plain ``AdaptRankEmbedding()`` for the same here).
     """

@@ -75,9 +75,8 @@ def likelihood_verdicts(
     negative margin is slack); the score is ``sigmoid((ll_candidate - ll_own) / temperature)``.
     One batched scoring call.
 
-    The default margin, 0.3, comes from 80 real medquad-dev questions (not the benchmark's) with
-    4 BM25-mined true negatives each: the share of true negatives called relevant was 0.27 at
-    margin -0.1, 0.20 at 0, 0.13 at 0.1, 0.085 at 0.3 and 0.06 at 0.5."""
+    The default margin, 0.3, was chosen on real medquad-dev questions that are not the benchmark's
+    (how, and the figures: docs/generation.md, "Measured")."""
     refs = sorted({(q, pos) for (q, _), pos in zip(pairs, positives, strict=True)})
     prompts = [likelihood_prompt(p) for _, p in pairs] + [likelihood_prompt(pos) for _, pos in refs]
     continuations = [q for q, _ in pairs] + [q for q, _ in refs]

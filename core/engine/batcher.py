@@ -56,7 +56,6 @@ class BatcherStats:
     requests: int = 0
     pairs: int = 0
     largest_merge: int = 0
-    merges: list[int] = field(default_factory=list)
 
 
 class MicroBatcher:
@@ -187,8 +186,6 @@ class MicroBatcher:
         s.forward_calls += 1
         s.pairs += len(pairs)
         s.largest_merge = max(s.largest_merge, len(plan))
-        s.merges.append(len(plan))
-        del s.merges[:-1000]
         start = 0
         for r, lo, hi in plan:
             r.scores[lo:hi] = scores[start : start + hi - lo]  # type: ignore[index]

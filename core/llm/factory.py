@@ -59,14 +59,6 @@ def cached_llms() -> list[LLM]:
         return list(_cache.values())
 
 
-def clear_cache() -> None:
-    """Close and forget every cached backend (tests; freeing memory after a job)."""
-    with _cache_lock:
-        for llm in _cache.values():
-            llm.close()
-        _cache.clear()
-
-
 def _transformers(settings: Settings, model: str | None, **options: Any) -> LLM:
     from adaptrank.core.llm.hf import TransformersLLM
 
