@@ -12,6 +12,7 @@ from fastmcp import FastMCP
 
 from adaptrank.core import __version__
 from adaptrank.core.settings import Settings
+from adaptrank.server import health, http, metrics, tools_finetune, tools_rerank, tools_search, tools_training
 from adaptrank.server.context import Services
 from adaptrank.server.errors import ReadableValidationErrors
 from adaptrank.server.metrics import ToolMetrics
@@ -25,15 +26,13 @@ use each result's `index` (its position in your list) to pick the passages, best
 
 def _register_parts(mcp: FastMCP, services: Services) -> None:
     """One line per part: each module's ``register(mcp, services)`` adds its tools/resources/routes."""
-    from adaptrank.server import http, tools_rerank
-
     tools_rerank.register(mcp, services)  # rerank, list_models, adaptrank://models resources
     http.register(mcp, services)  # POST /v1/rerank (Cohere-compatible), GET /healthz
-    from adaptrank.server import tools_search; tools_search.register(mcp, services)  # search, ingest_documents, list_collections
-    from adaptrank.server import tools_training; tools_training.register(mcp, services)  # generate_training_data, job_status, list_jobs, cancel_job, resume_job, list_datasets
-    from adaptrank.server import tools_finetune; tools_finetune.register(mcp, services)  # finetune_reranker, evaluate_reranker
-    from adaptrank.server import metrics, health; metrics.register(mcp, services); health.register(mcp, services)  # GET /metrics, GET /readyz
-    # Other parts add their line here.
+    tools_search.register(mcp, services)  # search, ingest_documents, list_collections
+    tools_training.register(mcp, services)  # generate_training_data, job_status, list_jobs, cancel_job, resume_job, list_datasets
+    tools_finetune.register(mcp, services)  # finetune_reranker, evaluate_reranker
+    metrics.register(mcp, services)  # GET /metrics
+    health.register(mcp, services)  # GET /readyz
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastMCP:

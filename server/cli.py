@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adaptrank.core.errors import AdaptRankError
+from adaptrank.core.errors import AdaptRankError, InputError
 from adaptrank.core.settings import Settings
 
 #: Modules whose ``register(app)`` adds commands; one line per part.
@@ -155,15 +155,11 @@ def _read_documents(path: Path) -> tuple[str | None, list[Any]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        from adaptrank.core.errors import InputError
-
         raise InputError("--file", f"{path} is not valid JSON ({exc})") from None
     if isinstance(data, dict):
         return data.get("query"), list(data.get("documents") or [])
     if isinstance(data, list):
         return None, data
-    from adaptrank.core.errors import InputError
-
     raise InputError("--file", f"{path} must hold a JSON list of documents or an object with 'documents'")
 
 

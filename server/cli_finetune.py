@@ -90,7 +90,8 @@ def finetune(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Fine-tune the reranker on a generated dataset (LCE); promote it only if it wins on dev."""
-    from adaptrank.training.finetune import finetune as run, parse_params
+    from adaptrank.core.modelstore import ModelStore
+    from adaptrank.training.finetune import finetune as run, load_dataset_groups, parse_params, resolve_base
 
     raw = dict(dataset=dataset, output_name=output, method=method, base_model=base_model, epochs=epochs,
                group_size=group_size, learning_rate=learning_rate, batch_size=batch_size,
@@ -105,10 +106,6 @@ def finetune(
             if result.get("rank", 0) != 0:
                 return
         else:
-            from adaptrank.training.finetune import resolve_base
-            from adaptrank.core.modelstore import ModelStore
-            from adaptrank.training.finetune import load_dataset_groups
-
             load_dataset_groups(params, settings)  # fail now on a bad dataset, not inside the job
             resolve_base(params.base_model, ModelStore(settings.models_dir))
             result = _run_job("finetune", params.model_dump(exclude_none=True), f"fine-tuning on {dataset}", settings)

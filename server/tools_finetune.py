@@ -19,7 +19,9 @@ from adaptrank.core.errors import InputError
 from adaptrank.server.context import Services
 from adaptrank.server.errors import tool_errors
 from adaptrank.server.jobs import JobInfo
+from adaptrank.core.paths import check_allowed_path
 from adaptrank.server.tools_training import Wait, wait_for_job
+from adaptrank.training.finetune import load_dataset_groups, parse_params, resolve_base
 from adaptrank.training.evaluate import EvaluateParams
 from adaptrank.training.params import (
     BaseModelSpec,
@@ -65,8 +67,6 @@ def register(mcp: FastMCP, services: Services) -> None:
         Returns the job at once: `job_status(job_id, wait_seconds)` for progress (steps, loss, dev
         metric) and the result, `cancel_job(job_id)` to stop (the active model is never touched).
         """
-        from adaptrank.training.finetune import load_dataset_groups, parse_params, resolve_base
-
         params = parse_params({
             k: v for k, v in dict(
                 dataset=dataset, base_model=base_model, epochs=epochs, group_size=group_size,
@@ -98,7 +98,6 @@ def register(mcp: FastMCP, services: Services) -> None:
         reranked by each model; nDCG@10, MRR@10 and Recall@depth per model, the first stage as
         baseline. The job's result holds the table."""
         from adaptrank.core.engine import registry
-        from adaptrank.core.paths import check_allowed_path
 
         resolved = check_allowed_path(s, path)
         for name in ("corpus.jsonl", "queries.jsonl"):  # fail now, not in the job

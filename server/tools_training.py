@@ -24,10 +24,13 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from adaptrank.core.errors import NotFoundError
+from adaptrank.core.llm.factory import get_llm
+from adaptrank.core.paths import check_allowed_path
 from adaptrank.server.context import Services
 from adaptrank.server.errors import resource_errors, tool_errors
 from adaptrank.server.jobs import JOB_KINDS, JobInfo, JobManager
 from adaptrank.server.jobs.kinds import generate_job
+from adaptrank.training.generate import GenerateParams
 from adaptrank.training.params import (
     ConsistencyDepth,
     Judge,
@@ -141,9 +144,6 @@ def register(mcp: FastMCP, services: Services) -> None:
         Returns the job at once: poll `job_status(job_id)` (or pass `wait_seconds`), `cancel_job`
         to stop; `list_datasets` shows the result. Interrupted jobs resume with `resume_job`.
         """
-        from adaptrank.core.llm.factory import get_llm
-        from adaptrank.training.generate import GenerateParams
-
         raw = {
             "source": source, "collection": collection, "path": path, "output_name": output_name,
             "max_documents": max_documents, "queries_per_document": queries_per_document,
@@ -152,8 +152,6 @@ def register(mcp: FastMCP, services: Services) -> None:
         }
         params = parse(GenerateParams, raw)
         # Fail now, not in the job, on what can be checked cheaply.
-        from adaptrank.core.paths import check_allowed_path
-
         services.model_access.check_llm(params.llm_backend, params.llm_model, "llm_model")
         if params.path:
             check_allowed_path(s, params.path)
