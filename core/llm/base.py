@@ -75,6 +75,59 @@ def check_output(text: str, json_schema: dict[str, Any] | None, choices: list[st
     return text, ""
 
 
+class ReplyAttempts:
+    """The per-reply form of :meth:`LLM.enforce`, for backends that send one request per prompt
+    (``openai``, ``sampling``) and loop themselves, sync or async::
+
+        attempts = ReplyAttempts(self, retries, json_schema, choices, quote=120)
+        for attempt in attempts:
+            text = <ask>                      # or attempts.failed("why") and continue
+            ok = attempts.accept(text)
+            if ok is not None:
+                return ok
+        return attempts.give_up(strict, "<backend>: ...")
+
+    Every failed attempt but the last counts in ``stats.retries``; giving up counts in
+    ``stats.invalid`` and raises with ``strict``.
+    """
+
+    def __init__(
+        self, llm: LLM, retries: int, json_schema: dict[str, Any] | None, choices: list[str] | None, quote: int = 120
+    ) -> None:
+        self.llm, self.retries, self.json_schema, self.choices, self.quote = llm, retries, json_schema, choices, quote
+        self.attempt = 0
+        self.text = ""
+        self.problem = "no reply"
+
+    def __iter__(self):
+        for self.attempt in range(self.retries + 1):
+            yield self.attempt
+
+    def failed(self, problem: str) -> None:
+        """An attempt that got no reply (a transport error the backend retries)."""
+        self.problem = problem
+        if self.attempt < self.retries:
+            self.llm.stats.retries += 1
+
+    def accept(self, text: str) -> str | None:
+        """The text to return when ``text`` meets the constraint; None (and the problem noted)
+        when the reply must be asked again."""
+        self.text = text
+        ok, problem = check_output(text, self.json_schema, self.choices)
+        if ok is not None:
+            return ok
+        quoted = f": {text[: self.quote]!r}" if self.quote else ""
+        self.failed(f"invalid JSON ({problem}){quoted}" if self.json_schema is not None else f"{problem}{quoted}")
+        return None
+
+    def give_up(self, strict: bool, message: str) -> str:
+        """After the last attempt: the raw text (``strict=False``) or :class:`LLMError` (``message``)."""
+        self.llm.stats.invalid += 1
+        if strict:
+            raise LLMError(message)
+        return self.text
+
+
 class LLM(ABC):
     #: e.g. "transformers:SmolLM2-135M-Instruct" — recorded in dataset cards
     name: str = "llm"

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from adaptrank.core.errors import MissingExtraError
-from adaptrank.core.llm.base import LLM, LLMError, Prompt, check_output
+from adaptrank.core.llm.base import LLM, LLMError, Prompt, ReplyAttempts
 from adaptrank.core.llm.constraints import choice_schema
 
 Structured = Literal["auto", "json_schema", "vllm", "none"]
@@ -121,9 +121,8 @@ class OpenAICompatibleLLM(LLM):
         want_logprobs: bool = False,
     ) -> tuple[str, float | None]:
         openai = self._openai
-        last_problem = "no reply"
-        text = ""
-        for attempt in range(self.max_retries + 1):
+        attempts = ReplyAttempts(self, self.max_retries, json_schema, choices, quote=120)
+        for attempt in attempts:
             kwargs: dict[str, Any] = {
                 "model": self._model(),
                 "messages": prompt,
@@ -140,9 +139,8 @@ class OpenAICompatibleLLM(LLM):
             try:
                 resp = self.client.chat.completions.create(**kwargs)
             except (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError) as exc:
-                last_problem = f"{type(exc).__name__}: {exc}"
+                attempts.failed(f"{type(exc).__name__}: {exc}")
                 if attempt < self.max_retries:
-                    self.stats.retries += 1
                     self._sleep(attempt)
                 continue
             except openai.BadRequestError as exc:
@@ -174,19 +172,14 @@ class OpenAICompatibleLLM(LLM):
                 self.stats.generated_tokens += usage.completion_tokens or 0
             choice = resp.choices[0] if resp.choices else None
             text = (choice.message.content or "") if choice is not None and choice.message else ""
-            ok, problem = check_output(text, json_schema, choices)
+            ok = attempts.accept(text)
             if ok is not None:
                 prob = _choice_probability(choice, choices) if want_logprobs and choices and json_schema is None else None
                 return ok, prob
-            last_problem = f"invalid JSON ({problem}): {text[:120]!r}" if json_schema is not None else f"{problem}: {text[:120]!r}"
-            if attempt < self.max_retries:
-                self.stats.retries += 1
-        if not text:
-            raise LLMError(f"{self.name}: failed after {self.max_retries + 1} attempts: {last_problem}")
-        self.stats.invalid += 1
-        if strict:
-            raise LLMError(f"{self.name}: failed after {self.max_retries + 1} attempts: {last_problem}")
-        return text, None
+        failure = f"{self.name}: failed after {self.max_retries + 1} attempts: {attempts.problem}"
+        if not attempts.text:  # never a reply to fall back on, whatever strict says
+            raise LLMError(failure)
+        return attempts.give_up(strict, failure), None
 
     def _map(self, prompts: list[Prompt], **kwargs: Any) -> list[tuple[str, float | None]]:
         t0 = time.perf_counter()

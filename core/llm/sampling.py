@@ -22,7 +22,7 @@ import time
 import warnings
 from typing import Any
 
-from adaptrank.core.llm.base import LLM, LLMError, Prompt, check_output
+from adaptrank.core.llm.base import LLM, LLMError, Prompt, ReplyAttempts
 
 
 NO_SAMPLING = "the MCP client does not support sampling"
@@ -102,8 +102,9 @@ class SamplingLLM(LLM):
         elif choices:
             system = (system + "\n" if system else "") + f"Reply with exactly one of: {', '.join(choices)}."
         prefs = types.ModelPreferences(hints=[types.ModelHint(name=self.model_hint)]) if self.model_hint else None
-        text, problem = "", "no reply"
-        for attempt in range(self.max_retries + 1):
+        # a wrong choice is quoted in the error; broken JSON is described
+        attempts = ReplyAttempts(self, self.max_retries, json_schema, choices, quote=80 if json_schema is None and choices else 0)
+        for _ in attempts:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # the SDK marks sampling deprecated (SEP-2577)
@@ -124,16 +125,10 @@ class SamplingLLM(LLM):
             self.stats.calls += 1
             content = result.content
             text = content.text if isinstance(content, types.TextContent) else ""
-            ok, problem = check_output(text, json_schema, choices)
+            ok = attempts.accept(text)
             if ok is not None:
                 return ok
-            problem = f"invalid JSON ({problem})" if json_schema is not None else f"{problem}: {text[:80]!r}"
-            if attempt < self.max_retries:
-                self.stats.retries += 1
-        self.stats.invalid += 1
-        if strict:
-            raise LLMError(f"MCP sampling: {problem} after {self.max_retries + 1} attempts")
-        return text
+        return attempts.give_up(strict, f"MCP sampling: {attempts.problem} after {self.max_retries + 1} attempts")
 
     async def agenerate(
         self,
