@@ -204,7 +204,7 @@ class DocStore:
                     raise
                 known = self.list_collections()
                 raise NotFoundError(
-                    f"collection: no collection {name!r} in {self.location}; known: {known or 'none'}. "
+                    "collection", f"no collection {name!r} in {self.location}; known: {known or 'none'}. "
                     "Create one with `adaptrank ingest PATH --collection NAME`."
                 ) from None
         self._check_model(col)

@@ -129,7 +129,7 @@ def _export_residual(ref: ModelRef, tmp: Path) -> tuple[str, dict[str, Any]]:
 
     spec = ref.card.extra.get("residual")
     if not isinstance(spec, dict):
-        raise NotFoundError(f"model: {ref.name}@{ref.version} has backend 'residual' but its card has no extra.residual")
+        raise NotFoundError("model", f"{ref.name}@{ref.version} has backend 'residual' but its card has no extra.residual")
     if spec.get("cross_encoder"):
         raise InputError(
             "model",

@@ -64,11 +64,11 @@ class ModelStore(VersionedStore):
         active = self.active_version(name)
         version = version or active
         if version is None:
-            raise NotFoundError(f"model: {name!r} has no active version (known: {self.names()})")
+            raise NotFoundError("model", f"{name!r} has no active version (known: {self.names()})")
         validate_name(version, "version")
         path = self.root / name / version
         if not (path / CARD).is_file():
-            raise NotFoundError(f"model: {name!r} has no version {version!r} (known: {self.versions(name)})")
+            raise NotFoundError("model", f"{name!r} has no version {version!r} (known: {self.versions(name)})")
         card = ModelCard.model_validate_json((path / CARD).read_text())
         return ModelRef(name=name, version=version, path=path, card=card, active=version == active)
 

@@ -319,7 +319,7 @@ def get_template(name: str) -> PromptTemplate:
         return TEMPLATES[name]
     except KeyError:
         known = sorted(k for k in TEMPLATES if "@" not in k)
-        raise NotFoundError(f"template: unknown prompt template {name!r} (known: {known})") from None
+        raise NotFoundError("template", f"unknown prompt template {name!r} (known: {known})") from None
 
 
 for _t in (QUERYGEN_TYPED, QUERYGEN_FOCUSED, QUERYGEN_LIST, JUDGE_RELEVANCE, JUDGE_LIKELIHOOD):

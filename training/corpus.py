@@ -148,7 +148,7 @@ def _from_chroma(settings: Settings, collection: str, docstore: Any) -> Corpus:
         docstore = DocStore(settings)
     if collection not in docstore.list_collections():
         raise NotFoundError(
-            f"collection: unknown collection {collection!r} (known: {docstore.list_collections()})"
+            "collection", f"unknown collection {collection!r} (known: {docstore.list_collections()})"
         )
     passages, skipped = [], 0
     # The collection's stored vectors are the prior's passage vectors when the same model made them

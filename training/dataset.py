@@ -208,11 +208,11 @@ class DatasetStore(VersionedStore):
         latest = self.latest_version(name)
         version = version or latest
         if version is None:
-            raise NotFoundError(f"dataset: {name!r} does not exist (known: {self.names()})")
+            raise NotFoundError("dataset", f"{name!r} does not exist (known: {self.names()})")
         validate_name(version, "version")
         path = self.root / name / version
         if not (path / CARD).is_file():
-            raise NotFoundError(f"dataset: {name!r} has no version {version!r} (known: {self.versions(name)})")
+            raise NotFoundError("dataset", f"{name!r} has no version {version!r} (known: {self.versions(name)})")
         card = DatasetCard.model_validate_json((path / CARD).read_text())
         return DatasetRef(name=name, version=version, path=path, card=card, latest=version == latest)
 

@@ -94,7 +94,7 @@ def resolve(spec: str, store: ModelStore) -> Resolved:
         return Resolved(spec, "hub", "cross-encoder", spec)  # an HF hub id
     known = [ZERO_SHOT, *store.names()]
     raise NotFoundError(
-        f"model: unknown model {spec!r}. Known: {known}; or pass a local path, an HF id "
+        "model", f"unknown model {spec!r}. Known: {known}; or pass a local path, an HF id "
         "('org/name'), or 'cross-encoder:<path>' / 'bi-encoder:<path>'."
     )
 
@@ -102,7 +102,7 @@ def resolve(spec: str, store: ModelStore) -> Resolved:
 def load(resolved: Resolved, settings: Settings) -> Scorer:
     target = BACKENDS.get(resolved.backend)
     if target is None:
-        raise NotFoundError(f"model: {resolved.name!r} needs unknown backend {resolved.backend!r}")
+        raise NotFoundError("model", f"{resolved.name!r} needs unknown backend {resolved.backend!r}")
     module, _, func = target.partition(":")
     return getattr(importlib.import_module(module), func)(resolved, settings)
 

@@ -167,7 +167,7 @@ class Reranker:
             if self.access is not None and spec != self.default_model:
                 log.warning("model %r failed to load: %s: %s", spec, type(exc).__name__, exc)
                 raise self.access.refused(spec, "model") from None
-            raise NotFoundError(f"model: could not load {spec!r}: {type(exc).__name__}: {exc}") from exc
+            raise NotFoundError("model", f"could not load {spec!r}: {type(exc).__name__}: {exc}") from exc
 
     def _drop(self, key: str, old: _Loaded) -> None:
         if self._loaded.get(key) is old:

@@ -36,7 +36,7 @@ def part_path(root: Path, rel: str, what: str) -> str:
     """The folder of one part of a residual model (``rel`` from its card), inside ``root``."""
     path = (root / rel).resolve()
     if not path.is_relative_to(root.resolve()) or not path.is_dir():
-        raise NotFoundError(f"model: residual {what} {rel!r} is missing under {root}")
+        raise NotFoundError("model", f"residual {what} {rel!r} is missing under {root}")
     return str(path)
 
 
@@ -120,7 +120,7 @@ def load_scorer(resolved: Any, settings: Settings) -> ResidualScorer:
     card = resolved.card or {}
     spec = (card.get("extra") or {}).get("residual")
     if not isinstance(spec, dict):
-        raise NotFoundError(f"model: {resolved.name!r} has backend 'residual' but its card has no extra.residual")
+        raise NotFoundError("model", f"{resolved.name!r} has backend 'residual' but its card has no extra.residual")
     prior_spec = spec.get("prior") or ZERO_SHOT
     prior_path = default_embedding_path() if prior_spec == ZERO_SHOT else part_path(root, prior_spec, "prior")
     prior = load_sentence_transformer(prior_path, settings.device)
