@@ -15,14 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from adaptrank.core.errors import NotFoundError
-from adaptrank.core.versioned import (  # noqa: F401  (NAME_RE, validate_name: imported from here by callers)
-    CARD,
-    NAME_RE,
-    VersionedStore,
-    validate_name,
-    write_atomic,
-)
+from adaptrank.core.versioned import CARD, NAME_RE, VersionedStore, validate_name, write_atomic
+
+# NAME_RE and validate_name are imported from here by the model-facing modules
+__all__ = ["ACTIVE", "CARD", "NAME_RE", "ModelCard", "ModelRef", "ModelStore", "validate_name"]
 
 ACTIVE = "ACTIVE"
 
@@ -60,15 +56,7 @@ class ModelStore(VersionedStore):
 
     def get(self, name: str, version: str | None = None) -> ModelRef:
         """The named version, or the active one. Raises NotFoundError naming what exists."""
-        validate_name(name, "model")
-        active = self.active_version(name)
-        version = version or active
-        if version is None:
-            raise NotFoundError("model", f"{name!r} has no active version (known: {self.names()})")
-        validate_name(version, "version")
-        path = self.root / name / version
-        if not (path / CARD).is_file():
-            raise NotFoundError("model", f"{name!r} has no version {version!r} (known: {self.versions(name)})")
+        version, path, active = self.locate(name, version, "has no active version")
         card = ModelCard.model_validate_json((path / CARD).read_text())
         return ModelRef(name=name, version=version, path=path, card=card, active=version == active)
 

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from adaptrank.core.errors import InputError
+from adaptrank.core.errors import InputError, NotFoundError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CARD = "card.json"
@@ -121,6 +121,21 @@ class VersionedStore:
         except FileNotFoundError:
             return None
         return version if (self.root / name / version / CARD).is_file() else None
+
+    def locate(self, name: str, version: str | None, no_pointer: str) -> tuple[str, Path, str | None]:
+        """``(version, its folder, the pointed version)`` for ``version``, or for the pointed one
+        when None; a ``NotFoundError`` naming what exists otherwise (``no_pointer``: what to say
+        when nothing is pointed at, e.g. "has no active version")."""
+        validate_name(name, self.kind)
+        pointed = self.pointed_version(name)
+        version = version or pointed
+        if version is None:
+            raise NotFoundError(self.kind, f"{name!r} {no_pointer} (known: {self.names()})")
+        validate_name(version, "version")
+        path = self.root / name / version
+        if not (path / CARD).is_file():
+            raise NotFoundError(self.kind, f"{name!r} has no version {version!r} (known: {self.versions(name)})")
+        return version, path, pointed
 
     def set_pointer(self, name: str, version: str) -> None:
         write_atomic(self.root / name / self.pointer, version + "\n")

@@ -204,15 +204,7 @@ class DatasetStore(VersionedStore):
 
     def get(self, name: str, version: str | None = None) -> DatasetRef:
         """The named version (or LATEST); NotFoundError names what exists."""
-        validate_name(name, "dataset")
-        latest = self.latest_version(name)
-        version = version or latest
-        if version is None:
-            raise NotFoundError("dataset", f"{name!r} does not exist (known: {self.names()})")
-        validate_name(version, "version")
-        path = self.root / name / version
-        if not (path / CARD).is_file():
-            raise NotFoundError("dataset", f"{name!r} has no version {version!r} (known: {self.versions(name)})")
+        version, path, latest = self.locate(name, version, "does not exist")
         card = DatasetCard.model_validate_json((path / CARD).read_text())
         return DatasetRef(name=name, version=version, path=path, card=card, latest=version == latest)
 

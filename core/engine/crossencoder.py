@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from adaptrank.core.engine.tokens import Mode, encode_pairs, length_batches, max_pool, pad_batch
+from adaptrank.core.settings import Settings
 
 
 def pick_device(device: str | None = None) -> str:
@@ -213,3 +214,18 @@ class CrossEncoderScorer:
         with torch.inference_mode():
             scores = self.activation(torch.from_numpy(logits)).numpy()
         return max_pool(scores, enc.owner, len(pairs))
+
+    @classmethod
+    def from_settings(cls, path_or_id: str, settings: Settings, *, name: str, version: str) -> CrossEncoderScorer:
+        """A scorer with the serving settings (device, max_length, long documents, batching)."""
+        return cls(
+            path_or_id,
+            name=name,
+            version=version,
+            device=settings.device,
+            max_length=settings.max_length,
+            mode=settings.long_documents,
+            stride=settings.window_stride,
+            batch_tokens=settings.batch_tokens,
+            max_batch_size=settings.max_batch_size,
+        )

@@ -110,17 +110,7 @@ def load(resolved: Resolved, settings: Settings) -> Scorer:
 def _load_cross_encoder(resolved: Resolved, settings: Settings) -> Scorer:
     from adaptrank.core.engine.crossencoder import CrossEncoderScorer
 
-    scorer = CrossEncoderScorer(
-        resolved.path,
-        name=resolved.name,
-        version=resolved.version,
-        device=settings.device,
-        max_length=settings.max_length,
-        mode=settings.long_documents,
-        stride=settings.window_stride,
-        batch_tokens=settings.batch_tokens,
-        max_batch_size=settings.max_batch_size,
-    )
+    scorer = CrossEncoderScorer.from_settings(resolved.path, settings, name=resolved.name, version=resolved.version)
     if scorer.device == "cpu":
         from adaptrank.core.engine.crossencoder import cpu_has_native_bf16
 

@@ -131,16 +131,9 @@ def load_scorer(resolved: Any, settings: Settings) -> ResidualScorer:
     if spec.get("cross_encoder"):
         from adaptrank.core.engine.crossencoder import CrossEncoderScorer
 
-        cross_encoder = CrossEncoderScorer(
-            part_path(root, spec["cross_encoder"], "cross-encoder"),
-            name=f"{resolved.name}/correction",
-            version=resolved.version,
-            device=settings.device,
-            max_length=settings.max_length,
-            mode=settings.long_documents,
-            stride=settings.window_stride,
-            batch_tokens=settings.batch_tokens,
-            max_batch_size=settings.max_batch_size,
+        cross_encoder = CrossEncoderScorer.from_settings(
+            part_path(root, spec["cross_encoder"], "cross-encoder"), settings,
+            name=f"{resolved.name}/correction", version=resolved.version,
         )
     return ResidualScorer(
         prior,
