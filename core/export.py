@@ -35,8 +35,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adaptrank.core.engine.models import load_version_folder
+from adaptrank.core.engine.residual import part_path
 from adaptrank.core.errors import InputError, NotFoundError
+from adaptrank.core.modelspec import ZERO_SHOT
 from adaptrank.core.modelstore import CARD, ModelRef, ModelStore, validate_name
+from adaptrank.core.settings import get_settings
 
 EXPORT_META = "adaptrank_export.json"
 FORMAT = 1
@@ -67,8 +71,6 @@ def export_model(store: ModelStore, spec: str, out_dir: str | Path, *, max_lengt
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError("out_dir", f"{str(out)!r} exists and is not an empty folder; pick a new one")
     if max_length is None:
-        from adaptrank.core.settings import get_settings
-
         max_length = get_settings().max_length
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
@@ -124,9 +126,6 @@ def _export_residual(ref: ModelRef, tmp: Path) -> tuple[str, dict[str, Any]]:
     from sentence_transformers.base.modules import Router
 
     from adaptrank.core.engine.biencoder import default_embedding_path
-    from adaptrank.core.engine.residual import part_path
-    from adaptrank.core.modelspec import ZERO_SHOT
-
     spec = ref.card.extra.get("residual")
     if not isinstance(spec, dict):
         raise NotFoundError("model", f"{ref.name}@{ref.version} has backend 'residual' but its card has no extra.residual")
@@ -241,9 +240,6 @@ def import_model(store: ModelStore, src: str | Path, name: str, *, activate: boo
     without a query/document ``Router``) into the store as a new version of ``name``. The folder
     must load, and the new version must load through adaptrank's serving code, before it lands.
     ``activate``: None activates it only when ``name`` has no active version yet."""
-    from adaptrank.core.engine.models import load_version_folder
-    from adaptrank.core.settings import get_settings
-
     validate_name(name, "name")
     settings = settings or get_settings()
     root = Path(src)

@@ -21,8 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from adaptrank.core.chunking import chunk_texts, passage_budget, with_title
+from adaptrank.core.docstore import DocStore
 from adaptrank.core.errors import InputError, NotFoundError
+from adaptrank.core.paths import allowed_roots, check_allowed_path
 from adaptrank.core.settings import Settings
+from adaptrank.core.sources import read_documents
 
 SourceKind = Literal["chroma", "beir", "folder"]
 
@@ -70,8 +74,6 @@ def resolve_path(settings: Settings, path: str | None, restrict: bool) -> Path:
     if not path or not str(path).strip():
         raise InputError("path", "a path is required for this source")
     if restrict:
-        from adaptrank.core.paths import check_allowed_path
-
         return check_allowed_path(settings, path, "path")
     p = Path(path).expanduser().resolve()
     if not p.exists():
@@ -98,15 +100,11 @@ def load_corpus(
     if source not in ("beir", "folder"):
         raise InputError("source", f"{source!r} is not one of ['chroma', 'beir', 'folder']")
     root = resolve_path(settings, path, restrict_paths)
-    from adaptrank.core.sources import read_documents
-
     if source == "beir" and not (root.is_file() and root.name.endswith(".jsonl")) and not (root / "corpus.jsonl").is_file():
         raise InputError("path", f"{path!r} has no corpus.jsonl (BEIR layout expected)")
     if source == "folder" and not (root.is_dir() or root.suffix.lower() in (".txt", ".md", ".markdown")):
         raise InputError("path", f"{path!r} is not a folder of .txt/.md files")
     docs, skipped = [], 0
-    from adaptrank.core.paths import allowed_roots
-
     roots = allowed_roots(settings) if restrict_paths else None
     for doc in read_documents(root, "beir" if source == "beir" else "folder", roots=roots):
         if doc.text.strip():
@@ -116,8 +114,6 @@ def load_corpus(
     if not docs:
         raise InputError("path", f"{path!r} holds no non-empty documents")
     budget = chunk_tokens or default_chunk_tokens(settings)
-    from adaptrank.core.chunking import chunk_texts, with_title
-
     passages: list[CorpusPassage] = []
     texts = [with_title(d.text, d.title) if source == "beir" else d.text for d in docs]
     for lo in range(0, len(docs), 512):
@@ -136,15 +132,11 @@ def load_corpus(
 
 def default_chunk_tokens(settings: Settings, query_tokens: int = 32) -> int:
     """What fits in one reranker window next to a query (MiniLM word pieces)."""
-    from adaptrank.core.chunking import passage_budget
-
     return passage_budget(settings.max_length, query_tokens)
 
 
 def _from_chroma(settings: Settings, collection: str, docstore: Any) -> Corpus:
     if docstore is None:
-        from adaptrank.core.docstore import DocStore
-
         docstore = DocStore(settings)
     if collection not in docstore.list_collections():
         raise NotFoundError(

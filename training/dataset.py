@@ -30,8 +30,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError, write_failure
+from adaptrank.core.settings import Settings, get_settings
 from adaptrank.core.versioned import CARD, VersionedStore, dump_json, validate_name, write_atomic
-from adaptrank.core.settings import Settings
 
 LATEST = "LATEST"
 SPLITS = ("train", "dev")
@@ -188,8 +188,6 @@ class DatasetStore(VersionedStore):
     def __init__(self, settings: Settings | None = None, root: Path | None = None) -> None:
         if root is None:
             if settings is None:
-                from adaptrank.core.settings import get_settings
-
                 settings = get_settings()
             root = settings.datasets_dir
         super().__init__(root)

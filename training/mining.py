@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from adaptrank.core.bm25 import BM25Index
+from adaptrank.core.docstore import DocStore
 from adaptrank.core.fusion import RRF_K, rrf_scores
 from adaptrank.core.settings import Settings
 from adaptrank.core.text import text_key
@@ -64,8 +66,6 @@ class CandidateMiner:
         cache_dir: Path | None = None,
         progress: bool = False,
     ) -> None:
-        from adaptrank.core.bm25 import BM25Index
-
         self.corpus = corpus
         self.settings = settings
         self.depth = depth
@@ -87,8 +87,6 @@ class CandidateMiner:
         if use_dense:
             if corpus.kind == "chroma":
                 if self._docstore is None:
-                    from adaptrank.core.docstore import DocStore
-
                     self._docstore = DocStore(settings)
                 self.dense_mode = "chroma"
             else:

@@ -27,6 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from adaptrank.core.engine.crossencoder import TorchRuntime
+from adaptrank.core.engine.tokens import encode_pairs, pad_batch
+from adaptrank.core.modelstore import ModelStore
 from adaptrank.core.engine.onnx_export import RECIPE, ExportError, export_fp32, quantize_int8
 from adaptrank.core.versioned import write_atomic
 
@@ -81,8 +84,6 @@ class OrtRuntime:
 def cache_dir_for(settings, resolved) -> Path:
     """The export folder for a resolved model spec (see the module docstring)."""
     if resolved.store_name:
-        from adaptrank.core.modelstore import ModelStore
-
         ref = ModelStore(settings.models_dir).get(resolved.store_name, resolved.version)
         return ModelStore(settings.models_dir).cache_dir(ref, "onnx") / RECIPE
     key = f"{Path(resolved.path).resolve() if resolved.path and Path(resolved.path).exists() else resolved.path}|{resolved.version}"
@@ -106,8 +107,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def check_batch(scorer) -> dict[str, torch.Tensor]:
     """One padded batch of mixed lengths (1 to ``max_length`` tokens) from the scorer's tokenizer."""
-    from adaptrank.core.engine.tokens import encode_pairs, pad_batch
-
     words = "the cause of the disease is a change in one gene that makes a protein the cells need".split()
     pairs = [("what causes it?", " ".join(words * (1 + n))[: 3 + 60 * n]) for n in range(6)]
     pairs.append(("a longer question about how the condition is inherited in families", "yes"))
@@ -116,8 +115,6 @@ def check_batch(scorer) -> dict[str, torch.Tensor]:
 
 
 def _torch_logits(scorer, batch: dict[str, torch.Tensor]) -> np.ndarray:
-    from adaptrank.core.engine.crossencoder import TorchRuntime
-
     runtime = scorer.runtime if isinstance(scorer.runtime, TorchRuntime) else TorchRuntime(scorer.hf_model, "cpu")
     return runtime(batch)
 
@@ -134,8 +131,6 @@ def _time(fn, batch, repeats: int) -> float:
 def timing_batch(scorer, rows: int = 16, length: int = 128) -> dict[str, torch.Tensor]:
     """``rows`` full windows of ``length`` tokens, built by the scorer's own tokenizer (so the
     inputs are exactly the ones this model takes)."""
-    from adaptrank.core.engine.tokens import encode_pairs, pad_batch
-
     length = min(length, scorer.max_length)
     text = "the cause of the disease is a change in one gene that makes a protein " * (length // 8 + 1)
     enc = encode_pairs(scorer.tokenizer, [("what causes it?", text)] * rows, length, "truncate")
@@ -144,8 +139,6 @@ def timing_batch(scorer, rows: int = 16, length: int = 128) -> dict[str, torch.T
 
 def measure(scorer, ort_runtime: OrtRuntime, repeats: int = 3) -> dict[str, float]:
     """Seconds per timing batch, torch vs ORT, interleaved so a busy machine hurts both alike."""
-    from adaptrank.core.engine.crossencoder import TorchRuntime
-
     torch_rt = scorer.runtime if isinstance(scorer.runtime, TorchRuntime) else TorchRuntime(scorer.hf_model, "cpu")
     batch = timing_batch(scorer)
     torch_rt(batch), ort_runtime(batch)  # warm up
