@@ -64,7 +64,15 @@ def input_error(exc: ValidationError) -> InputError:
 
 
 class NotFoundError(AdaptRankError, LookupError):
-    """A named thing (model, dataset, collection, job) does not exist."""
+    """A named thing (model, dataset, collection, job) does not exist.
+
+    ``NotFoundError(field, message)`` names the argument the caller gave it in, like ``InputError``
+    (``str()`` is ``"field: message"``); the one-argument form (a whole message) has no field."""
+
+    def __init__(self, field: str, message: str | None = None) -> None:
+        self.field: str | None = field if message is not None else None
+        self.message = message if message is not None else field
+        super().__init__(f"{field}: {message}" if message is not None else field)
 
 
 class Cancelled(AdaptRankError):

@@ -19,6 +19,7 @@ from adaptrank.core.errors import InputError
 from adaptrank.server.context import Services
 from adaptrank.server.errors import tool_errors
 from adaptrank.server.jobs import JobInfo
+from adaptrank.core.engine.models import describe
 from adaptrank.core.paths import check_allowed_path
 from adaptrank.server.tools_training import Wait, wait_for_job
 from adaptrank.training.finetune import load_dataset_groups, parse_params, resolve_base
@@ -97,15 +98,13 @@ def register(mcp: FastMCP, services: Services) -> None:
         """Evaluate rerankers on BEIR-format data, as a background job: the first stage's top `depth`
         reranked by each model; nDCG@10, MRR@10 and Recall@depth per model, the first stage as
         baseline. The job's result holds the table."""
-        from adaptrank.core.engine import registry
-
         resolved = check_allowed_path(s, path)
         for name in ("corpus.jsonl", "queries.jsonl"):  # fail now, not in the job
             if not (resolved / name).is_file():
                 raise InputError("path", f"{path!r} has no {name} (a BEIR folder is expected)")
         for i, m in enumerate(models):
             await asyncio.to_thread(services.model_access.check, m, f"models[{i}]")
-            await asyncio.to_thread(registry.resolve, m, services.store)  # unknown model: error now
+            await asyncio.to_thread(describe, m, services.store)  # unknown model: error now
         params = parse(EvaluateParams, {"path": str(resolved), "models": list(models), "first_stage": first_stage,
                                         "depth": depth, "max_queries": max_queries or None})
         job_params = params.model_dump(exclude_none=True, exclude={"seed"})

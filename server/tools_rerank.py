@@ -46,7 +46,7 @@ def model_card(services: Services, name: str) -> dict[str, Any]:
             break
     else:
         known = sorted({m.name for m in services.reranker.models()})
-        raise NotFoundError(f"model: unknown model {name!r}; known: {known}")
+        raise NotFoundError("model", f"unknown model {name!r}; known: {known}")
     data = info.model_dump(mode="json")
     if name != "zero-shot":
         data["versions"] = services.store.versions(name)

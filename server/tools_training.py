@@ -160,7 +160,7 @@ def register(mcp: FastMCP, services: Services) -> None:
         if params.source == "chroma":
             known = await asyncio.to_thread(services.docstore.list_collections)
             if params.collection not in known:
-                raise NotFoundError(f"collection: unknown collection {params.collection!r} (known: {known})")
+                raise NotFoundError("collection", f"unknown collection {params.collection!r} (known: {known})")
         fn = None
         if (llm_backend or s.llm_backend) == "sampling":
             llm = get_llm(s, "sampling", llm_model, ctx=ctx)  # raises when the client cannot sample

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from adaptrank.core.modelstore import ModelStore
 from adaptrank.core.paths import allowed_roots
+from adaptrank.core.progress import StepProgress
 from adaptrank.core.settings import Settings, get_settings
 from adaptrank.training import promotion
 from adaptrank.training.params import (
@@ -41,8 +42,6 @@ from adaptrank.training.params import (
     check_name,
     field_error,
 )
-
-Progress = Callable[[float, float | None, str | None], Any]
 
 STAGES = ("generate", "finetune", "evaluate")
 
@@ -123,7 +122,7 @@ def adapt(
     params: AdaptParams | dict[str, Any],
     settings: Settings | None = None,
     *,
-    progress: Progress | None = None,
+    progress: StepProgress | None = None,
     cancelled: Callable[[], bool] | None = None,
     checkpoint_dir: Path | None = None,
     restrict_paths: bool = True,
@@ -139,7 +138,7 @@ def adapt(
     settings = settings or get_settings()
     seconds: dict[str, float] = {}
 
-    def stage(i: int) -> Progress:
+    def stage(i: int) -> StepProgress:
         def report(done: float, total: float | None, msg: str | None) -> None:
             if progress is not None:
                 frac = (done / total) if total else 0.0

@@ -26,13 +26,13 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from adaptrank.core.beir import BeirData, load_beir
 from adaptrank.core.paths import Roots
+from adaptrank.core.progress import StepProgress
 from adaptrank.core.errors import Cancelled, InputError
 from adaptrank.core.metrics import evaluate_run, mrr_at_k, ndcg_at_k
 from adaptrank.core.settings import Settings, get_settings
 from adaptrank.training.params import Depth, FirstStage, MaxQueries, Models
 
 ScorePairs = Callable[[list[tuple[str, str]]], np.ndarray]
-Progress = Callable[[float, float | None, str | None], Any]
 
 BM25 = "bm25"
 
@@ -232,7 +232,7 @@ def evaluate_beir(
     seed: int = 0,
     settings: Settings | None = None,
     reranker: Any = None,
-    progress: Progress | None = None,
+    progress: StepProgress | None = None,
     cancelled: Callable[[], bool] | None = None,
     fuse: dict[str, float] | None = None,
     roots: Roots = None,

@@ -384,10 +384,10 @@ def card_history(spec: str, settings: Any) -> tuple[list[dict[str, Any]], int | 
     """A model-store model's training history, best step and dev metric name from its card
     (empty for the zero-shot default, paths and models without a history)."""
     try:
-        from adaptrank.core.engine import registry
+        from adaptrank.core.engine.models import describe
         from adaptrank.core.modelstore import ModelStore
 
-        card = registry.resolve(spec, ModelStore(settings.models_dir)).card or {}
+        card = describe(spec, ModelStore(settings.models_dir)).card or {}
     except Exception:  # noqa: BLE001 - a report never fails on a missing card
         return [], None, "dev metric"
     hyper = card.get("hyperparameters") or {}

@@ -156,7 +156,7 @@ class JobManager:
                 self._expire(db, [row])
                 row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:
-            raise NotFoundError(f"job_id: no job {job_id!r}")
+            raise NotFoundError("job_id", f"no job {job_id!r}")
         return row_to_info(row)
 
     def list(self, kind: str | None = None, state: str | None = None, limit: int = 50) -> list[JobInfo]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from adaptrank.core.vectors import embed_texts
 from adaptrank.training.finetune.base_models import freeze_bottom, load_bi_encoder
 from adaptrank.training.finetune.callbacks import dev_evaluator
 from adaptrank.training.finetune.run import Run, Trained, training_args
@@ -27,7 +28,7 @@ def train_bi_encoder(run: Run, out_dir: str) -> Trained:
     def score_groups(m) -> dict[str, float]:
         def score_pairs(pairs):
             texts = list(dict.fromkeys(t for pair in pairs for t in pair))
-            e = m.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            e = embed_texts(m, texts)
             pos = {t: i for i, t in enumerate(texts)}
             return np.asarray([float(e[pos[q]] @ e[pos[d]]) for q, d in pairs])
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-#: ``progress(done, total, message)``: what a run reports to its caller
-Progress = Callable[[float, float | None, str | None], Any]
+from adaptrank.core.progress import StepProgress
 
 
 class Monitor:
     """Progress, cancellation and early stopping as one ``TrainerCallback``; keeps the best
     dev weights in memory and restores them at the end."""
 
-    def __init__(self, model, metric_key: str, patience: int, report: Progress, check: Callable[[], None]) -> None:
+    def __init__(self, model, metric_key: str, patience: int, report: StepProgress, check: Callable[[], None]) -> None:
         from transformers import TrainerCallback
 
         monitor = self

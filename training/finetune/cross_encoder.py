@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from adaptrank.core.vectors import embed_texts
 from adaptrank.core.modelspec import ZERO_SHOT
 from adaptrank.training.finetune.base_models import Base, default_encoder_path, freeze_bottom, load_cross_encoder_for_training
 from adaptrank.training.finetune.callbacks import dev_evaluator
@@ -51,7 +52,7 @@ def _train_cross(run: Run, out_dir: str, residual: bool) -> Trained:
         bank = run.bank(prior, default_encoder_path())
         emb = bank.embeddings
         q_all = list(dict.fromkeys([q for q, _ in rows] + [g.query for g in run.dev]))
-        qe = prior.encode(q_all, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        qe = embed_texts(prior, q_all)
         qpos = {q: i for i, q in enumerate(q_all)}
         cols["label"] = [[float(qe[qpos[q]] @ emb[bank.index[t]]) for t in ts] for q, ts in rows]
 

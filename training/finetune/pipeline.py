@@ -10,15 +10,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from adaptrank.core.engine.models import load_scorer, load_version_folder
 from adaptrank.core.errors import AdaptRankError, Cancelled, write_failure
 from adaptrank.core.modelstore import ModelStore
+from adaptrank.core.progress import StepProgress
 from adaptrank.core.settings import Settings, get_settings
 from adaptrank.training import promotion
 from adaptrank.training.finetune.base_models import resolve_base, resolve_method
 from adaptrank.training.finetune.bi_encoder import train_bi_encoder
 from adaptrank.training.finetune.cross_encoder import train_cross_encoder, train_residual
 from adaptrank.training.finetune.data import dev_metrics, load_dataset_groups
-from adaptrank.training.finetune.callbacks import Progress
 from adaptrank.training.finetune.params import DEFAULT_LR, DEFAULT_MAX_LENGTH, FinetuneParams, FinetuneResult, parse_params
 from adaptrank.training.finetune.query_encoder import train_query_encoder
 from adaptrank.training.finetune.run import Run, Trained
@@ -36,7 +37,7 @@ def finetune(
     params: FinetuneParams | dict[str, Any],
     settings: Settings | None = None,
     *,
-    progress: Progress | None = None,
+    progress: StepProgress | None = None,
     cancelled: Callable[[], bool] | None = None,
     store: ModelStore | None = None,
 ) -> FinetuneResult:
@@ -82,13 +83,11 @@ def finetune(
 
     # metrics before: the model this one must beat, on the same dev groups
     t0 = time.perf_counter()
-    from adaptrank.core.engine import registry
-
     before: dict[str, float] = {}
     per_group: dict[str, Any] = {}  # "before"/"after": [groups, 2] arrays for the paired gate
     if dev:
         report(0, None, f"scoring the dev split with the baseline ({baseline})")
-        before, per_group["before"] = dev_metrics(_load_scorer(baseline, store, settings).score_pairs, dev)
+        before, per_group["before"] = dev_metrics(load_scorer(baseline, store, settings).score_pairs, dev)
     check()
     hyper = p.model_dump(exclude={"dataset", "output_name", "promote", "min_delta"})
     hyper.update(method=method, learning_rate=p.learning_rate or DEFAULT_LR[method],
@@ -111,8 +110,9 @@ def finetune(
             check()
             if dev:
                 report(0, None, "scoring the dev split with the saved model")
-                resolved = registry.Resolved(name, version, trained.backend, str(tmp), card={**card, "name": name, "version": version})
-                card["metrics_after"], per_group["after"] = dev_metrics(registry.load(resolved, settings).score_pairs, dev)
+                saved = load_version_folder(tmp, name=name, version=version, backend=trained.backend,
+                                            card={**card, "name": name, "version": version}, settings=settings)
+                card["metrics_after"], per_group["after"] = dev_metrics(saved.score_pairs, dev)
             check()
     except Cancelled:
         raise
@@ -143,12 +143,6 @@ def finetune(
     result.seconds = {k: round(v, 2) for k, v in seconds.items()}
     report(1, 1, f"done: {name}@{version} ({decision.reason})")
     return result
-
-
-def _load_scorer(spec: str, store: ModelStore, settings: Settings):
-    from adaptrank.core.engine import registry
-
-    return registry.load(registry.resolve(spec, store), settings)
 
 
 def _seed_everything(seed: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from adaptrank.core.vectors import embed_texts
 from adaptrank.core.modelspec import ZERO_SHOT
 from adaptrank.training.finetune.base_models import freeze_bottom, load_bi_encoder
 from adaptrank.training.finetune.callbacks import dev_evaluator
@@ -34,7 +35,7 @@ def train_query_encoder(run: Run, out_dir: str) -> Trained:
     def score_groups(model) -> dict[str, float]:
         def score_pairs(pairs):
             qs = list(dict.fromkeys(q for q, _ in pairs))
-            qe = model.encode(qs, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            qe = embed_texts(model, qs)
             pos = {q: i for i, q in enumerate(qs)}
             return np.asarray([float(qe[pos[q]] @ emb[bank.index[d]]) / tau for q, d in pairs])
 

@@ -14,7 +14,8 @@ from adaptrank.core.settings import Settings
 from adaptrank.training.dataset import Group
 from adaptrank.training.evaluate import group_candidates
 from adaptrank.training.finetune.base_models import Base
-from adaptrank.training.finetune.callbacks import Monitor, Progress
+from adaptrank.core.progress import StepProgress
+from adaptrank.training.finetune.callbacks import Monitor
 from adaptrank.training.finetune.data import dev_metrics
 from adaptrank.training.finetune.params import DEFAULT_LR, FinetuneParams
 
@@ -77,7 +78,7 @@ class Run:
     """One fine-tuning run: data, base model, method; ``train()`` returns a :class:`Trained`."""
 
     def __init__(self, p: FinetuneParams, settings: Settings, train: list[Group], dev: list[Group], base: Base, method: str,
-                 report: Progress, check: Callable[[], None]) -> None:
+                 report: StepProgress, check: Callable[[], None]) -> None:
         self.p = p
         self.settings = settings
         self.train_groups = train

@@ -10,21 +10,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from adaptrank.core.vectors import embed_texts
 from adaptrank.core.errors import AdaptRankError, Cancelled
 from adaptrank.core.llm.base import LLM
+from adaptrank.core.progress import StepProgress
 from adaptrank.core.prompts import JUDGE_LIKELIHOOD, JUDGE_RELEVANCE, QUERYGEN_FOCUSED, get_template
 from adaptrank.core.settings import Settings
 from adaptrank.training.corpus import Corpus, load_corpus, sample_documents
 from adaptrank.training.dataset import DatasetRef, DatasetStore, Group
 from adaptrank.training.generate.checkpoint import Checkpoint
 from adaptrank.training.generate.params import GenerateParams
-from adaptrank.training.labeling import label_candidates, resolve_method
+from adaptrank.training.labeling import label_candidates, resolve_judge_method
 from adaptrank.training.mining import CandidateMiner
 from adaptrank.training.querygen import Grounding, generate_queries, normalize
 from adaptrank.training.specificity import Specificity
-
-ProgressFn = Callable[[float, float | None, str | None], Any]
-
 
 #: counters of the labelling step (the card reports them as label statistics, not as skipped queries)
 LABEL_COUNTERS = ("judged", "judged_relevant", "unjudged_negatives")
@@ -49,7 +48,7 @@ def generate_dataset(
     *,
     llm: LLM | None = None,
     judge_llm: LLM | None = None,
-    progress: ProgressFn | None = None,
+    progress: StepProgress | None = None,
     cancelled: Callable[[], bool] | None = None,
     checkpoint_dir: Path | None = None,
     docstore: Any = None,
@@ -139,7 +138,7 @@ def generate_dataset(
         )
     seconds["total"] = time.perf_counter() - t_start
     judged = counts.get("judged", 0)
-    judge_method = resolve_method(judge, params.judge_method) if judge is not None else None
+    judge_method = resolve_judge_method(judge, params.judge_method) if judge is not None else None
     card = {
         "source": {**corpus.describe(), "sampled_documents": total},
         "llm": gen_llm.name,
@@ -287,7 +286,7 @@ def _query_log(
     model = shared_model(settings.embedding_model, settings.device)
     teacher = Teacher(
         llm,
-        lambda texts: model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False),
+        lambda texts: embed_texts(model, texts),
         lambda texts: embed_passages(list(texts), settings.embedding_model, settings.device),  # the miner's, cached
     )
     groups, counts = label_queries(queries, miner, teacher, negatives=params.negatives)
