@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adaptrank.core.errors import MissingExtraError
+from adaptrank.core.errors import InputError, MissingExtraError
 
 try:
     from llama_index.core.base.base_retriever import BaseRetriever
@@ -44,7 +44,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from adaptrank.agents.agent import AgentConfig, DecompositionAgent, run_sync
 from adaptrank.agents.results import SearchResult
-from adaptrank.core.docstore import Hit
+from adaptrank.agents.retrieval import ChromaRetriever
+from adaptrank.core.docstore import DocStore, Hit
+from adaptrank.core.engine import Reranker
 from adaptrank.core.llm.base import LLM, Prompt
 from adaptrank.core.settings import Settings, get_settings
 
@@ -56,8 +58,6 @@ PROVENANCE_KEY = "found_by"
 def _engine(reranker: Any, model: str | None, settings: Settings | None) -> Any:
     if reranker is not None:
         return reranker
-    from adaptrank.core.engine import Reranker
-
     return Reranker(model, settings=settings or get_settings())
 
 
@@ -173,8 +173,7 @@ class AdaptRankEmbedding(BaseEmbedding):
         settings: Settings | None = None,
         **kwargs: Any,
     ) -> None:
-        from adaptrank.core.embeddings import AdaptRankEmbeddingFunction, model_fingerprint
-        from adaptrank.core.errors import InputError
+        from adaptrank.core.embeddings import AdaptRankEmbeddingFunction, model_fingerprint  # chromadb: lazy
 
         super().__init__(model_name=model or "all-MiniLM-L6-v2 (offline)", embed_batch_size=embed_batch_size, **kwargs)
         self._ef = AdaptRankEmbeddingFunction(model, batch_size=embed_batch_size)
@@ -303,9 +302,6 @@ class AdaptRankDecomposeRetriever(BaseRetriever):
     def from_collection(
         cls, collection: str, *, settings: Settings | None = None, hybrid: bool = False, **kwargs: Any
     ) -> AdaptRankDecomposeRetriever:
-        from adaptrank.agents.retrieval import ChromaRetriever
-        from adaptrank.core.docstore import DocStore
-
         settings = settings or get_settings()
         reranker = _engine(kwargs.pop("reranker", None), kwargs.get("model"), settings)
         retriever = ChromaRetriever.for_reranker(DocStore(settings), collection, reranker, kwargs.get("model"), hybrid=hybrid)
