@@ -6,11 +6,10 @@ The factory caches one instance per backend and model: don't ``close()`` what th
 
 from __future__ import annotations
 
+from adaptrank.core.llm import get_llm
 from adaptrank.core.llm.base import LLM
 from adaptrank.core.settings import Settings
 
 
 def load_llm(settings: Settings) -> LLM:
-    from adaptrank.core.llm import get_llm
-
     return get_llm(settings)
