@@ -21,6 +21,7 @@ import typer
 from rich.table import Table
 
 from adaptrank.server.cli import err, follow_job, make_settings, out, user_errors
+from adaptrank.server.jobs import JOB_KINDS
 from adaptrank.training.params import (
     ConsistencyDepth,
     MaxDocuments,
@@ -138,7 +139,7 @@ def jobs_main(ctx: typer.Context) -> None:
 
 @jobs_app.command("list")
 def jobs_list(
-    kind: Annotated[str | None, typer.Option(help="generate | finetune | evaluate | adapt")] = None,
+    kind: Annotated[str | None, typer.Option(help=" | ".join(JOB_KINDS))] = None,
     state: Annotated[str | None, typer.Option(help="queued | running | succeeded | failed | cancelled | interrupted")] = None,
     limit: Annotated[int, typer.Option(help="newest first")] = 20,
     as_json: Annotated[bool, typer.Option("--json")] = False,
