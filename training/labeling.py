@@ -170,7 +170,3 @@ def label_candidates(
                 res.negative_scores.append(None)
                 counts["unjudged_negatives"] += 1
     return results, counts
-
-
-# The old name, until training/generate/pipeline.py (h1) imports resolve_judge_method; then delete.
-resolve_method = resolve_judge_method

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from adaptrank.core.engine import onnx as eo
-from adaptrank.core.engine import registry
+from adaptrank.core.engine import registry  # cache_dir_for takes the registry's Resolved (engine-internal)
+from adaptrank.core.engine.models import load_scorer
 from adaptrank.core.engine.crossencoder import CrossEncoderScorer
 from adaptrank.core.engine.tokens import encode_pairs, pad_batch
 from adaptrank.core.modelstore import ModelStore
@@ -50,7 +51,7 @@ def sharp_cross_encoder(tiny_cross_encoder, tmp_path_factory) -> str:
 
 def _load(path: str, home, **overrides):
     s = Settings(home=home, long_documents="truncate", max_length=64, **overrides)
-    return registry.load(registry.resolve(f"cross-encoder:{path}", ModelStore(s.models_dir)), s), s
+    return load_scorer(f"cross-encoder:{path}", ModelStore(s.models_dir), s), s
 
 
 def test_fp32_export_matches_torch_on_mixed_padded_batch(sharp_cross_encoder, tmp_path):
@@ -107,7 +108,7 @@ def test_store_models_cache_inside_their_version(tiny_cross_encoder, tmp_path):
     with store.writing("mine", {"name": "mine", "version": "x", "backend": "cross-encoder"}, version="v1") as d:
         shutil.copytree(tiny_cross_encoder, d, dirs_exist_ok=True)
     store.activate("mine", "v1")
-    scorer = registry.load(registry.resolve("mine", store), s)
+    scorer = load_scorer("mine", store, s)
     assert scorer.runtime_name == "onnxruntime-fp32"
     assert (store.get("mine").path / ".cache" / "onnx" / eo.RECIPE / eo.FP32_FILE).is_file()
 
