@@ -67,30 +67,17 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")
 # The agents' two stopword sets live here, side by side, because they answer different questions.
 # STOP: words that never name what a message is about (cleaning, subjects, standing alone).
 STOP = frozenset(
-    "i me my mine we our you your he she his her it its they them their this that these those a an the and or "
-    "but if so of to in on at for with by from about as is are was were be been being have has had do does did "
-    "can could will would should may might must just also very really not no yes because since when while "
-    "what how why where which who there here than then too some any all more most much many am".split()
+    ["i", "me", "my", "mine", "we", "our", "you", "your", "he", "she", "his", "her", "it", "its", "they", "them", "their", "this", "that", "these", "those", "a", "an", "the", "and", "or", "but", "if", "so", "of", "to", "in", "on", "at", "for", "with", "by", "from", "about", "as", "is", "are", "was", "were", "be", "been", "being", "have", "has", "had", "do", "does", "did", "can", "could", "will", "would", "should", "may", "might", "must", "just", "also", "very", "really", "not", "no", "yes", "because", "since", "when", "while", "what", "how", "why", "where", "which", "who", "there", "here", "than", "then", "too", "some", "any", "all", "more", "most", "much", "many", "am"]
 )
 # CONTENT_STOP: words not counted when a sub-question's content words are compared with the question's
 # (grounding and coverage in decompose); narrower than STOP, so "not", "all", "most" still count there.
 CONTENT_STOP = frozenset(
-    "the a an of and or to in on for with by at from is are was were be been being it its this that these those "
-    "what how why when where which who whom whose do does did can could should would will has have had "
-    "about as into than then there their they them i you he she we me my your our".split()
+    ["the", "a", "an", "of", "and", "or", "to", "in", "on", "for", "with", "by", "at", "from", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "what", "how", "why", "when", "where", "which", "who", "whom", "whose", "do", "does", "did", "can", "could", "should", "would", "will", "has", "have", "had", "about", "as", "into", "than", "then", "there", "their", "they", "them", "i", "you", "he", "she", "we", "me", "my", "your", "our"]
 )
 
 # Words that say *what* is asked about a subject but never name the subject ("what are its
 # symptoms?"): a question made only of these and pronouns needs its subject from elsewhere.
-GENERIC = frozenset(w[:5] for w in (
-    "symptoms signs causes cause caused causing treat treated treating treatment treatments therapy therapies cure "
-    "cured outlook prognosis diagnosis diagnosed diagnose test tests testing inherited inheritance genetic genes "
-    "changes frequency common prevent prevented prevention risk risks factors side effects dose dosage types type "
-    "stages information info know need get happen happens mean means work works take help condition disease "
-    "disorder syndrome problem thing things people person affected affect affects options available long last "
-    "lasts serious dangerous normal fix manage managed management doctor doctors expect else anything something "
-    "kind kinds way ways best good bad worse better one ones related associated linked involved"
-).split())
+GENERIC = frozenset(w[:5] for w in ["symptoms", "signs", "causes", "cause", "caused", "causing", "treat", "treated", "treating", "treatment", "treatments", "therapy", "therapies", "cure", "cured", "outlook", "prognosis", "diagnosis", "diagnosed", "diagnose", "test", "tests", "testing", "inherited", "inheritance", "genetic", "genes", "changes", "frequency", "common", "prevent", "prevented", "prevention", "risk", "risks", "factors", "side", "effects", "dose", "dosage", "types", "type", "stages", "information", "info", "know", "need", "get", "happen", "happens", "mean", "means", "work", "works", "take", "help", "condition", "disease", "disorder", "syndrome", "problem", "thing", "things", "people", "person", "affected", "affect", "affects", "options", "available", "long", "last", "lasts", "serious", "dangerous", "normal", "fix", "manage", "managed", "management", "doctor", "doctors", "expect", "else", "anything", "something", "kind", "kinds", "way", "ways", "best", "good", "bad", "worse", "better", "one", "ones", "related", "associated", "linked", "involved"])
 
 
 @dataclass

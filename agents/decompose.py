@@ -109,22 +109,18 @@ def rule_split(question: str, max_subquestions: int = 4) -> list[str]:
     if len(subs) <= 1:
         return [question.strip()]
     if len(subs) > max_subquestions:  # keep the budget: the tail joins the last slot
-        subs = subs[: max_subquestions - 1] + [" ".join(subs[max_subquestions - 1 :])]
+        subs = [*subs[: max_subquestions - 1], " ".join(subs[max_subquestions - 1 :])]
     return subs
 
 
 # -- sub-questions that stand alone -----------------------------------------------------------
 _STOP5 = frozenset(w[:5] for w in STOP)
-_PRONOUNS = frozenset("it its they them their this that these those he she his her him".split())
+_PRONOUNS = frozenset(["it", "its", "they", "them", "their", "this", "that", "these", "those", "he", "she", "his", "her", "him"])
 _LEAD = frozenset(
-    "what how why when where which who whom whose is are was were can could does do did should will would has "
-    "have had may might the a an causes cause get gets happens happen many much long often people treat "
-    "treated i you we my our your".split()
+    ["what", "how", "why", "when", "where", "which", "who", "whom", "whose", "is", "are", "was", "were", "can", "could", "does", "do", "did", "should", "will", "would", "has", "have", "had", "may", "might", "the", "a", "an", "causes", "cause", "get", "gets", "happens", "happen", "many", "much", "long", "often", "people", "treat", "treated", "i", "you", "we", "my", "our", "your"]
 )
 _TRAIL = frozenset(
-    "treated diagnosed inherited caused prevented cured managed tested passed down handled detected found spread "
-    "transmitted inherit treat diagnose prevent cure manage common rare serious dangerous contagious hereditary "
-    "genetic fatal curable".split()
+    ["treated", "diagnosed", "inherited", "caused", "prevented", "cured", "managed", "tested", "passed", "down", "handled", "detected", "found", "spread", "transmitted", "inherit", "treat", "diagnose", "prevent", "cure", "manage", "common", "rare", "serious", "dangerous", "contagious", "hereditary", "genetic", "fatal", "curable"]
 )
 _POINTER = re.compile(
     r"\b(?:(?:this|that|the|these|those)\s+(?:condition|disease|disorder|syndrome|illness|problem|drug|medication|"
@@ -177,7 +173,7 @@ def carry_subject(subs: list[str], question: str | None = None) -> list[str]:
         if not subject:
             out.append(sub)
             continue
-        fixed = _POSSESSIVE.sub(lambda m: f"the {m.group(1)} of {subject}", sub, count=1)
+        fixed = _POSSESSIVE.sub(lambda m, subject=subject: f"the {m.group(1)} of {subject}", sub, count=1)
         if fixed == sub:
             fixed = _POINTER.sub(subject, sub, count=1)
         if fixed == sub:  # names nothing and points at nothing: say what it is about

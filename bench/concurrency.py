@@ -29,11 +29,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _medquad import DATA  # where medquad-dev lies: one place for every bench
 
 from adaptrank.core.beir import load_beir
 from adaptrank.server.http import free_port
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medquad-dev"
 
 
 def build_minilm_cross_encoder(out: Path, seed: int = 0) -> Path:
@@ -70,7 +69,7 @@ class Server:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log, "w+")
+        self.log = open(log, "w+")  # noqa: SIM115 -- the server writes to it until close()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "adaptrank.server", "serve", "--transport", "http",
              "--host", "127.0.0.1", "--port", str(self.port)],

@@ -31,9 +31,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from adaptrank.core.llm.base import LLM  # noqa: E402
+from _medquad import DATA  # where medquad-dev lies: one place for every bench
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medquad-dev"
+from adaptrank.core.llm.base import LLM
 
 
 class Metered(LLM):
@@ -96,7 +96,7 @@ def batched_vs_single(llm: Any, passages: list[str], n: int) -> dict[str, float]
     tok0, t0 = s.generated_tokens, time.perf_counter()
     single = [llm.generate([p], **kw)[0] for p in prompts]
     t_s, tok_s = time.perf_counter() - t0, s.generated_tokens - tok0
-    same = sum(a == b for a, b in zip(batched, single))
+    same = sum(a == b for a, b in zip(batched, single, strict=False))
     return {"prompts": len(prompts), "batched_s": t_b, "single_s": t_s, "batched_tok": tok_b, "single_tok": tok_s,
             "batched_tps": tok_b / t_b, "single_tps": tok_s / t_s, "ratio": t_s / t_b, "identical": same,
             "example": batched[0]}
@@ -113,7 +113,7 @@ def _auc(scored: list[tuple[float, bool]]) -> float | None:
 def _top1(scored: list[tuple[float, bool]], groups: list[int]) -> float:
     """Share of questions whose true answer gets the highest score among its candidates."""
     best: dict[int, tuple[float, bool]] = {}
-    for (p, t), g in zip(scored, groups):
+    for (p, t), g in zip(scored, groups, strict=False):
         if g not in best or p > best[g][0]:
             best[g] = (p, t)
     return sum(t for _, t in best.values()) / max(1, len(best))
@@ -149,7 +149,7 @@ def judge_accuracy(llm: LLM, data: Any, doc_ids: list[str], n_questions: int, n_
         verdicts = judge_pairs(llm, pairs, counts)  # type: ignore[arg-type]
         tp = fp = tn = fn = 0
         scored = []
-        for v, t in zip(verdicts, truth):
+        for v, t in zip(verdicts, truth, strict=False):
             label, p = v if v is not None else ("no", None)
             yes = label == "yes"
             tp += yes and t
@@ -171,8 +171,8 @@ def judge_accuracy(llm: LLM, data: Any, doc_ids: list[str], n_questions: int, n_
     if "likelihood" in methods and hasattr(llm, "loglikelihood"):
         t0 = time.perf_counter()
         verdicts = likelihood_verdicts(llm, pairs, own, margin=margin, temperature=0.25)
-        scored = [(p, t) for (_, p), t in zip(verdicts, truth)]
-        negs = [(label, t) for (label, _), t, (q, text), o in zip(verdicts, truth, pairs, own) if text != o]
+        scored = [(p, t) for (_, p), t in zip(verdicts, truth, strict=False)]
+        negs = [(label, t) for (label, _), t, (q, text), o in zip(verdicts, truth, pairs, own, strict=False) if text != o]
         out["likelihood"] = {
             "seconds": time.perf_counter() - t0, "auc": _auc(scored), "top1": _top1(scored, groups),
             # the pipeline's rule (margin), with the true answer as the own passage: negatives flagged relevant

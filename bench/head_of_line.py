@@ -27,11 +27,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-from procs import AdaptrankServer  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medquad-dev"
+import httpx
+import numpy as np
+from _medquad import DATA  # where medquad-dev lies: one place for every bench
+from procs import AdaptrankServer
 
 
 async def run_mode(name: str, env: dict[str, str], huge: dict, logs: Path) -> dict:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medquad-dev"
+from _medquad import DATA  # where medquad-dev lies: one place for every bench
 
 
 def run(llm, gen_prompts, judge_prompts) -> None:
@@ -46,7 +45,7 @@ def main() -> None:
     ids = list(data.corpus)[:: 25][: args.n]
     passages = [data.doc_text(i) for i in ids]
     gen_prompts = [querygen_typed_prompt(p, "symptoms") for p in passages]
-    judge_prompts = [judge_prompt(q, p) for q, p in zip(list(data.queries.values())[: args.n], passages)]
+    judge_prompts = [judge_prompt(q, p) for q, p in zip(list(data.queries.values())[: args.n], passages, strict=False)]
     print(f"load average {os.getloadavg()[0]:.1f} (the machine is shared)")
 
     from adaptrank.core.llm.hf import TransformersLLM

@@ -46,8 +46,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_line  # noqa: E402
-from _medquad import DATA, ingest_medquad  # noqa: E402
+from _machine import cpu_line
+from _medquad import DATA, ingest_medquad
 
 
 def build_questions(data, n: int, seed: int) -> list[dict]:
@@ -127,7 +127,7 @@ def fmt_ms(xs: list[float]) -> str:
 
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))] if xs else float("nan")
 
 
 async def search_latency(agent, retriever, questions: list[str], model: str | None) -> dict:

@@ -46,8 +46,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_line  # noqa: E402
-from _medquad import DATA, ingest_medquad  # noqa: E402
+from _machine import cpu_line
+from _medquad import DATA, ingest_medquad
 
 GREETINGS = ["Hi,", "Hello,", "Hi there!", "Dear Sir/Madam,", "Good morning.", "Hello doctor,", "Hey,", ""]
 CONTEXT = [

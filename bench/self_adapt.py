@@ -40,18 +40,29 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medquad-dev"
+from _medquad import DATA  # where medquad-dev lies: one place for every bench
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_line  # noqa: E402
+from _machine import cpu_line
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def medquad_corpus() -> list[dict]:
+    """medquad-dev's documents (corpus.jsonl rows)."""
+    return [json.loads(line) for line in (DATA / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def medquad_qrels() -> list[list[str]]:
+    """medquad-dev's qrels rows ``[query-id, corpus-id, score]`` without the header."""
+    return [line.split("\t") for line in (DATA / "qrels.tsv").read_text(encoding="utf-8").splitlines()][1:]
+
+
 def build_store(out: Path, focuses: int, seed: int) -> tuple[Path, Path, int]:
     """``out/store`` (corpus only: what generation reads) and ``out/eval`` (+ real questions, qrels)."""
-    rows = [json.loads(line) for line in open(DATA / "corpus.jsonl", encoding="utf-8")]
+    rows = medquad_corpus()
     titles = sorted({r["title"].lower() for r in rows})
     pick = set(random.Random(seed).sample(titles, min(focuses, len(titles))))
     docs = [r for r in rows if r["title"].lower() in pick]
@@ -62,7 +73,7 @@ def build_store(out: Path, focuses: int, seed: int) -> tuple[Path, Path, int]:
     (store / "corpus.jsonl").write_text(text, encoding="utf-8")
     (ev / "corpus.jsonl").write_text(text, encoding="utf-8")
     ids = {d["_id"] for d in docs}
-    qrels = [line.rstrip("\n").split("\t") for line in open(DATA / "qrels.tsv", encoding="utf-8")][1:]
+    qrels = medquad_qrels()
     keep = [q for q in qrels if q[1] in ids]
     qids = {q[0] for q in keep}
     (ev / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(q) + "\n" for q in keep))
@@ -178,7 +189,7 @@ def split_halves(titles: list[str], seed: int = 0) -> set[str]:
 def build_collection(out: Path, collection: str, log_size: int, seed: int = 0) -> tuple[Path, Path, Path | None, int, int]:
     """``out/store`` (corpus only), ``out/test`` (+ the test half's questions and qrels) and, with
     ``log_size``, ``out/log.txt``: that many real questions of the dev half, one per line."""
-    rows = [json.loads(line) for line in open(DATA / "corpus.jsonl", encoding="utf-8")]
+    rows = medquad_corpus()
     docs = [r for r in rows if r["metadata"]["collection"] == collection]
     dev_half = split_halves(list({d["title"].lower() for d in docs}), seed)
     title = {d["_id"]: d["title"].lower() for d in docs}
@@ -188,13 +199,13 @@ def build_collection(out: Path, collection: str, log_size: int, seed: int = 0) -
     text = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs)
     (store / "corpus.jsonl").write_text(text, encoding="utf-8")
     (test / "corpus.jsonl").write_text(text, encoding="utf-8")
-    qrels = [line.rstrip("\n").split("\t") for line in open(DATA / "qrels.tsv", encoding="utf-8")][1:]
+    qrels = medquad_qrels()
     qrels = [q for q in qrels if q[1] in title]
     test_q = {q[0] for q in qrels if title[q[1]] not in dev_half}
     dev_q = sorted({q[0] for q in qrels if title[q[1]] in dev_half})
     (test / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(q) + "\n" for q in qrels if q[0] in test_q))
-    questions = {json.loads(line)["_id"]: line for line in open(DATA / "queries.jsonl", encoding="utf-8")}
-    (test / "queries.jsonl").write_text("".join(questions[q] for q in sorted(test_q)), encoding="utf-8")
+    questions = {json.loads(line)["_id"]: line for line in (DATA / "queries.jsonl").read_text(encoding="utf-8").splitlines()}
+    (test / "queries.jsonl").write_text("".join(questions[q] + "\n" for q in sorted(test_q)), encoding="utf-8")
     log = None
     if log_size:
         log = out / "log.txt"
@@ -240,7 +251,7 @@ def run_cross(args: argparse.Namespace) -> None:
           f"{'promoted':>8s} {'gate ok':>7s} {'generate':>9s} {'finetune':>9s} {'adapt':>8s}")
     for r in rows:
         print(f"{r['target']:10s} {r['queries']:9d} {r['zs']['mrr@10']:9.4f} {r['ad']['mrr@10']:8.4f} {r['gain']:+7.4f} "
-              f"{r['ad']['ndcg@10'] - r['zs']['ndcg@10']:+7.4f} {str(r['promoted']):>8s} {str(r['agree']):>7s} "
+              f"{r['ad']['ndcg@10'] - r['zs']['ndcg@10']:+7.4f} {r['promoted']!s:>8s} {r['agree']!s:>7s} "
               f"{r['seconds'].get('generate', 0) / 60:8.1f}m {r['seconds'].get('finetune', 0) / 60:8.1f}m "
               f"{r['wall'] / 60:7.1f}m")
     print(f"targets: gain >= +0.05 MRR@10 in both directions; adapt <= 20 min without AMX. machine: {cpu_line()}")

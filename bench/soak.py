@@ -41,11 +41,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-from procs import AdaptrankServer  # noqa: E402
+import httpx
+import numpy as np
+from _medquad import DATA  # where medquad-dev lies: one place for every bench
+from procs import AdaptrankServer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medquad-dev"
 KINDS = ("http rerank", "mcp rerank", "mcp search")
 TRANSPORT_ERRORS = (httpx.TransportError, ConnectionError, OSError)
 
@@ -127,7 +127,7 @@ class Client:
             return r.json()["meta"]["model_version"]
         try:
             client = await self._mcp()
-        except Exception as exc:  # noqa: BLE001 - no session could be opened: the server is not up
+        except Exception as exc:
             await self.reset_mcp()
             raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
         try:
@@ -277,7 +277,7 @@ async def soak(args, tmp: Path) -> int:
     server.stop(60)
 
     lat = {k: np.array(v) * 1000 for k, v in stats.latency.items()}
-    everything = np.concatenate([v for v in lat.values()]) if lat else np.zeros(1)
+    everything = np.concatenate(list(lat.values())) if lat else np.zeros(1)
     served = sum(len(v) for v in lat.values())
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")

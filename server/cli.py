@@ -184,9 +184,11 @@ def rerank(
 
         reranker = Reranker(settings=settings)
         try:
-            with err.status(f"scoring {len(docs)} documents with {settings.default_model!r}..."):
-                with contextlib.redirect_stdout(sys.stderr):
-                    res = reranker.rerank(query, docs, top_n=top_n, return_documents=True)
+            with (
+                err.status(f"scoring {len(docs)} documents with {settings.default_model!r}..."),
+                contextlib.redirect_stdout(sys.stderr),
+            ):
+                res = reranker.rerank(query, docs, top_n=top_n, return_documents=True)
         finally:
             reranker.close()
     if as_json:

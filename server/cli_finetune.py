@@ -91,7 +91,8 @@ def finetune(
 ) -> None:
     """Fine-tune the reranker on a generated dataset (LCE); promote it only if it wins on dev."""
     from adaptrank.core.modelstore import ModelStore
-    from adaptrank.training.finetune import finetune as run, load_dataset_groups, parse_params, resolve_base
+    from adaptrank.training.finetune import finetune as run
+    from adaptrank.training.finetune import load_dataset_groups, parse_params, resolve_base
 
     raw = dict(dataset=dataset, output_name=output, method=method, base_model=base_model, epochs=epochs,
                group_size=group_size, learning_rate=learning_rate, batch_size=batch_size,

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from adaptrank.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from adaptrank.server.jobs import JobManager
-    from adaptrank.server.metrics import Metrics
-    from adaptrank.training.dataset import DatasetStore
     from adaptrank.core.docstore import DocStore
     from adaptrank.core.engine import Reranker
     from adaptrank.core.modelspec import ModelAccess
     from adaptrank.core.modelstore import ModelStore
+    from adaptrank.server.jobs import JobManager
+    from adaptrank.server.metrics import Metrics
+    from adaptrank.training.dataset import DatasetStore
 
 log = logging.getLogger(__name__)
 
@@ -103,5 +103,5 @@ class Services:
             if callable(close):
                 try:
                     close()
-                except Exception:  # noqa: BLE001 - closing one member must not skip the others
+                except Exception:
                     log.exception("closing %s failed", name)

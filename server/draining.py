@@ -56,7 +56,7 @@ async def end_mcp_sessions(app: Any) -> int:
             try:
                 await transport.terminate()
                 ended += 1
-            except Exception:  # noqa: BLE001 - a session that is already gone
+            except Exception:
                 log.debug("ending an MCP session failed", exc_info=True)
     return ended
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
-
-import logging
 
 from fastmcp.exceptions import ResourceError, ToolError
 from fastmcp.exceptions import ValidationError as ArgumentError

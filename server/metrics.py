@@ -135,7 +135,7 @@ class _StateCollector:
                 version = store.active_version(name)
                 if version:
                     active.add_metric([name, version], 1)
-        except Exception:  # noqa: BLE001 - a scrape must not fail on an odd model folder
+        except Exception:
             log.warning("metrics: could not list the model store", exc_info=True)
         yield active
         yield self._jobs()

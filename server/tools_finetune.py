@@ -15,15 +15,15 @@ from fastmcp import Context, FastMCP
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
+from adaptrank.core.engine.models import describe
 from adaptrank.core.errors import InputError
+from adaptrank.core.paths import check_allowed_path
 from adaptrank.server.context import Services
 from adaptrank.server.errors import tool_errors
 from adaptrank.server.jobs import JobInfo
-from adaptrank.core.engine.models import describe
-from adaptrank.core.paths import check_allowed_path
 from adaptrank.server.tools_training import Wait, wait_for_job
-from adaptrank.training.finetune import load_dataset_groups, parse_params, resolve_base
 from adaptrank.training.evaluate import EvaluateParams
+from adaptrank.training.finetune import load_dataset_groups, parse_params, resolve_base
 from adaptrank.training.params import (
     BaseModelSpec,
     Depth,

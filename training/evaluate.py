@@ -25,10 +25,10 @@ import numpy as np
 from pydantic import BaseModel, Field, PrivateAttr
 
 from adaptrank.core.beir import BeirData, load_beir
-from adaptrank.core.paths import Roots
-from adaptrank.core.progress import StepProgress
 from adaptrank.core.errors import Cancelled, InputError
 from adaptrank.core.metrics import evaluate_run, mrr_at_k, ndcg_at_k
+from adaptrank.core.paths import Roots
+from adaptrank.core.progress import StepProgress
 from adaptrank.core.settings import Settings, get_settings
 from adaptrank.training.params import Depth, FirstStage, MaxQueries, Models
 
@@ -102,7 +102,7 @@ def group_scores(
     for lo in range(0, len(groups), chunk):
         part = groups[lo : lo + chunk]
         plans = [group_candidates(g) for g in part]
-        pairs = [(g.query, t) for g, (cands, _) in zip(part, plans) for t in cands]
+        pairs = [(g.query, t) for g, (cands, _) in zip(part, plans, strict=False) for t in cands]
         scores = np.asarray(score_pairs(pairs), dtype=np.float64)
         pos = 0
         for j, (cands, relevant) in enumerate(plans):

@@ -254,7 +254,7 @@ def generate_queries(
                 raw[d].append((p, str(item.get("type") or "") or None, item["query"]))
 
     out: list[GeneratedQuery] = []
-    for d, items in enumerate(raw):
+    for items in raw:
         kept_words: list[set[str]] = []
         for passage, qtype, text in items:
             query, reason = clean_query(text, passage.text, limits, grounding)

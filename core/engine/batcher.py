@@ -197,5 +197,5 @@ class MicroBatcher:
         if self.on_pass is not None:
             try:
                 self.on_pass(len(pairs), len(plan))
-            except Exception:  # noqa: BLE001 - counting must never stop the worker
+            except Exception:
                 log.exception("on_pass failed")

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from adaptrank.core.engine.crossencoder import TorchRuntime
+from adaptrank.core.engine.onnx_export import RECIPE, ExportError, export_fp32, quantize_int8
 from adaptrank.core.engine.tokens import encode_pairs, pad_batch
 from adaptrank.core.modelstore import ModelStore
-from adaptrank.core.engine.onnx_export import RECIPE, ExportError, export_fp32, quantize_int8
 from adaptrank.core.versioned import write_atomic
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def check_batch(scorer) -> dict[str, torch.Tensor]:
     """One padded batch of mixed lengths (1 to ``max_length`` tokens) from the scorer's tokenizer."""
-    words = "the cause of the disease is a change in one gene that makes a protein the cells need".split()
+    words = ["the", "cause", "of", "the", "disease", "is", "a", "change", "in", "one", "gene", "that", "makes", "a", "protein", "the", "cells", "need"]
     pairs = [("what causes it?", " ".join(words * (1 + n))[: 3 + 60 * n]) for n in range(6)]
     pairs.append(("a longer question about how the condition is inherited in families", "yes"))
     enc = encode_pairs(scorer.tokenizer, pairs, min(scorer.max_length, 128), "truncate")

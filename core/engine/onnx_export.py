@@ -99,7 +99,7 @@ def export_fp32(hf_model: torch.nn.Module, out: Path, *, fuse: bool = True) -> d
             final_src = fused
         onnx.checker.check_model(str(final_src))
         os.replace(final_src, out)
-    except Exception as exc:  # noqa: BLE001 - any exporter failure means "stay on torch"
+    except Exception as exc:
         raw.unlink(missing_ok=True)
         raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
     finally:
@@ -125,7 +125,7 @@ def quantize_int8(fp32_path: Path, out: Path) -> None:
             extra_options={"DefaultTensorType": TensorProto.FLOAT},
         )
         os.replace(tmp, out)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ExportError(f"int8 quantization failed: {type(exc).__name__}: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)

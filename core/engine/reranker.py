@@ -163,7 +163,7 @@ class Reranker:
             return registry.load(resolved, self.settings)
         except AdaptRankError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any loader failure means "not a loadable model"
+        except Exception as exc:
             if self.access is not None and spec != self.default_model:
                 log.warning("model %r failed to load: %s: %s", spec, type(exc).__name__, exc)
                 raise self.access.refused(spec, "model") from None

@@ -100,8 +100,9 @@ class ReplyAttempts:
         self.problem = "no reply"
 
     def __iter__(self):
-        for self.attempt in range(self.retries + 1):
-            yield self.attempt
+        for attempt in range(self.retries + 1):
+            self.attempt = attempt
+            yield attempt
 
     def failed(self, problem: str) -> None:
         """An attempt that got no reply (a transport error the backend retries)."""

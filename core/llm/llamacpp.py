@@ -150,7 +150,7 @@ class LlamaCppLLM(LLM):
                 tokens = self._tokens(prompt)
                 # Reuse the KV cache of the shared prefix (system prompt, few-shot turns).
                 keep = 0
-                for a, b in zip(self.llm._input_ids.tolist(), tokens[:-1]):
+                for a, b in zip(self.llm._input_ids.tolist(), tokens[:-1], strict=False):
                     if a != b:
                         break
                     keep += 1

@@ -24,7 +24,6 @@ from typing import Any
 
 from adaptrank.core.llm.base import LLM, LLMError, Prompt, ReplyAttempts
 
-
 NO_SAMPLING = "the MCP client does not support sampling"
 
 

@@ -300,7 +300,7 @@ class JobManager:
                 log.warning("job %s was taken over by another replica; this run's outcome (%s) is dropped", job_id, state.value)
             elif state == JobState.succeeded and not self.keep_checkpoints:
                 shutil.rmtree(ckpt, ignore_errors=True)
-        except Exception:  # noqa: BLE001 - e.g. the database vanished (tests' temp dirs)
+        except Exception:
             log.exception("job runner for %s crashed", job_id)
         finally:
             with self._lock:
@@ -314,7 +314,7 @@ class JobManager:
         while not self._heartbeat_stop.wait(self.lease_seconds / 3):
             try:
                 self._renew_leases()
-            except Exception:  # noqa: BLE001 - a busy or vanished database: try again next beat
+            except Exception:
                 log.exception("could not renew job leases")
 
     def _renew_leases(self) -> None:
@@ -401,7 +401,7 @@ class JobManager:
         for callback in listeners:
             try:
                 callback(info)
-            except Exception:  # noqa: BLE001 - a broken listener must not kill the job
+            except Exception:
                 log.exception("job listener failed")
 
     # -- database ------------------------------------------------------------------------------

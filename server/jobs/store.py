@@ -100,7 +100,7 @@ class JobStore:
             )
 
 
-class closing_conn(closing):  # noqa: N801 - a context manager, named like contextlib.closing
+class closing_conn(closing):
     """``with`` yields the connection and closes it (sqlite3's own context manager only commits)."""
 
     def __enter__(self) -> sqlite3.Connection:

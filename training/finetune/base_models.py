@@ -79,7 +79,7 @@ def load_bi_encoder(base: Base, device: str | None):
         raise InputError("base_model", f"{base.spec!r} is a cross-encoder; this method needs a bi-encoder or an encoder")
     try:
         return load_sentence_transformer(base.path, device)
-    except Exception as exc:  # noqa: BLE001 - any loader failure is a bad base model for the caller
+    except Exception as exc:
         raise _load_error(base.spec, exc) from exc
 
 
@@ -98,7 +98,7 @@ def load_cross_encoder_for_training(base: Base, device: str | None, max_length: 
             trust_remote_code=False,
             activation_fn=nn.Identity() if identity else None,
         )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _load_error(base.spec, exc) from exc
     return ce
 
@@ -118,7 +118,7 @@ def freeze_bottom(hf_model, layers: int) -> int:
         raise InputError("freeze_layers", "this architecture's layers are not recognised; use freeze_layers=0")
     if layers > len(blocks):
         raise InputError("freeze_layers", f"is {layers}; the model has {len(blocks)} layers")
-    for p in getattr(encoder, "embeddings").parameters():
+    for p in encoder.embeddings.parameters():
         p.requires_grad_(False)
     for block in list(blocks)[:layers]:
         for p in block.parameters():

@@ -6,9 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from adaptrank.core.vectors import embed_texts
 from adaptrank.core.modelspec import ZERO_SHOT
-from adaptrank.training.finetune.base_models import Base, default_encoder_path, freeze_bottom, load_cross_encoder_for_training
+from adaptrank.core.vectors import embed_texts
+from adaptrank.training.finetune.base_models import (
+    Base,
+    default_encoder_path,
+    freeze_bottom,
+    load_cross_encoder_for_training,
+)
 from adaptrank.training.finetune.callbacks import dev_evaluator
 from adaptrank.training.finetune.params import DEFAULT_MAX_LENGTH
 from adaptrank.training.finetune.run import Run, Trained, is_distributed, training_args
@@ -56,7 +61,7 @@ def _train_cross(run: Run, out_dir: str, residual: bool) -> Trained:
         qpos = {q: i for i, q in enumerate(q_all)}
         cols["label"] = [[float(qe[qpos[q]] @ emb[bank.index[t]]) for t in ts] for q, ts in rows]
 
-        def prior_of(pairs):  # noqa: F811
+        def prior_of(pairs):
             return np.asarray([float(qe[qpos[q]] @ emb[bank.index[d]]) / tau for q, d in pairs])
 
     ds = Dataset.from_dict(cols)

@@ -20,7 +20,13 @@ from adaptrank.training.finetune.base_models import resolve_base, resolve_method
 from adaptrank.training.finetune.bi_encoder import train_bi_encoder
 from adaptrank.training.finetune.cross_encoder import train_cross_encoder, train_residual
 from adaptrank.training.finetune.data import dev_metrics, load_dataset_groups
-from adaptrank.training.finetune.params import DEFAULT_LR, DEFAULT_MAX_LENGTH, FinetuneParams, FinetuneResult, parse_params
+from adaptrank.training.finetune.params import (
+    DEFAULT_LR,
+    DEFAULT_MAX_LENGTH,
+    FinetuneParams,
+    FinetuneResult,
+    parse_params,
+)
 from adaptrank.training.finetune.query_encoder import train_query_encoder
 from adaptrank.training.finetune.run import Run, Trained
 

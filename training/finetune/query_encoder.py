@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adaptrank.core.vectors import embed_texts
 from adaptrank.core.modelspec import ZERO_SHOT
+from adaptrank.core.vectors import embed_texts
 from adaptrank.training.finetune.base_models import freeze_bottom, load_bi_encoder
 from adaptrank.training.finetune.callbacks import dev_evaluator
 from adaptrank.training.finetune.params import DEFAULT_MAX_LENGTH

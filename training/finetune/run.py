@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adaptrank.core.progress import StepProgress
 from adaptrank.core.settings import Settings
 from adaptrank.training.dataset import Group
 from adaptrank.training.evaluate import group_candidates
 from adaptrank.training.finetune.base_models import Base
-from adaptrank.core.progress import StepProgress
 from adaptrank.training.finetune.callbacks import Monitor
 from adaptrank.training.finetune.data import dev_metrics
 from adaptrank.training.finetune.params import DEFAULT_LR, FinetuneParams

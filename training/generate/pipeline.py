@@ -10,12 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from adaptrank.core.vectors import embed_texts
 from adaptrank.core.errors import AdaptRankError, Cancelled
 from adaptrank.core.llm.base import LLM
 from adaptrank.core.progress import StepProgress
 from adaptrank.core.prompts import JUDGE_LIKELIHOOD, JUDGE_RELEVANCE, QUERYGEN_FOCUSED, get_template
 from adaptrank.core.settings import Settings
+from adaptrank.core.vectors import embed_texts
 from adaptrank.training.corpus import Corpus, load_corpus, sample_documents
 from adaptrank.training.dataset import DatasetRef, DatasetStore, Group
 from adaptrank.training.generate.checkpoint import Checkpoint
