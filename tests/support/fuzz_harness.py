@@ -1,6 +1,6 @@
 """Fuzzing every MCP tool and HTTP route of one adaptrank server (issue 9).
 
-Shared by the quick tier (``tests/unit/test_fuzz.py``, part of every test run) and the long
+Shared by the quick tier (``tests/unit/server/test_fuzz.py``, part of every test run) and the long
 campaign (``bench/fuzz.py``). A :class:`Target` is one real server: the FastMCP app with an
 in-memory MCP client (the official protocol, no subprocess) and the same app on uvicorn at
 127.0.0.1 for the HTTP routes (``/v1/rerank``, ``/v2/rerank``, ``/rerank``, ``/healthz``, raw

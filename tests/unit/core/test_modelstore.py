@@ -54,48 +54,65 @@ def test_new_version_ids_sort_by_creation(tmp_path):
 
 
 def _save(store: ModelStore, src: str, version: str) -> None:
-    with store.writing("team", {"backend": "cross-encoder", "base_model": src}, version=version) as d:
+    with store.writing("live", {"backend": "cross-encoder", "base_model": src}, version=version) as d:
         shutil.copytree(src, d, dirs_exist_ok=True)
 
 
-def test_engine_follows_the_active_version_without_dropping_requests(settings, make_tiny_bert):
-    store = ModelStore(settings.models_dir)
-    _save(store, make_tiny_bert(seed=1), "v1")
-    _save(store, make_tiny_bert(seed=2), "v2")
-    store.activate("team", "v1")
-    rr = Reranker("team", settings=settings)
-    docs = ["alpha beta", "gamma", "delta epsilon zeta"]
-    first = rr.rerank("alpha", docs)
-    assert (first.model, first.version) == ("team", "v1")
+def test_engine_follows_the_active_version_without_dropping_requests(settings, tiny_cross_encoder, tmp_path):
+    """Hot swap: activating v2 (what a promotion does) while four clients are reranking fails none of
+    their requests, and new requests are scored by v2."""
+    import torch
+    from sentence_transformers import CrossEncoder
 
+    store = ModelStore(settings.models_dir)
+    _save(store, tiny_cross_encoder, "v1")
+    store.activate("live", "v1")
+    ce = CrossEncoder(tiny_cross_encoder, num_labels=1)
+    with torch.no_grad():
+        ce.model.classifier.bias += 3.0  # a visibly different model
+    ce.save(str(tmp_path / "v2"))
+    _save(store, str(tmp_path / "v2"), "v2")
+
+    rr = Reranker(settings=settings, store=store)
+    docs = ["alpha passage", "beta passage", "gamma passage"]
+    first = rr.rerank("alpha", docs, model="live")
+    assert (first.model, first.version) == ("live", "v1")
+    seen: list[str] = []
     errors: list[BaseException] = []
-    seen: set[str] = set()
     stop = threading.Event()
 
-    def hammer() -> None:
-        while not stop.is_set():
+    def client(i: int) -> None:
+        n = 0
+        while not stop.is_set() and n < 400:  # bounded
+            n += 1
             try:
-                seen.add(rr.rerank("alpha", docs).version)
-            except BaseException as exc:  # noqa: BLE001
+                r = rr.rerank(f"query {i} {n}", docs, model="live")
+                assert len(r.results) == 3
+                seen.append(r.version)
+            except BaseException as exc:  # noqa: BLE001 - any failure is a dropped request
                 errors.append(exc)
 
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
-    store.activate("team", "v2")
-    deadline = time.time() + 30
-    while "v2" not in seen and time.time() < deadline:
-        time.sleep(0.05)
+    deadline = time.time() + 60
+    while "v1" not in seen and time.time() < deadline:
+        time.sleep(0.01)
+    store.activate("live", "v2")
+    mark = len(seen)
+    while "v2" not in seen[mark:] and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
     stop.set()
     for t in threads:
-        t.join(timeout=30)
-    assert not errors
-    assert seen == {"v1", "v2"}
-    second = rr.rerank("alpha", docs)
+        t.join(30)
+    second = rr.rerank("alpha", docs, model="live")
+    rr.close()
+    assert not errors, errors[:3]
+    assert set(seen) == {"v1", "v2"}
+    assert seen[-1] == "v2" and "v1" not in seen[-4:]  # after the switch, new requests get v2
     assert second.version == "v2"
     assert [r.score for r in second.results] != [r.score for r in first.results]
-    rr.close()
 
 
 def test_a_writer_killed_mid_write_leaves_no_version_and_its_temp_dir_is_swept(tmp_path):

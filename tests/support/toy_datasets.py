@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 TOPICS = [
     "apple", "river", "engine", "violin", "glacier", "tomato", "saturn", "copper", "falcon", "cactus",
     "harbor", "pencil", "volcano", "lemon", "tiger", "marble", "rocket", "walnut", "desert", "anchor",
@@ -35,28 +33,3 @@ def write_toy_dataset(settings, name: str = "toy", n_negatives: int = 7, groups=
 
     groups = groups if groups is not None else toy_groups(n_negatives, **kw)
     return DatasetStore(settings).write(name, groups, {"source": {"kind": "toy"}}, dev_fraction=0.25, seed=0)
-
-
-@pytest.fixture
-def toy_dataset(settings):
-    return write_toy_dataset(settings)
-
-
-@pytest.fixture
-def make_dataset(settings):
-    """``make_dataset(n_negatives=7, groups=None)`` writes a toy dataset named ``toy``."""
-    return lambda **kw: write_toy_dataset(settings, **kw)
-
-
-@pytest.fixture
-def make_groups():
-    return toy_groups
-
-
-@pytest.fixture(autouse=True)
-def tiny_zero_shot(monkeypatch, tiny_bi_encoder):
-    """The 'zero-shot default' is the tiny bi-encoder here, so unit tests never load MiniLM."""
-    import adaptrank.core.engine.biencoder as biencoder
-
-    monkeypatch.setattr(biencoder, "default_embedding_path", lambda: tiny_bi_encoder)
-    return tiny_bi_encoder

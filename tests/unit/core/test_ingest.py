@@ -6,19 +6,12 @@ import json
 
 import pytest
 
-from adaptrank.core.docstore import DocStore
 from adaptrank.core.errors import InputError
 from adaptrank.core.ingest import ingest
 from adaptrank.core.sources import read_documents
 from adaptrank.core.paths import check_allowed_path
 
 LONG = " ".join(f"Paragraph sentence {i} explains how gout flares are treated with colchicine." for i in range(30))
-
-
-@pytest.fixture
-def store(settings, tiny_bi_encoder):
-    settings.embedding_model = tiny_bi_encoder
-    return DocStore(settings)
 
 
 @pytest.fixture

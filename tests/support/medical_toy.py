@@ -1,4 +1,4 @@
-"""Shared toy corpus and scripted LLM for the generation tests (the `gen` fixture).
+"""Toy medical corpus and scripted LLM for the generation tests (the ``gen`` fixture returns this module).
 
 The corpus: one passage per (condition, aspect) — causes, symptoms, treatment — so a query about
 the causes of X has hard negatives on the same condition (the other aspects) and on other
@@ -84,41 +84,3 @@ def judge_score(prompt) -> float:
 def scripted() -> ScriptedLLM:
     return ScriptedLLM(respond, score=judge_score)
 
-
-import sys  # noqa: E402
-
-import pytest  # noqa: E402
-
-
-@pytest.fixture
-def gen():
-    """This module: the toy corpus writer, the scripted LLM and the ground truth."""
-    return sys.modules[__name__]
-
-
-@pytest.fixture
-def corpus_dir(tmp_path) -> Path:
-    return write_corpus(tmp_path / "docs")
-
-
-@pytest.fixture(scope="session")
-def tiny_chat_lm(tmp_path_factory) -> str:
-    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer and chat template (read from
-    the offline GGUF; no weights dequantized): the transformers backend's code paths in seconds."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from adaptrank.core.llm.hf import default_gguf_path
-
-    gguf = default_gguf_path()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True,
-    )
-    out = tmp_path_factory.mktemp("tiny-lm") / "model"
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)

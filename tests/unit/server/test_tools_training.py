@@ -10,7 +10,6 @@ from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
 from adaptrank.core.settings import Settings
-from adaptrank.server.app import create_app
 from adaptrank.server.context import Services
 from adaptrank.server.jobs import JobManager
 from adaptrank.server.jobs.kinds import generate_job
@@ -40,11 +39,6 @@ def services(app_settings, gen, gate):
     s = Services(app_settings, jobs=jobs)
     yield s
     s.close()
-
-
-@pytest.fixture
-def app(services):
-    return create_app(services=services)
 
 
 ARGS = dict(source="folder", output_name="toy", queries_per_document=1, negatives=2, question_types="medical")

@@ -33,11 +33,6 @@ def services(app_settings):
     s.close()
 
 
-@pytest.fixture
-def app(services):
-    return create_app(services=services)
-
-
 async def test_lists_tools_with_limits_in_schema(app):
     async with Client(app) as client:
         tools = {t.name: t for t in await client.list_tools()}

@@ -19,12 +19,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture
-def store(settings, tiny_bi_encoder):
-    settings.embedding_model = tiny_bi_encoder
-    return DocStore(settings)
-
-
 def test_embedding_function_implements_the_chromadb_protocol(tiny_bi_encoder):
     from chromadb.utils.embedding_functions import config_to_embedding_function, known_embedding_functions
 

@@ -16,7 +16,7 @@ from adaptrank.server.app import create_app
 from adaptrank.server.context import Services
 from adaptrank.server.jobs import JobManager
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("tiny_zero_shot")]  # zero-shot = the tiny bi-encoder
 
 FAST = dict(dataset="toy", output_name="toy-rr", group_size=4, epochs=2)
 
