@@ -1,6 +1,6 @@
 """A bounded fuzz campaign over every MCP tool, the resources and every HTTP route (issue 9).
 
-The same server, cases and oracle as the quick tier in ``tests/unit/test_fuzz.py``
+The same server, cases and oracle as the quick tier in ``tests/unit/server/test_fuzz.py``
 (``tests/support/fuzz_harness.py``): one real server with tiny models built from a config and an
 OpenAI-compatible LLM stub, the in-memory MCP client for tools and resources, uvicorn on 127.0.0.1
 for ``/v1/rerank``, ``/v2/rerank``, ``/rerank``, ``/healthz`` and raw ``/mcp``. Cases are drawn by

