@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from search_corpus import DOCS, Q
 
 from adaptrank.agents.agent import AgentConfig, DecompositionAgent
 from adaptrank.agents.retrieval import ChromaRetriever
@@ -19,7 +20,6 @@ from adaptrank.core.engine import Reranker
 from adaptrank.core.errors import NotFoundError
 from adaptrank.core.ingest import ingest
 from adaptrank.core.settings import Settings
-from search_corpus import DOCS, Q
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -98,7 +98,7 @@ def test_docstore_over_http(settings):
     # a plain HttpClient rebuilds our embedding function from the stored config (no download)
     import chromadb
 
-    host, port = settings.chroma_url.rsplit(":", 1)
+    _host, port = settings.chroma_url.rsplit(":", 1)
     col = chromadb.HttpClient(host="127.0.0.1", port=int(port)).get_collection(name)
     assert col.configuration_json["embedding_function"]["name"] == "adaptrank_sentence_transformer"
     assert col.query(query_texts=["uric acid crystals"], n_results=1)["ids"] == [["a"]]

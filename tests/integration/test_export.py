@@ -154,7 +154,7 @@ def test_residual_export_loads_in_plain_sentence_transformers_with_adaptrank_sco
     assert card.metrics_after and card.metrics_before
     for key, value in card.metrics_after.items():
         assert key in readme and f"{value:.4g}" in readme
-    for key, value in card.metrics_before.items():
+    for value in card.metrics_before.values():
         assert f"{value:.4g}" in readme
     assert card.dataset in readme and "query-encoder" in readme and "tau" in readme
 
@@ -162,7 +162,7 @@ def test_residual_export_loads_in_plain_sentence_transformers_with_adaptrank_sco
 def test_cross_encoder_export_predicts_adaptrank_scores_without_adaptrank(trained, tmp_path):
     from adaptrank.core.export import export_model
 
-    settings, _, ce, groups, passages = trained
+    settings, _, ce, groups, _passages = trained
     store = _store(settings)
     scorer = _scorer(settings, "med-ce")
     assert scorer.backend == "cross-encoder"
@@ -182,7 +182,7 @@ def test_cross_encoder_export_predicts_adaptrank_scores_without_adaptrank(traine
 def test_import_round_trip_gives_identical_scores(trained, tmp_path, name):
     from adaptrank.core.export import export_model, import_model
 
-    settings, _, _, groups, passages = trained
+    settings, _, _, groups, _passages = trained
     store = _store(settings)
     export_model(store, name, tmp_path / "out", max_length=settings.max_length)
     info = import_model(store, tmp_path / "out", f"{name}-back", settings=settings)

@@ -176,7 +176,7 @@ async def test_kill_during_generation_then_resume(world):
     assert len(keys) == len(set(keys)) == result["counts"]["groups"] > 0
     assert result["counts"]["documents"] + result["counts"].get("documents_without_groups", 0) == n
     # the checkpointed documents were not sent to the LLM again: fewer requests than a full run
-    assert 0 < world.stub.requests - requests_before
+    assert world.stub.requests - requests_before > 0
     assert {g["doc_id"] for g in groups} >= {d for d in finished_before if any(k[0] == d for k in keys)}
     assert [d["name"] for d in out["datasets"]["datasets"]] == ["gen"]  # one version, no half-written one
 
@@ -243,7 +243,7 @@ async def test_kill_during_evaluation_then_resume(world):
     out = await resume_after_restart(world, job["id"])
     assert out["job"]["state"] == "succeeded", out["job"]
     result = out["job"]["result"]
-    n = sum(1 for _ in open(Path(job["params"]["path"]) / "queries.jsonl"))
+    n = len((Path(job["params"]["path"]) / "queries.jsonl").read_text().splitlines())
     assert result["queries"] == n and [r["model"] for r in result["results"]] == ["bm25", *models]
     assert all(0 <= r["metrics"]["ndcg@10"] <= 1 for r in result["results"])
 
@@ -294,11 +294,11 @@ async def test_a_bad_llm_endpoint_fails_the_job_cleanly(tmp_path, tiny_bi_encode
 # -- a Chroma server that goes away mid-search --------------------------------------------------------
 async def test_chroma_server_stopped_and_restarted_mid_search(tmp_path, tiny_bi_encoder):
     from fastmcp import Client
+    from procs import ChromaServer
 
     from adaptrank.core.settings import Settings
     from adaptrank.server.app import create_app
     from adaptrank.server.context import Services
-    from procs import ChromaServer
 
     notes = tmp_path / "root" / "notes"
     notes.mkdir(parents=True)
@@ -388,9 +388,8 @@ def test_full_disk_while_saving_a_model_keeps_the_store_intact(world):
 
 
 def test_full_disk_while_saving_a_dataset_leaves_no_version(world):
-    from adaptrank.training.dataset import DatasetStore
-
     from adaptrank.core.settings import Settings
+    from adaptrank.training.dataset import DatasetStore
 
     write_toy_dataset(world.home)  # version 1, the latest
     before = DatasetStore(Settings(home=world.home)).get("toy")

@@ -91,7 +91,7 @@ def test_backend_on_real_text(llm, medquad):
     hits = 0
     for qid, q in list(questions.items())[:4]:
         own = next(iter(medquad.qrels[qid]))
-        cands = [own] + [d for d in list(medquad.corpus)[100:103]]
+        cands = [own, *list(list(medquad.corpus)[100:103])]
         lls = llm.loglikelihood([likelihood_prompt(medquad.doc_text(d)) for d in cands], [q] * len(cands))
         hits += max(range(len(cands)), key=lambda i: lls[i]) == 0
     assert hits >= 3

@@ -10,17 +10,17 @@ import pytest
 pytest.importorskip("llama_index.core", reason="needs the llamaindex extra")
 pytest.importorskip("llama_index.vector_stores.chroma", reason="needs the llamaindex extra")
 
-import chromadb  # noqa: E402
-from llama_index.core import Document, StorageContext, VectorStoreIndex  # noqa: E402
-from llama_index.core import Settings as LISettings  # noqa: E402
-from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
-from llama_index.core.llms import MockLLM  # noqa: E402
-from llama_index.core.query_engine import RetrieverQueryEngine  # noqa: E402
-from llama_index.vector_stores.chroma import ChromaVectorStore  # noqa: E402
+import chromadb
+from llama_index.core import Document, StorageContext, VectorStoreIndex
+from llama_index.core import Settings as LISettings
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.llms import MockLLM
+from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.vector_stores.chroma import ChromaVectorStore
 
-from adaptrank.core.engine import Reranker  # noqa: E402
-from adaptrank.integrations import AdaptRankDecomposeRetriever, AdaptRankEmbedding, AdaptRankRerank  # noqa: E402
+from adaptrank.core.engine import Reranker
+from adaptrank.integrations import AdaptRankDecomposeRetriever, AdaptRankEmbedding, AdaptRankRerank
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

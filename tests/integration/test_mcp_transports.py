@@ -43,7 +43,7 @@ def _check_rerank(result) -> None:
     assert not result.is_error, result.content
     body = result.structured_content
     assert body["model"] == "zero-shot"
-    assert [r["index"] for r in body["results"]][0] == 1  # the gout passage, by its position in DOCS
+    assert next(r["index"] for r in body["results"]) == 1  # the gout passage, by its position in DOCS
     assert sorted(r["index"] for r in body["results"]) == [0, 1, 2]
 
 
@@ -76,7 +76,7 @@ async def test_stdio_with_official_client(tmp_path):
 def http_server(tmp_path, **env: str) -> Iterator[str]:
     """``adaptrank serve --transport http`` in a subprocess on 127.0.0.1; waits for /healthz."""
     port = free_port()
-    log = open(tmp_path / "server.log", "w+")
+    log = open(tmp_path / "server.log", "w+")  # noqa: SIM115 -- the server writes to it until the fixture ends
     proc = subprocess.Popen(
         [sys.executable, "-m", "adaptrank.server", "serve", "--transport", "http", "--host", "127.0.0.1",
          "--port", str(port)],
@@ -115,7 +115,7 @@ async def test_streamable_http_with_official_client_and_cohere_route(tmp_path):
         r = httpx.post(f"{url}/v1/rerank", json={"query": QUERY, "documents": DOCS, "top_n": 2,
                                                   "return_documents": True}, timeout=60)
         assert r.status_code == 200, r.text
-        assert [x["index"] for x in r.json()["results"]][0] == 1
+        assert next(x["index"] for x in r.json()["results"]) == 1
         assert r.json()["results"][0]["document"] == {"text": DOCS[1]}
 
 

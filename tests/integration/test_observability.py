@@ -14,8 +14,8 @@ import httpx
 import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
-from prometheus_client.parser import text_string_to_metric_families
 from procs import AdaptrankServer, free_port
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.authentication import UnauthenticatedUser
 from starlette.requests import Request
 

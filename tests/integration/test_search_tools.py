@@ -7,12 +7,12 @@ import json
 import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
+from search_corpus import Q
 
 from adaptrank.core.llm.scripted import ScriptedLLM
 from adaptrank.core.settings import Settings
 from adaptrank.server.app import create_app
 from adaptrank.server.context import Services
-from search_corpus import Q
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

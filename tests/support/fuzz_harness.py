@@ -28,9 +28,7 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import threading
-import time
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -546,7 +544,7 @@ def http_case(layout: Layout) -> st.SearchStrategy[tuple[str, str, bytes | None,
         "x-forwarded-for": st.just("1.2.3.4"),
     }).map(lambda h: {k: v for k, v in h.items() if v != ""})
     rerank = st.tuples(st.sampled_from(["POST"] * 6 + ["GET", "PUT", "DELETE", "OPTIONS", "HEAD"]),
-                       st.sampled_from(list(RERANK_ROUTES) + ["/v1/rerank/", "/v1/rerank?x=1"]),
+                       st.sampled_from([*list(RERANK_ROUTES), "/v1/rerank/", "/v1/rerank?x=1"]),
                        cohere_body(layout), headers)
     mcp_messages = st.one_of(
         st.fixed_dictionaries({"jsonrpc": st.just("2.0"), "id": st.integers(0, 9),

@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import json
 import time
 from pathlib import Path
 from typing import Any

@@ -10,13 +10,13 @@ import pytest
 from adaptrank.agents.agent import AgentConfig, DecompositionAgent
 from adaptrank.agents.decompose import decompose, decompose_many, parse_subquestions, rule_split
 from adaptrank.agents.prompts import ANSWER, DECOMPOSE, FOLLOW_UP
-from adaptrank.core.prompts import get_template
 from adaptrank.agents.retrieval import rrf
 from adaptrank.core.docstore import Hit
 from adaptrank.core.engine import Reranker
 from adaptrank.core.errors import InputError
 from adaptrank.core.llm.base import LLMError
 from adaptrank.core.llm.scripted import ScriptedLLM
+from adaptrank.core.prompts import get_template
 
 Q = "What causes gout, and how is asthma treated?"
 
@@ -179,7 +179,7 @@ def test_fusion_rerank_fuses_per_query_engine_rankings(reranker):
     per_query = []
     for q in res.queries:
         sc, _ = reranker.score_texts(q, [TEXTS[i] for i in ids])
-        per_query.append(dict(zip(ids, sc)))
+        per_query.append(dict(zip(ids, sc, strict=False)))
         for rank, i in enumerate(sorted(ids, key=lambda i: -per_query[-1][i]), 1):
             expected[i] += 1 / (60 + rank)
     for p in res.results:

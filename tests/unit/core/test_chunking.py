@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import re
+
 import pytest
 
 from adaptrank.core.chunking import chunk_text, chunk_texts, load_tokenizer, passage_budget
@@ -26,11 +29,11 @@ def test_chunks_are_spans_within_the_token_limit():
 
 def test_consecutive_chunks_overlap_and_cover_everything():
     chunks = chunk_text(TEXT, max_tokens=50, overlap=10)
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in itertools.pairwise(chunks):
         assert b.start < a.end  # overlap
         assert b.start > a.start  # progress
     no_overlap = chunk_text(TEXT, max_tokens=50, overlap=0)
-    for a, b in zip(no_overlap, no_overlap[1:]):
+    for a, b in itertools.pairwise(no_overlap):
         assert b.start >= a.end
 
 
@@ -71,11 +74,10 @@ def test_bad_arguments_name_the_field():
     assert passage_budget(256, 32) == 221
 
 
-# -- issue 13: chunks start at a sentence start; no dangling separator for untitled passages ---------
-import re  # noqa: E402
+# -- chunks start at a sentence start; no dangling separator for untitled passages ---------
 
 # sentences of uneven length (5 to 20 tokens), so chunk windows end and overlaps fall mid-sentence
-WORDS = "uric acid crystals form in the joint and cause sudden severe pain with redness and swelling".split()
+WORDS = ["uric", "acid", "crystals", "form", "in", "the", "joint", "and", "cause", "sudden", "severe", "pain", "with", "redness", "and", "swelling"]
 MIXED = " ".join(f"Case {i} " + " ".join(WORDS[: 2 + (i * 7) % 15]) + "." for i in range(80))
 SENTENCE_START = re.compile(r"[.!?]\s+[A-Z]")
 
@@ -89,7 +91,7 @@ def test_later_chunks_start_at_a_sentence_start_within_the_overlap():
     chunks = chunk_text(MIXED, max_tokens=50, overlap=24)
     assert len(chunks) > 5
     assert chunks[0].start == 0 and chunks[-1].end == len(MIXED)
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in itertools.pairwise(chunks):
         assert a.start < b.start < a.end  # progress, overlap, so no text lost between chunks
         assert len(tok(b.text, add_special_tokens=False)["input_ids"]) <= 50 and b.n_tokens <= 50
         # the longest sentence is 21 tokens, so a sentence starts inside every 24-token overlap
@@ -100,7 +102,7 @@ def test_sentence_starts_win_only_when_inside_the_overlap():
     """Either a chunk starts a sentence, or no sentence starts anywhere in its overlap."""
     for max_tokens, overlap in [(40, 6), (50, 10), (40, 12), (60, 20), (30, 4)]:
         chunks = chunk_text(MIXED, max_tokens=max_tokens, overlap=overlap)
-        for a, b in zip(chunks, chunks[1:]):
+        for a, b in itertools.pairwise(chunks):
             assert b.start < a.end
             assert _starts_a_sentence(MIXED, b.start) or not SENTENCE_START.search(MIXED[b.start : a.end])
 
@@ -111,7 +113,7 @@ def test_no_sentence_boundary_keeps_the_full_overlap():
     text = ", ".join(f"alpha beta gamma. delta epsilon {i % 10}" for i in range(80))
     chunks = chunk_text(text, max_tokens=40, overlap=10)
     assert len(chunks) > 3 and chunks[-1].end == len(text)
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in itertools.pairwise(chunks):
         assert len(tok(text[b.start : a.end], add_special_tokens=False)["input_ids"]) == 10
 
 

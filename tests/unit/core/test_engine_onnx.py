@@ -10,15 +10,15 @@ import pytest
 
 from adaptrank.core.engine import onnx as eo
 from adaptrank.core.engine import registry  # cache_dir_for takes the registry's Resolved (engine-internal)
-from adaptrank.core.engine.models import load_scorer
 from adaptrank.core.engine.crossencoder import CrossEncoderScorer
+from adaptrank.core.engine.models import load_scorer
 from adaptrank.core.engine.tokens import encode_pairs, pad_batch
 from adaptrank.core.modelstore import ModelStore
 from adaptrank.core.settings import Settings
 
 pytest.importorskip("onnxruntime")
 
-WORDS = "gene protein cell disease symptom treatment inherited rare syndrome mutation enzyme liver".split()
+WORDS = ["gene", "protein", "cell", "disease", "symptom", "treatment", "inherited", "rare", "syndrome", "mutation", "enzyme", "liver"]
 
 
 def _pairs(n: int = 24, seed: int = 0) -> list[tuple[str, str]]:
@@ -88,7 +88,7 @@ def test_export_is_cached_and_reused(tiny_cross_encoder, tmp_path, monkeypatch):
     calls = []
     real = eo.export_fp32
     monkeypatch.setattr(eo, "export_fp32", lambda *a, **k: calls.append(1) or real(*a, **k))
-    first, s = _load(tiny_cross_encoder, tmp_path, onnx="fp32")
+    _first, s = _load(tiny_cross_encoder, tmp_path, onnx="fp32")
     folder = eo.cache_dir_for(s, registry.resolve(f"cross-encoder:{tiny_cross_encoder}", ModelStore(s.models_dir)))
     assert (folder / eo.FP32_FILE).is_file() and (folder / eo.META_FILE).is_file()
     assert folder.is_relative_to(tmp_path / "cache" / "onnx")
@@ -137,7 +137,7 @@ def test_export_that_disagrees_with_torch_is_rejected(tiny_cross_encoder, tmp_pa
 
     monkeypatch.setattr(eo.OrtRuntime, "__call__", off_by_padding)
     with caplog.at_level(logging.WARNING, logger="adaptrank.core.engine.onnx"):
-        scorer, s = _load(tiny_cross_encoder, tmp_path, onnx="fp32")
+        scorer, _s = _load(tiny_cross_encoder, tmp_path, onnx="fp32")
     assert scorer.runtime_name == "torch"
     assert "disagrees with torch" in caplog.text
     assert not list((tmp_path / "cache" / "onnx").rglob(eo.FP32_FILE))
@@ -194,7 +194,7 @@ def test_packed_torch_runtime_matches_plain_and_fuses_gelu(sharp_cross_encoder):
 
 
 def test_measure_times_both_runtimes_on_the_models_own_inputs(tiny_cross_encoder, tmp_path):
-    scorer, s = _load(tiny_cross_encoder, tmp_path, onnx="fp32")
+    scorer, _s = _load(tiny_cross_encoder, tmp_path, onnx="fp32")
     plain = CrossEncoderScorer(tiny_cross_encoder, max_length=64, mode="truncate")
     timing = eo.measure(plain, scorer.runtime, repeats=1)
     assert timing["torch_s"] > 0 and timing["ort_s"] > 0

@@ -12,9 +12,9 @@ from fastmcp.exceptions import ToolError
 
 from adaptrank.core.beir import load_beir
 from adaptrank.core.errors import InputError
-from adaptrank.core.sources import read_documents
 from adaptrank.core.paths import allowed_roots, inside_roots
 from adaptrank.core.settings import Settings
+from adaptrank.core.sources import read_documents
 from adaptrank.server.app import create_app
 from adaptrank.server.context import Services
 from adaptrank.training.corpus import load_corpus

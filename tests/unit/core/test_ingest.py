@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 
 from adaptrank.core.errors import InputError
 from adaptrank.core.ingest import ingest
-from adaptrank.core.sources import read_documents
 from adaptrank.core.paths import check_allowed_path
+from adaptrank.core.sources import read_documents
 
 LONG = " ".join(f"Paragraph sentence {i} explains how gout flares are treated with colchicine." for i in range(30))
 
@@ -171,7 +172,7 @@ def test_ingested_chunks_start_at_sentence_starts_and_cover_the_document(store, 
     ingest(store, path, "long", chunk_tokens=40, overlap=20, progress=False)  # sentences: 16 tokens
     chunks = [c[3] for c in by_doc(store, "long")["long"]]
     assert len(chunks) > 3 and chunks[0]["char_start"] == 0 and chunks[-1]["char_end"] == len(LONG)
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in itertools.pairwise(chunks):
         assert b["char_start"] < a["char_end"]  # still overlapping: nothing lost between chunks
         assert LONG[b["char_start"] :].startswith("Paragraph sentence "), LONG[b["char_start"] :][:40]
 

@@ -62,7 +62,7 @@ def test_stop_strings_cut_the_text(llm):
 
 
 def test_model_specs(tmp_path):
-    path, gguf, label = resolve_model(None)
+    _path, gguf, label = resolve_model(None)
     assert gguf == "SmolLM2-135M-Instruct.Q4_1.gguf" and label == "SmolLM2-135M-Instruct"
     assert resolve_model("org/name") == ("org/name", None, "org/name")
     with pytest.raises(Exception, match="does not exist"):
@@ -92,7 +92,7 @@ def test_loglikelihood_matches_a_direct_computation(tiny_chat_lm):
     conts = ["What causes gout?", "How is asthma treated?", "Why?"]
     got = llm.loglikelihood(prompts, conts)
     tok = llm.tokenizer
-    for prompt, cont, value in zip(prompts, conts, got):
+    for prompt, cont, value in zip(prompts, conts, got, strict=False):
         head = tok(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
         tail = tok(cont, add_special_tokens=False)["input_ids"]
         with torch.inference_mode():

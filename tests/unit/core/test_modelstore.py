@@ -15,18 +15,16 @@ from adaptrank.core.modelstore import ModelStore
 @pytest.mark.parametrize("bad", ["../x", "a/b", ".hidden", "", "x" * 65, "a b", "..", "/abs"])
 def test_names_cannot_escape_the_store(tmp_path, bad):
     store = ModelStore(tmp_path)
-    with pytest.raises(InputError, match="name"):
-        with store.writing(bad, {"backend": "cross-encoder"}):
-            pass
+    with pytest.raises(InputError, match="name"), store.writing(bad, {"backend": "cross-encoder"}):
+        pass
     assert list(tmp_path.iterdir()) == []
 
 
 def test_version_appears_only_when_complete(tmp_path):
     store = ModelStore(tmp_path)
-    with pytest.raises(RuntimeError):
-        with store.writing("m", {"backend": "cross-encoder"}) as d:
-            (d / "weights.bin").write_bytes(b"partial")
-            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError), store.writing("m", {"backend": "cross-encoder"}) as d:
+        (d / "weights.bin").write_bytes(b"partial")
+        raise RuntimeError("disk full")
     assert store.versions("m") == []
     assert [p.name for p in (tmp_path / "m").iterdir()] == []  # no temp dir left behind
 

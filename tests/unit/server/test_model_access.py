@@ -56,7 +56,7 @@ def refusal(settings: Settings, spec: str) -> str:
 
 
 def test_request_may_name_builtins_store_models_and_folders_inside_roots(layout, monkeypatch):
-    settings, root, outside = layout
+    settings, root, _outside = layout
     access = ModelAccess(settings, ModelStore(settings.models_dir))
     for spec in ["zero-shot", None, str(root / "good"), f"cross-encoder:{root}/good/", f"bi-encoder:{root}/good/."]:
         assert access.check(spec) == spec

@@ -11,7 +11,6 @@ from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError
 from adaptrank.core.modelstore import ModelStore
 
 
-
 def _params(**kw):
     base = dict(dataset="toy", output_name="toy-rr", epochs=6, batch_size=8, group_size=4, learning_rate=3e-3,
                 eval_every=5, patience=0, warmup_ratio=0.0)

@@ -33,7 +33,7 @@ def test_split_is_by_document_and_order_independent():
     assert {g.doc_id for g in train}.isdisjoint({g.doc_id for g in dev})
     assert len(train) + len(dev) == len(groups)
     assert len({g.doc_id for g in dev}) == 2
-    train2, dev2 = split_by_document(list(reversed(groups)), 0.2, seed=1)
+    _train2, dev2 = split_by_document(list(reversed(groups)), 0.2, seed=1)
     assert {g.doc_id for g in dev2} == {g.doc_id for g in dev}
     # two documents: each split keeps one
     t, d = split_by_document(_groups(2), 0.1)

@@ -120,7 +120,7 @@ class LikelihoodLLM(ScriptedLLM):
     def loglikelihood(self, prompts, continuations):
         self.calls.append({"loglikelihood": len(prompts)})
         out = []
-        for p, q in zip(prompts, continuations):
+        for p, q in zip(prompts, continuations, strict=False):
             passage = p[-1]["content"].split("Passage: ", 1)[1].lower()
             words = q.lower().rstrip("?").split()
             out.append(-1.0 + sum(w in passage for w in words) / len(words))
@@ -137,7 +137,7 @@ def test_likelihood_judge_compares_with_the_own_passage():
         Candidate("b", "db", "asthma narrows the airways", 0.4),
         Candidate("c", "dc", "gout pain", 0.3),
     ]
-    [res], counts = label_candidates(
+    [res], _counts = label_candidates(
         judge, ["what causes gout"], [cands], negatives=2, judge_depth=3, method="auto",
         positives=["what causes gout: uric acid"], margin=0.0,
     )

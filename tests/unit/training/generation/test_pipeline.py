@@ -10,8 +10,8 @@ import pytest
 from adaptrank.core.errors import AdaptRankError, InputError, NotFoundError
 from adaptrank.core.llm import LLMError, ScriptedLLM
 from adaptrank.server.jobs import JobManager, JobState
-from adaptrank.training.dataset import DatasetStore
 from adaptrank.server.jobs.kinds import generate_job
+from adaptrank.training.dataset import DatasetStore
 from adaptrank.training.generate import GenerateParams, generate_dataset
 
 
