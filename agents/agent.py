@@ -90,7 +90,9 @@ class _StageCtx:
         return self.detail
 
     def __exit__(self, *exc: Any) -> None:
-        self.trace.stages.append(Stage(name=self.name, seconds=round(time.perf_counter() - self.t0, 4), detail=self.detail))
+        self.trace.stages.append(
+            Stage(name=self.name, seconds=round(time.perf_counter() - self.t0, 4), detail=self.detail)
+        )
 
 
 class DecompositionAgent:
@@ -276,7 +278,12 @@ class DecompositionAgent:
                 )
 
     async def _score_vectors(
-        self, question: str, queries: list[str], pool: dict[str, Hit], ids: list[str], cfg: AgentConfig,
+        self,
+        question: str,
+        queries: list[str],
+        pool: dict[str, Hit],
+        ids: list[str],
+        cfg: AgentConfig,
         fingerprint: str | None,
     ):
         """The same scores as :meth:`_score` from the passages' stored vectors, when the retriever
@@ -320,7 +327,11 @@ class DecompositionAgent:
 
     @staticmethod
     def _thin(
-        queries: list[str], rankings: list[list[Hit]], scores: dict[str, float], found: dict[str, list[Provenance]], cfg: AgentConfig
+        queries: list[str],
+        rankings: list[list[Hit]],
+        scores: dict[str, float],
+        found: dict[str, list[Provenance]],
+        cfg: AgentConfig,
     ) -> list[int]:
         """Sub-questions (index >= 1) none of whose candidates reached the top, or whose best
         retrieval score is below ``follow_up_min_score``."""
@@ -357,7 +368,9 @@ class DecompositionAgent:
         out = []
         for sub in subs:
             parts = rule_split(sub)
-            out.append(parts[-1] if len(parts) > 1 else " ".join(w for w in sub.rstrip("?").split() if len(w) > 3) or sub)
+            out.append(
+                parts[-1] if len(parts) > 1 else " ".join(w for w in sub.rstrip("?").split() if len(w) > 3) or sub
+            )
         return out
 
     async def _answer(self, question: str, passages: list[Passage]) -> Answer:
@@ -365,7 +378,9 @@ class DecompositionAgent:
         prompt = ANSWER.render(question=question, passages=numbered)
         try:
             raw = (
-                await self.llm.agenerate([prompt], max_new_tokens=256, temperature=0.0, json_schema=ANSWER.json_schema, strict=False)
+                await self.llm.agenerate(
+                    [prompt], max_new_tokens=256, temperature=0.0, json_schema=ANSWER.json_schema, strict=False
+                )
             )[0]
         except LLMError as exc:
             return Answer(text=f"(the LLM failed: {exc})", citations=[], valid=False)

@@ -30,18 +30,30 @@ _GREETING = re.compile(
 _CHATTER_PHRASES = [
     r"thanks?(?:\s+you)?(?:\s+(?:so|very)\s+much|\s+a\s+lot|\s+in\s+advance|\s+for\s+(?:your|the|any)\s+(?:help|time|answer|reply|assistance)[^.!?]*)*",
     r"thank\s+you(?:\s+(?:so|very)\s+much)?(?:\s+(?:for|in)\s+[^.!?]*)?",
-    r"(?:many|much)\s+thanks", r"cheers", r"(?:best|kind|warm)?\s*regards", r"sincerely(?:\s+yours)?",
-    r"yours\s+(?:truly|sincerely|faithfully)", r"best\s+wishes", r"take\s+care", r"god\s+bless(?:\s+you)?",
+    r"(?:many|much)\s+thanks",
+    r"cheers",
+    r"(?:best|kind|warm)?\s*regards",
+    r"sincerely(?:\s+yours)?",
+    r"yours\s+(?:truly|sincerely|faithfully)",
+    r"best\s+wishes",
+    r"take\s+care",
+    r"god\s+bless(?:\s+you)?",
     r"(?:any|your)\s+(?:help|advice|information|info|answers?|reply)\s+(?:is|would\s+be|will\s+be)\s+(?:greatly\s+|much\s+|very\s+much\s+)?appreciated",
     r"i\s+(?:would|'d)\s+(?:really\s+|greatly\s+)?appreciate\s+(?:any|your)\s+[^.!?]*",
     r"i\s+appreciate\s+(?:it|your\s+help|your\s+time)",
     r"(?:please|pls|plz)\s+(?:help(?:\s+me)?|advise|reply|respond|let\s+me\s+know)",
     r"(?:can|could)\s+(?:you|someone|anyone)\s+(?:please\s+)?help(?:\s+me)?",
-    r"i\s+(?:have|had)\s+a\s+(?:quick\s+|simple\s+)?question", r"(?:quick|simple)\s+question",
-    r"just\s+(?:curious|wondering|asking)", r"i\s+was\s+(?:just\s+)?wondering",
-    r"sent\s+from\s+my\s+\w+(?:\s+\w+)?", r"looking\s+forward\s+to\s+(?:your|a|hearing)[^.!?]*",
+    r"i\s+(?:have|had)\s+a\s+(?:quick\s+|simple\s+)?question",
+    r"(?:quick|simple)\s+question",
+    r"just\s+(?:curious|wondering|asking)",
+    r"i\s+was\s+(?:just\s+)?wondering",
+    r"sent\s+from\s+my\s+\w+(?:\s+\w+)?",
+    r"looking\s+forward\s+to\s+(?:your|a|hearing)[^.!?]*",
     r"hope\s+(?:you\s+can\s+help|to\s+hear\s+from\s+you|this\s+(?:makes\s+sense|finds\s+you\s+well))[^.!?]*",
-    r"ok(?:ay)?", r"hi", r"hello", r"hey",
+    r"ok(?:ay)?",
+    r"hi",
+    r"hello",
+    r"hey",
 ]
 _CHATTER = re.compile(r"^(?:\s*(?:" + "|".join(_CHATTER_PHRASES) + r")\s*[,.!:;-]*)+\s*", re.IGNORECASE)
 _SIGN_OFF = re.compile(
@@ -67,17 +79,280 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")
 # The agents' two stopword sets live here, side by side, because they answer different questions.
 # STOP: words that never name what a message is about (cleaning, subjects, standing alone).
 STOP = frozenset(
-    ["i", "me", "my", "mine", "we", "our", "you", "your", "he", "she", "his", "her", "it", "its", "they", "them", "their", "this", "that", "these", "those", "a", "an", "the", "and", "or", "but", "if", "so", "of", "to", "in", "on", "at", "for", "with", "by", "from", "about", "as", "is", "are", "was", "were", "be", "been", "being", "have", "has", "had", "do", "does", "did", "can", "could", "will", "would", "should", "may", "might", "must", "just", "also", "very", "really", "not", "no", "yes", "because", "since", "when", "while", "what", "how", "why", "where", "which", "who", "there", "here", "than", "then", "too", "some", "any", "all", "more", "most", "much", "many", "am"]
+    [
+        "i",
+        "me",
+        "my",
+        "mine",
+        "we",
+        "our",
+        "you",
+        "your",
+        "he",
+        "she",
+        "his",
+        "her",
+        "it",
+        "its",
+        "they",
+        "them",
+        "their",
+        "this",
+        "that",
+        "these",
+        "those",
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "so",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "with",
+        "by",
+        "from",
+        "about",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "have",
+        "has",
+        "had",
+        "do",
+        "does",
+        "did",
+        "can",
+        "could",
+        "will",
+        "would",
+        "should",
+        "may",
+        "might",
+        "must",
+        "just",
+        "also",
+        "very",
+        "really",
+        "not",
+        "no",
+        "yes",
+        "because",
+        "since",
+        "when",
+        "while",
+        "what",
+        "how",
+        "why",
+        "where",
+        "which",
+        "who",
+        "there",
+        "here",
+        "than",
+        "then",
+        "too",
+        "some",
+        "any",
+        "all",
+        "more",
+        "most",
+        "much",
+        "many",
+        "am",
+    ]
 )
 # CONTENT_STOP: words not counted when a sub-question's content words are compared with the question's
 # (grounding and coverage in decompose); narrower than STOP, so "not", "all", "most" still count there.
 CONTENT_STOP = frozenset(
-    ["the", "a", "an", "of", "and", "or", "to", "in", "on", "for", "with", "by", "at", "from", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "what", "how", "why", "when", "where", "which", "who", "whom", "whose", "do", "does", "did", "can", "could", "should", "would", "will", "has", "have", "had", "about", "as", "into", "than", "then", "there", "their", "they", "them", "i", "you", "he", "she", "we", "me", "my", "your", "our"]
+    [
+        "the",
+        "a",
+        "an",
+        "of",
+        "and",
+        "or",
+        "to",
+        "in",
+        "on",
+        "for",
+        "with",
+        "by",
+        "at",
+        "from",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "what",
+        "how",
+        "why",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "do",
+        "does",
+        "did",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "has",
+        "have",
+        "had",
+        "about",
+        "as",
+        "into",
+        "than",
+        "then",
+        "there",
+        "their",
+        "they",
+        "them",
+        "i",
+        "you",
+        "he",
+        "she",
+        "we",
+        "me",
+        "my",
+        "your",
+        "our",
+    ]
 )
 
 # Words that say *what* is asked about a subject but never name the subject ("what are its
 # symptoms?"): a question made only of these and pronouns needs its subject from elsewhere.
-GENERIC = frozenset(w[:5] for w in ["symptoms", "signs", "causes", "cause", "caused", "causing", "treat", "treated", "treating", "treatment", "treatments", "therapy", "therapies", "cure", "cured", "outlook", "prognosis", "diagnosis", "diagnosed", "diagnose", "test", "tests", "testing", "inherited", "inheritance", "genetic", "genes", "changes", "frequency", "common", "prevent", "prevented", "prevention", "risk", "risks", "factors", "side", "effects", "dose", "dosage", "types", "type", "stages", "information", "info", "know", "need", "get", "happen", "happens", "mean", "means", "work", "works", "take", "help", "condition", "disease", "disorder", "syndrome", "problem", "thing", "things", "people", "person", "affected", "affect", "affects", "options", "available", "long", "last", "lasts", "serious", "dangerous", "normal", "fix", "manage", "managed", "management", "doctor", "doctors", "expect", "else", "anything", "something", "kind", "kinds", "way", "ways", "best", "good", "bad", "worse", "better", "one", "ones", "related", "associated", "linked", "involved"])
+GENERIC = frozenset(
+    w[:5]
+    for w in [
+        "symptoms",
+        "signs",
+        "causes",
+        "cause",
+        "caused",
+        "causing",
+        "treat",
+        "treated",
+        "treating",
+        "treatment",
+        "treatments",
+        "therapy",
+        "therapies",
+        "cure",
+        "cured",
+        "outlook",
+        "prognosis",
+        "diagnosis",
+        "diagnosed",
+        "diagnose",
+        "test",
+        "tests",
+        "testing",
+        "inherited",
+        "inheritance",
+        "genetic",
+        "genes",
+        "changes",
+        "frequency",
+        "common",
+        "prevent",
+        "prevented",
+        "prevention",
+        "risk",
+        "risks",
+        "factors",
+        "side",
+        "effects",
+        "dose",
+        "dosage",
+        "types",
+        "type",
+        "stages",
+        "information",
+        "info",
+        "know",
+        "need",
+        "get",
+        "happen",
+        "happens",
+        "mean",
+        "means",
+        "work",
+        "works",
+        "take",
+        "help",
+        "condition",
+        "disease",
+        "disorder",
+        "syndrome",
+        "problem",
+        "thing",
+        "things",
+        "people",
+        "person",
+        "affected",
+        "affect",
+        "affects",
+        "options",
+        "available",
+        "long",
+        "last",
+        "lasts",
+        "serious",
+        "dangerous",
+        "normal",
+        "fix",
+        "manage",
+        "managed",
+        "management",
+        "doctor",
+        "doctors",
+        "expect",
+        "else",
+        "anything",
+        "something",
+        "kind",
+        "kinds",
+        "way",
+        "ways",
+        "best",
+        "good",
+        "bad",
+        "worse",
+        "better",
+        "one",
+        "ones",
+        "related",
+        "associated",
+        "linked",
+        "involved",
+    ]
+)
 
 
 @dataclass
@@ -101,8 +376,11 @@ def _content(text: str) -> set[str]:
     return {w.lower()[:5] for w in _WORD.findall(text) if w.lower() not in STOP and len(w) > 1}
 
 
-_UNIT = re.compile(r"^(?:mg|mcg|µg|ug|g|kg|ml|l|iu|units?|%|percent|tablets?|pills?|capsules?|doses?|times|x|mmol|"
-                   r"mmhg|bpm|degrees?|°[cf]?|puffs?|drops?|weeks?|days?|months?)$", re.IGNORECASE)
+_UNIT = re.compile(
+    r"^(?:mg|mcg|µg|ug|g|kg|ml|l|iu|units?|%|percent|tablets?|pills?|capsules?|doses?|times|x|mmol|"
+    r"mmhg|bpm|degrees?|°[cf]?|puffs?|drops?|weeks?|days?|months?)$",
+    re.IGNORECASE,
+)
 
 
 def _informative(words: list[str]) -> list[str]:
@@ -125,7 +403,7 @@ def _strip_chatter(sentence: str, removed: list[str]) -> str:
         m = pattern.match(out)
         while m and m.group(0).strip():
             removed.append(m.group(0).strip())
-            out = out[m.end():]
+            out = out[m.end() :]
             m = pattern.match(out)
     m = _SIGN_OFF.search(out)
     if m:
@@ -143,7 +421,7 @@ def _split_subject_line(text: str, removed: list[str]) -> str:
     m = re.match(r"^([^.!?\n]{3,80}?)\s+(?=[A-Z])", text)
     if not m:
         return text
-    head, rest = m.group(1), text[m.end():]
+    head, rest = m.group(1), text[m.end() :]
     words = _WORD.findall(head)
     if not 1 <= len(words) <= 10 or any(w[:1].isupper() for w in words[1:]):
         return text
@@ -179,7 +457,9 @@ def clean_message(text: str) -> Cleaned:
             if s in questions or points:
                 final.append(s)
                 continue
-            new = [w for w in _informative(re.findall(r"[A-Za-z0-9%°µ][A-Za-z0-9'%-]*", s)) if w.lower()[:5] not in asked]
+            new = [
+                w for w in _informative(re.findall(r"[A-Za-z0-9%°µ][A-Za-z0-9'%-]*", s)) if w.lower()[:5] not in asked
+            ]
             if new:
                 final.append(s)
             else:

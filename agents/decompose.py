@@ -115,12 +115,94 @@ def rule_split(question: str, max_subquestions: int = 4) -> list[str]:
 
 # -- sub-questions that stand alone -----------------------------------------------------------
 _STOP5 = frozenset(w[:5] for w in STOP)
-_PRONOUNS = frozenset(["it", "its", "they", "them", "their", "this", "that", "these", "those", "he", "she", "his", "her", "him"])
+_PRONOUNS = frozenset(
+    ["it", "its", "they", "them", "their", "this", "that", "these", "those", "he", "she", "his", "her", "him"]
+)
 _LEAD = frozenset(
-    ["what", "how", "why", "when", "where", "which", "who", "whom", "whose", "is", "are", "was", "were", "can", "could", "does", "do", "did", "should", "will", "would", "has", "have", "had", "may", "might", "the", "a", "an", "causes", "cause", "get", "gets", "happens", "happen", "many", "much", "long", "often", "people", "treat", "treated", "i", "you", "we", "my", "our", "your"]
+    [
+        "what",
+        "how",
+        "why",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "is",
+        "are",
+        "was",
+        "were",
+        "can",
+        "could",
+        "does",
+        "do",
+        "did",
+        "should",
+        "will",
+        "would",
+        "has",
+        "have",
+        "had",
+        "may",
+        "might",
+        "the",
+        "a",
+        "an",
+        "causes",
+        "cause",
+        "get",
+        "gets",
+        "happens",
+        "happen",
+        "many",
+        "much",
+        "long",
+        "often",
+        "people",
+        "treat",
+        "treated",
+        "i",
+        "you",
+        "we",
+        "my",
+        "our",
+        "your",
+    ]
 )
 _TRAIL = frozenset(
-    ["treated", "diagnosed", "inherited", "caused", "prevented", "cured", "managed", "tested", "passed", "down", "handled", "detected", "found", "spread", "transmitted", "inherit", "treat", "diagnose", "prevent", "cure", "manage", "common", "rare", "serious", "dangerous", "contagious", "hereditary", "genetic", "fatal", "curable"]
+    [
+        "treated",
+        "diagnosed",
+        "inherited",
+        "caused",
+        "prevented",
+        "cured",
+        "managed",
+        "tested",
+        "passed",
+        "down",
+        "handled",
+        "detected",
+        "found",
+        "spread",
+        "transmitted",
+        "inherit",
+        "treat",
+        "diagnose",
+        "prevent",
+        "cure",
+        "manage",
+        "common",
+        "rare",
+        "serious",
+        "dangerous",
+        "contagious",
+        "hereditary",
+        "genetic",
+        "fatal",
+        "curable",
+    ]
 )
 _POINTER = re.compile(
     r"\b(?:(?:this|that|the|these|those)\s+(?:condition|disease|disorder|syndrome|illness|problem|drug|medication|"
@@ -141,7 +223,7 @@ def subject_of(question: str) -> str | None:
     q = re.sub(r"\([^)]*\)", " ", question).strip().rstrip("?.! ").strip()
     # "<generic words> of|for|by <subject>": the first preposition after which something is named
     for m in re.finditer(r"\b(?:of|for|about|from|with|by|in|to|behind)\s+", q, re.IGNORECASE):
-        tail = re.sub(r"^(?:the|a|an|having)\s+", "", q[m.end():], flags=re.IGNORECASE).strip(" ,")
+        tail = re.sub(r"^(?:the|a|an|having)\s+", "", q[m.end() :], flags=re.IGNORECASE).strip(" ,")
         if not _named(q[: m.start()]) and _named(tail):
             return tail
     words = q.split()
@@ -178,7 +260,9 @@ def carry_subject(subs: list[str], question: str | None = None) -> list[str]:
             fixed = _POINTER.sub(subject, sub, count=1)
         if fixed == sub:  # names nothing and points at nothing: say what it is about
             body = sub.rstrip("?. ")
-            fixed = f"{body} {'for' if re.search(r'treatments?|options|therap', body, re.IGNORECASE) else 'of'} {subject}?"
+            fixed = (
+                f"{body} {'for' if re.search(r'treatments?|options|therap', body, re.IGNORECASE) else 'of'} {subject}?"
+            )
         out.append(fixed)
     return out
 
@@ -213,7 +297,9 @@ def parse_subquestions(text: str, question: str, max_subquestions: int, max_char
         covered = set().union(*(_content(s) for s in out))
         share = len(original & covered) / len(original)
         if share < MIN_COVERAGE:
-            raise ValueError(f"the sub-questions cover {share:.0%} of the question's content words (< {MIN_COVERAGE:.0%})")
+            raise ValueError(
+                f"the sub-questions cover {share:.0%} of the question's content words (< {MIN_COVERAGE:.0%})"
+            )
     return out
 
 
@@ -247,8 +333,13 @@ def decompose_many(
         return [by_rules(c.text, max_subquestions, clean=False).with_removed(c.removed) for c in cleaned]
     prompts = [render_decompose(c.text, max_subquestions)[0] for c in cleaned]
     try:
-        raws = llm.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0,
-                            json_schema=decompose_schema(max_subquestions), strict=False)
+        raws = llm.generate(
+            prompts,
+            max_new_tokens=max_new_tokens,
+            temperature=0.0,
+            json_schema=decompose_schema(max_subquestions),
+            strict=False,
+        )
     except LLMError as exc:
         return [_fallback(c, max_subquestions, None, f"LLM failed: {exc}") for c in cleaned]
     return [_accept(c, raw, max_subquestions) for c, raw in zip(cleaned, raws, strict=True)]
@@ -264,7 +355,9 @@ async def adecompose(
     prompt, schema = render_decompose(c.text, max_subquestions)
     try:
         raw = (
-            await llm.agenerate([prompt], max_new_tokens=max_new_tokens, temperature=0.0, json_schema=schema, strict=False)
+            await llm.agenerate(
+                [prompt], max_new_tokens=max_new_tokens, temperature=0.0, json_schema=schema, strict=False
+            )
         )[0]
     except LLMError as exc:
         return _fallback(c, max_subquestions, None, f"LLM failed: {exc}")

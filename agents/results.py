@@ -61,8 +61,9 @@ class SearchResult(BaseModel):
     collection: str | None = None
     queries: list[str] = Field(description="what was retrieved with: the original question, then sub-questions")
     cleaned_question: str | None = Field(
-        None, description="the question after greetings, thanks, sign-offs and narration were removed "
-        "(None when cleaning changed nothing); retrieval and reranking use it"
+        None,
+        description="the question after greetings, thanks, sign-offs and narration were removed "
+        "(None when cleaning changed nothing); retrieval and reranking use it",
     )
     decomposition: str = Field(
         description="'single' (one intent: searched as one cleaned query), 'llm' or 'rule' (several asks, split "

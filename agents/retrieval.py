@@ -103,8 +103,13 @@ class ChromaRetriever:
 
     @classmethod
     def for_reranker(
-        cls, store: DocStore, collection: str, reranker: Any, model: str | None = None,
-        first_stage: Literal["base", "model"] = "base", **kwargs: Any,
+        cls,
+        store: DocStore,
+        collection: str,
+        reranker: Any,
+        model: str | None = None,
+        first_stage: Literal["base", "model"] = "base",
+        **kwargs: Any,
     ) -> ChromaRetriever:
         """A retriever whose hits carry the stored passage vectors the model's passage tower made (same
         fingerprint), so the rerank stage scores the pool without re-embedding it.

@@ -29,5 +29,7 @@ def cpu_line() -> str:
         threads = f"torch {torch.get_num_threads()} threads"
     except ImportError:  # pragma: no cover
         threads = "no torch"
-    return (f"{model}; {os.cpu_count()} CPUs; AMX {'yes' if amx else 'no'}; AVX512-BF16 {'yes' if bf16 else 'no'}; "
-            f"{threads}; load average {os.getloadavg()[0]:.2f}")
+    return (
+        f"{model}; {os.cpu_count()} CPUs; AMX {'yes' if amx else 'no'}; AVX512-BF16 {'yes' if bf16 else 'no'}; "
+        f"{threads}; load average {os.getloadavg()[0]:.2f}"
+    )

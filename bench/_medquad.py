@@ -17,5 +17,7 @@ def ingest_medquad(store: Any, collection: str, home: str) -> None:
 
     t0 = time.perf_counter()
     rep = ingest(store, DATA, collection, progress=True)
-    print(f"ingest: {rep.documents} documents -> {rep.collection_count} chunks in {collection!r} "
-          f"({rep.added} added, {rep.unchanged} unchanged) in {time.perf_counter() - t0:.1f}s; home {home}")
+    print(
+        f"ingest: {rep.documents} documents -> {rep.collection_count} chunks in {collection!r} "
+        f"({rep.added} added, {rep.unchanged} unchanged) in {time.perf_counter() - t0:.1f}s; home {home}"
+    )

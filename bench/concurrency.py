@@ -71,9 +71,21 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log, "w+")  # noqa: SIM115 -- the server writes to it until close()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "adaptrank.server", "serve", "--transport", "http",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "adaptrank.server",
+                "serve",
+                "--transport",
+                "http",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, timeout: float = 300) -> None:
@@ -154,8 +166,12 @@ def main() -> None:
     p.add_argument("--passages", type=int, default=20)
     p.add_argument("--model", choices=["minilm-cross-encoder", "zero-shot"], default="minilm-cross-encoder")
     p.add_argument("--wait-ms", type=float, default=None, help="ADAPTRANK_MICROBATCH_WAIT_MS (default: settings)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads in the server (default: torch's choice, = cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads in the server (default: torch's choice, = cores)",
+    )
     p.add_argument("--repeats", type=int, default=1, help="alternate off/on this many times; best of each")
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--timeout", type=float, default=300)
@@ -175,31 +191,44 @@ def main() -> None:
             model = f"cross-encoder:{build_minilm_cross_encoder(tmp / 'minilm-ce')}"
             print("model: cross-encoder built from the offline all-MiniLM-L6-v2 weights (new seeded 1-logit head)")
         base = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTRANK_")}
-        base.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-                    ADAPTRANK_HOME=str(tmp / "home"), ADAPTRANK_DEFAULT_MODEL=model, ADAPTRANK_CACHE_SIZE="0")
+        base.update(
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            TOKENIZERS_PARALLELISM="false",
+            ADAPTRANK_HOME=str(tmp / "home"),
+            ADAPTRANK_DEFAULT_MODEL=model,
+            ADAPTRANK_CACHE_SIZE="0",
+        )
         if args.wait_ms is not None:
             base["ADAPTRANK_MICROBATCH_WAIT_MS"] = str(args.wait_ms)
         if args.threads is not None:
             base["OMP_NUM_THREADS"] = str(args.threads)
-        print(f"route: POST /v1/rerank over HTTP on 127.0.0.1; {args.clients} concurrent clients x "
-              f"{args.requests} requests x {args.passages} medquad-dev passages ({n} requests, "
-              f"{n * args.passages} pairs), score cache off, cpu cores: {os.cpu_count()}")
+        print(
+            f"route: POST /v1/rerank over HTTP on 127.0.0.1; {args.clients} concurrent clients x "
+            f"{args.requests} requests x {args.passages} medquad-dev passages ({n} requests, "
+            f"{n * args.passages} pairs), score cache off, cpu cores: {os.cpu_count()}"
+        )
         best: dict[str, dict] = {}
         for rep in range(args.repeats):
             order = [("off", "0"), ("on", "1")] if rep % 2 == 0 else [("on", "1"), ("off", "0")]
             for name, flag in order:
                 res = run_mode(name, {**base, "ADAPTRANK_MICROBATCH": flag}, warmup, requests, args, tmp)
-                print(f"  microbatch {name:>3}: {res['rps']:7.2f} req/s  {res['pairs_per_s']:8.1f} pairs/s  "
-                      f"p50 {res['p50']:7.0f} ms  p95 {res['p95']:7.0f} ms  (wall {res['wall']:.1f} s, "
-                      f"server CPU {res['cpu_per_request']:.2f} s/request)", flush=True)
+                print(
+                    f"  microbatch {name:>3}: {res['rps']:7.2f} req/s  {res['pairs_per_s']:8.1f} pairs/s  "
+                    f"p50 {res['p50']:7.0f} ms  p95 {res['p95']:7.0f} ms  (wall {res['wall']:.1f} s, "
+                    f"server CPU {res['cpu_per_request']:.2f} s/request)",
+                    flush=True,
+                )
                 if name not in best or res["rps"] > best[name]["rps"]:
                     best[name] = res
     on, off = best["on"], best["off"]
     print(f"micro-batching off: {off['rps']:.2f} req/s, p50 {off['p50']:.0f} ms, p95 {off['p95']:.0f} ms")
     print(f"micro-batching on:  {on['rps']:.2f} req/s, p50 {on['p50']:.0f} ms, p95 {on['p95']:.0f} ms")
-    print(f"server CPU-seconds per request: off {off['cpu_per_request']:.2f}, on {on['cpu_per_request']:.2f} "
-          f"(CPU-efficiency ratio {off['cpu_per_request'] / on['cpu_per_request']:.2f}; on a busy machine this includes "
-          "OpenMP threads spin-waiting for preempted siblings)")
+    print(
+        f"server CPU-seconds per request: off {off['cpu_per_request']:.2f}, on {on['cpu_per_request']:.2f} "
+        f"(CPU-efficiency ratio {off['cpu_per_request'] / on['cpu_per_request']:.2f}; on a busy machine this includes "
+        "OpenMP threads spin-waiting for preempted siblings)"
+    )
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"ratio: {on['rps'] / off['rps']:.2f}")
 

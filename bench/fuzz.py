@@ -90,11 +90,15 @@ def server_log_tracebacks(path: Path) -> tuple[int, int]:
 
 def run_round(kind: str, target: Target, layout, stats: Stats, n: int, deadline: float) -> None:
     strategy = {"tools": tool_case(target, layout), "http": http_case(layout), "resources": resource_uri(layout)}[kind]
-    call = {"tools": lambda c: target.call_tool(*c), "http": lambda c: target.request(*c),
-            "resources": target.read_resource}[kind]
+    call = {
+        "tools": lambda c: target.call_tool(*c),
+        "http": lambda c: target.request(*c),
+        "resources": target.read_resource,
+    }[kind]
 
-    @settings(max_examples=n, deadline=None, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n, deadline=None, database=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck)
+    )
     @given(case=strategy)
     def one(case) -> None:
         if time.monotonic() < deadline:
@@ -124,8 +128,11 @@ def main() -> int:
             seeded = target.call_tool("ingest_documents", {"path": str(layout.root / "notes"), "collection": "notes"})
             assert seeded.kind == "ok", seeded
             alive_checks = failed_checks = 0
-            with FileWatch(forbidden=[layout.outside], readonly=[layout.root],
-                           writable=[layout.home, Path(tempfile.gettempdir()), Path.cwd() / ".hypothesis"]) as watch:
+            with FileWatch(
+                forbidden=[layout.outside],
+                readonly=[layout.root],
+                writable=[layout.home, Path(tempfile.gettempdir()), Path.cwd() / ".hypothesis"],
+            ) as watch:
                 rounds = ["tools", "http", "tools", "http", "resources"]  # 40% tools, 40% HTTP, 20% resources
                 i = 0
                 while stats.cases < args.cases and time.monotonic() < deadline:
@@ -136,7 +143,10 @@ def main() -> int:
                     alive_checks += 1
                     if not target.alive():
                         failed_checks += 1
-                    print(f"  {stats.cases:6d} cases, {time.monotonic() - started:6.0f} s: {dict(stats.counts)}", flush=True)
+                    print(
+                        f"  {stats.cases:6d} cases, {time.monotonic() - started:6.0f} s: {dict(stats.counts)}",
+                        flush=True,
+                    )
             after = sorted((str(p), p.lstat().st_size, p.lstat().st_mtime_ns) for p in layout.outside.rglob("*"))
         finally:
             target.close()
@@ -145,17 +155,25 @@ def main() -> int:
     clean = c["clean"] + c["unsent"]
     print(f"\nfuzz campaign: {stats.cases} cases in {time.monotonic() - started:.0f} s")
     print(f"  succeeded       {c['ok']}")
-    print(f"  clean errors    {clean}  (4xx / tool errors naming the field; {c['unsent']} refused by the client itself)")
+    print(
+        f"  clean errors    {clean}  (4xx / tool errors naming the field; {c['unsent']} refused by the client itself)"
+    )
     print(f"  unclear errors  {c['unclear']}")
     print(f"  5xx             {c['5xx']}")
-    print(f"  crashes         {c['crash']}  (server stopped answering: {failed_checks} of {alive_checks} liveness checks failed)")
+    print(
+        f"  crashes         {c['crash']}  (server stopped answering: {failed_checks} of {alive_checks} liveness checks failed)"
+    )
     print(f"  hangs           {c['hang']}  (no answer within {args.timeout:.0f} s)")
     print(f"  secret leaked   {c['leak']}")
-    print(f"  file accesses outside the allowed places: {len(watch.violations)}; "
-          f"files outside changed: {'yes' if after != before else 'no'}")
+    print(
+        f"  file accesses outside the allowed places: {len(watch.violations)}; "
+        f"files outside changed: {'yes' if after != before else 'no'}"
+    )
     deliberate, unexpected = server_log_tracebacks(log_path)
-    print(f"  server log: {log_path} ({unexpected} tracebacks of unexpected errors; {deliberate} of deliberate "
-          "tool/resource errors, which fastmcp logs with their traceback)")
+    print(
+        f"  server log: {log_path} ({unexpected} tracebacks of unexpected errors; {deliberate} of deliberate "
+        "tool/resource errors, which fastmcp logs with their traceback)"
+    )
     tools = {k: v for k, v in stats.per_target.items() if " " not in k}
     routes = {k: v for k, v in stats.per_target.items() if " " in k}
     print("  MCP tools and resources: " + ", ".join(f"{k} {v}" for k, v in sorted(tools.items())))
@@ -164,7 +182,12 @@ def main() -> int:
         print(f"  FAILURE {failure.kind} {failure.target}: {failure.detail[:300]}")
     for event in watch.violations[:10]:
         print(f"  FILE {event}")
-    bad = sum(c[k] for k in ("unclear", "5xx", "crash", "hang", "leak")) + failed_checks + len(watch.violations) + unexpected
+    bad = (
+        sum(c[k] for k in ("unclear", "5xx", "crash", "hang", "leak"))
+        + failed_checks
+        + len(watch.violations)
+        + unexpected
+    )
     return 1 if bad or after != before else 0
 
 

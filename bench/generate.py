@@ -97,9 +97,18 @@ def batched_vs_single(llm: Any, passages: list[str], n: int) -> dict[str, float]
     single = [llm.generate([p], **kw)[0] for p in prompts]
     t_s, tok_s = time.perf_counter() - t0, s.generated_tokens - tok0
     same = sum(a == b for a, b in zip(batched, single, strict=False))
-    return {"prompts": len(prompts), "batched_s": t_b, "single_s": t_s, "batched_tok": tok_b, "single_tok": tok_s,
-            "batched_tps": tok_b / t_b, "single_tps": tok_s / t_s, "ratio": t_s / t_b, "identical": same,
-            "example": batched[0]}
+    return {
+        "prompts": len(prompts),
+        "batched_s": t_b,
+        "single_s": t_s,
+        "batched_tok": tok_b,
+        "single_tok": tok_s,
+        "batched_tps": tok_b / t_b,
+        "single_tps": tok_s / t_s,
+        "ratio": t_s / t_b,
+        "identical": same,
+        "example": batched[0],
+    }
 
 
 def _auc(scored: list[tuple[float, bool]]) -> float | None:
@@ -119,8 +128,17 @@ def _top1(scored: list[tuple[float, bool]], groups: list[int]) -> float:
     return sum(t for _, t in best.values()) / max(1, len(best))
 
 
-def judge_accuracy(llm: LLM, data: Any, doc_ids: list[str], n_questions: int, n_neg: int, settings: Any, seed: int,
-                   methods: list[str], margin: float = 0.3) -> dict[str, Any]:
+def judge_accuracy(
+    llm: LLM,
+    data: Any,
+    doc_ids: list[str],
+    n_questions: int,
+    n_neg: int,
+    settings: Any,
+    seed: int,
+    methods: list[str],
+    margin: float = 0.3,
+) -> dict[str, Any]:
     """Real questions with their true answer and mined negatives, judged against the qrels."""
     from adaptrank.training.corpus import Corpus, CorpusPassage
     from adaptrank.training.labeling import judge_pairs, likelihood_verdicts
@@ -161,10 +179,14 @@ def judge_accuracy(llm: LLM, data: Any, doc_ids: list[str], n_questions: int, n_
         precision = tp / (tp + fp) if tp + fp else 0.0
         recall = tp / (tp + fn) if tp + fn else 0.0
         out["choice"] = {
-            "seconds": time.perf_counter() - t0, "accuracy": (tp + tn) / n, "always_no": (fp + tn) / n,
-            "precision": precision, "recall": recall,
+            "seconds": time.perf_counter() - t0,
+            "accuracy": (tp + tn) / n,
+            "always_no": (fp + tn) / n,
+            "precision": precision,
+            "recall": recall,
             "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-            "auc": _auc(scored), "top1": _top1(scored, groups),
+            "auc": _auc(scored),
+            "top1": _top1(scored, groups),
             "p_yes_pos": sum(p for p, t in scored if t) / max(1, sum(truth)),
             "p_yes_neg": sum(p for p, t in scored if not t) / max(1, len(truth) - sum(truth)),
         }
@@ -172,11 +194,16 @@ def judge_accuracy(llm: LLM, data: Any, doc_ids: list[str], n_questions: int, n_
         t0 = time.perf_counter()
         verdicts = likelihood_verdicts(llm, pairs, own, margin=margin, temperature=0.25)
         scored = [(p, t) for (_, p), t in zip(verdicts, truth, strict=False)]
-        negs = [(label, t) for (label, _), t, (q, text), o in zip(verdicts, truth, pairs, own, strict=False) if text != o]
+        negs = [
+            (label, t) for (label, _), t, (q, text), o in zip(verdicts, truth, pairs, own, strict=False) if text != o
+        ]
         out["likelihood"] = {
-            "seconds": time.perf_counter() - t0, "auc": _auc(scored), "top1": _top1(scored, groups),
+            "seconds": time.perf_counter() - t0,
+            "auc": _auc(scored),
+            "top1": _top1(scored, groups),
             # the pipeline's rule (margin), with the true answer as the own passage: negatives flagged relevant
-            "negatives_flagged": sum(label == "yes" and not t for label, t in negs) / max(1, sum(not t for _, t in negs)),
+            "negatives_flagged": sum(label == "yes" and not t for label, t in negs)
+            / max(1, sum(not t for _, t in negs)),
             "positives_flagged": sum(label == "yes" and t for label, t in negs),
         }
     return out
@@ -214,8 +241,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     inner = get_llm(settings)
-    print(f"LLM: {inner.name} loaded in {time.perf_counter() - t0:.1f} s"
-          + (f" (dtype {inner.dtype}, {inner.threads} torch threads)" if hasattr(inner, "dtype") else ""))
+    print(
+        f"LLM: {inner.name} loaded in {time.perf_counter() - t0:.1f} s"
+        + (f" (dtype {inner.dtype}, {inner.threads} torch threads)" if hasattr(inner, "dtype") else "")
+    )
 
     corpus = load_corpus(settings, "beir", path=args.data, restrict_paths=False)
     doc_ids = sample_documents(corpus, args.docs, args.seed)
@@ -224,8 +253,12 @@ def main() -> None:
     # 1. batched vs one at a time -----------------------------------------------------------------
     r = batched_vs_single(inner, passages, args.ratio_prompts)
     print(f"\n[1] batched vs one-at-a-time, {r['prompts']} query-generation prompts")
-    print(f"  batched:        {r['batched_s']:.1f} s, {r['batched_tok']} tokens, {r['batched_tps']:.1f} generated tokens/s")
-    print(f"  one at a time:  {r['single_s']:.1f} s, {r['single_tok']} tokens, {r['single_tps']:.1f} generated tokens/s")
+    print(
+        f"  batched:        {r['batched_s']:.1f} s, {r['batched_tok']} tokens, {r['batched_tps']:.1f} generated tokens/s"
+    )
+    print(
+        f"  one at a time:  {r['single_s']:.1f} s, {r['single_tok']} tokens, {r['single_tps']:.1f} generated tokens/s"
+    )
     print(f"  identical outputs: {r['identical']}/{r['prompts']}; example: {r['example']!r}")
     print(f"  ratio: {r['ratio']:.2f}  (target >= 3)")
 
@@ -235,22 +268,41 @@ def main() -> None:
         inner.stats.reset()
         t0 = time.perf_counter()
         ref = generate_dataset(
-            {"source": "beir", "path": args.data, "output_name": "bench", "max_documents": args.docs,
-             "queries_per_document": args.k, "negatives": args.negatives, "judge_depth": args.judge_depth,
-             "question_types": "medical", "dense": "off", "batch_documents": args.batch_documents, "seed": args.seed,
-             "judge_method": args.judge_method, "judge_margin": args.judge_margin},
-            settings, llm=llm, restrict_paths=False,
+            {
+                "source": "beir",
+                "path": args.data,
+                "output_name": "bench",
+                "max_documents": args.docs,
+                "queries_per_document": args.k,
+                "negatives": args.negatives,
+                "judge_depth": args.judge_depth,
+                "question_types": "medical",
+                "dense": "off",
+                "batch_documents": args.batch_documents,
+                "seed": args.seed,
+                "judge_method": args.judge_method,
+                "judge_margin": args.judge_margin,
+            },
+            settings,
+            llm=llm,
+            restrict_paths=False,
             progress=lambda d, t, m: print(f"  ... {m}", file=sys.stderr) if t and int(d) % 32 == 0 else None,
         )
         wall = time.perf_counter() - t0
         card = ref.card
-        print(f"\n[2] pipeline on {args.docs} documents of {Path(args.data).name} "
-              f"(k={args.k}, {args.negatives} negatives, judge on, BM25 mining over {len(corpus.passages)} passages)")
+        print(
+            f"\n[2] pipeline on {args.docs} documents of {Path(args.data).name} "
+            f"(k={args.k}, {args.negatives} negatives, judge on, BM25 mining over {len(corpus.passages)} passages)"
+        )
         print(f"  wall {wall:.0f} s -> {args.docs / wall * 60:.1f} documents/min")
-        print(f"  query generation: {llm.gen['prompts']} prompts, {llm.gen['tokens']} tokens in {llm.gen['seconds']:.0f} s "
-              f"-> {llm.gen['tokens'] / max(llm.gen['seconds'], 1e-9):.1f} generated tokens/s")
-        print(f"  judge: {llm.jud['prompts']} pairs in {llm.jud['seconds']:.0f} s -> "
-              f"{llm.jud['prompts'] / max(llm.jud['seconds'], 1e-9):.2f} pairs/s")
+        print(
+            f"  query generation: {llm.gen['prompts']} prompts, {llm.gen['tokens']} tokens in {llm.gen['seconds']:.0f} s "
+            f"-> {llm.gen['tokens'] / max(llm.gen['seconds'], 1e-9):.1f} generated tokens/s"
+        )
+        print(
+            f"  judge: {llm.jud['prompts']} pairs in {llm.jud['seconds']:.0f} s -> "
+            f"{llm.jud['prompts'] / max(llm.jud['seconds'], 1e-9):.2f} pairs/s"
+        )
         print(f"  stage seconds: {card.seconds}")
         print(f"  counts: {card.counts}")
         print(f"  skipped: {card.skipped}")
@@ -260,22 +312,39 @@ def main() -> None:
 
     # 3. judge accuracy on real questions ---------------------------------------------------------------
     data = load_beir(args.data)
-    acc = judge_accuracy(inner, data, doc_ids, args.judge_questions, args.judge_negatives, settings, args.seed,
-                         args.judge_methods.split(","), args.judge_margin)
-    print(f"\n[3] judge on the real questions of those documents: {acc['questions']} questions x "
-          f"(true answer + {args.judge_negatives} BM25-mined negatives) = {acc['pairs']} pairs, "
-          f"{acc['positives']} relevant by the qrels")
+    acc = judge_accuracy(
+        inner,
+        data,
+        doc_ids,
+        args.judge_questions,
+        args.judge_negatives,
+        settings,
+        args.seed,
+        args.judge_methods.split(","),
+        args.judge_margin,
+    )
+    print(
+        f"\n[3] judge on the real questions of those documents: {acc['questions']} questions x "
+        f"(true answer + {args.judge_negatives} BM25-mined negatives) = {acc['pairs']} pairs, "
+        f"{acc['positives']} relevant by the qrels"
+    )
     if "choice" in acc:
         c = acc["choice"]
-        print(f"  yes/no judge ({c['seconds']:.0f} s): accuracy {c['accuracy']:.3f} (always 'no': {c['always_no']:.3f}); "
-              f"positives precision {c['precision']:.3f} recall {c['recall']:.3f} F1 {c['f1']:.3f}")
-        print(f"    p(yes) positives {c['p_yes_pos']:.3f} negatives {c['p_yes_neg']:.3f}; ROC AUC "
-              f"{c['auc'] if c['auc'] is None else round(c['auc'], 3)}; true answer ranked first {c['top1']:.3f} "
-              f"(random {1 / (1 + args.judge_negatives):.3f})")
+        print(
+            f"  yes/no judge ({c['seconds']:.0f} s): accuracy {c['accuracy']:.3f} (always 'no': {c['always_no']:.3f}); "
+            f"positives precision {c['precision']:.3f} recall {c['recall']:.3f} F1 {c['f1']:.3f}"
+        )
+        print(
+            f"    p(yes) positives {c['p_yes_pos']:.3f} negatives {c['p_yes_neg']:.3f}; ROC AUC "
+            f"{c['auc'] if c['auc'] is None else round(c['auc'], 3)}; true answer ranked first {c['top1']:.3f} "
+            f"(random {1 / (1 + args.judge_negatives):.3f})"
+        )
     if "likelihood" in acc:
         lk = acc["likelihood"]
-        print(f"  query-likelihood judge ({lk['seconds']:.0f} s): ROC AUC {lk['auc']:.3f}; true answer ranked first "
-              f"{lk['top1']:.3f}; mined negatives it would call relevant (pipeline rule, margin {args.judge_margin}): {lk['negatives_flagged']:.3f}")
+        print(
+            f"  query-likelihood judge ({lk['seconds']:.0f} s): ROC AUC {lk['auc']:.3f}; true answer ranked first "
+            f"{lk['top1']:.3f}; mined negatives it would call relevant (pipeline rule, margin {args.judge_margin}): {lk['negatives_flagged']:.3f}"
+        )
     print(f"\nload average at end {load()}")
 
 

@@ -44,8 +44,13 @@ async def run_mode(name: str, env: dict[str, str], huge: dict, logs: Path) -> di
             small: list[float] = []
             while not big.done():
                 t = time.perf_counter()
-                r = await http.post("/v1/rerank", json={"query": "what causes gout?",
-                                                        "documents": ["Gout is caused by uric acid.", "Tea is a drink."]})
+                r = await http.post(
+                    "/v1/rerank",
+                    json={
+                        "query": "what causes gout?",
+                        "documents": ["Gout is caused by uric acid.", "Tea is a drink."],
+                    },
+                )
                 r.raise_for_status()
                 small.append(time.perf_counter() - t)
             r = await big
@@ -75,12 +80,16 @@ async def main() -> None:
         for name, extra in (("interleaved", {}), ("one pass", {"ADAPTRANK_MICROBATCH_TOKENS": "1000000000"})):
             results[name] = await run_mode(name, {**base, **extra}, huge, Path(tmp))
     chars = sum(len(d) for d in docs)
-    print(f"\nhead-of-line: one request of {len(docs)} passages ({chars} characters) and 2-passage requests meanwhile; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"\nhead-of-line: one request of {len(docs)} passages ({chars} characters) and 2-passage requests meanwhile; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     for name, r in results.items():
         s = np.array(r["small"]) * 1000
-        print(f"  {name:11s}  huge request {r['huge_seconds']:6.1f} s; {len(s):3d} small requests meanwhile: "
-              f"p50 {np.percentile(s, 50):7.0f} ms, max {s.max():7.0f} ms")
+        print(
+            f"  {name:11s}  huge request {r['huge_seconds']:6.1f} s; {len(s):3d} small requests meanwhile: "
+            f"p50 {np.percentile(s, 50):7.0f} ms, max {s.max():7.0f} ms"
+        )
 
 
 if __name__ == "__main__":

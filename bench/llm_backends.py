@@ -24,8 +24,10 @@ def run(llm, gen_prompts, judge_prompts) -> None:
     t0 = time.perf_counter()
     out = llm.generate(gen_prompts, max_new_tokens=48, stop=["\n"])
     dt = time.perf_counter() - t0
-    print(f"  generate {len(gen_prompts)}: {dt:.1f} s, {llm.stats.generated_tokens} tokens, "
-          f"{llm.stats.generated_tokens / dt:.1f} tokens/s; e.g. {out[1]!r}")
+    print(
+        f"  generate {len(gen_prompts)}: {dt:.1f} s, {llm.stats.generated_tokens} tokens, "
+        f"{llm.stats.generated_tokens / dt:.1f} tokens/s; e.g. {out[1]!r}"
+    )
     t0 = time.perf_counter()
     llm.judge(judge_prompts, ["yes", "no"])
     print(f"  judge {len(judge_prompts)}: {time.perf_counter() - t0:.1f} s")
@@ -42,7 +44,7 @@ def main() -> None:
     from adaptrank.core.prompts import judge_prompt, querygen_typed_prompt
 
     data = load_beir(args.data, corpus_limit=25 * args.n)
-    ids = list(data.corpus)[:: 25][: args.n]
+    ids = list(data.corpus)[::25][: args.n]
     passages = [data.doc_text(i) for i in ids]
     gen_prompts = [querygen_typed_prompt(p, "symptoms") for p in passages]
     judge_prompts = [judge_prompt(q, p) for q, p in zip(list(data.queries.values())[: args.n], passages, strict=False)]

@@ -98,8 +98,17 @@ def rank_of(ranking: list[str], answers: set[str]) -> int | None:
 
 async def run_method(agent, retriever, qs, budget, decs=None, **kw) -> dict:
     """Run one method over the questions; ``decs``: precomputed (batched) LLM decompositions."""
-    stats = {"both": 0, "recall": [], "mrr1": [], "mrr2": [], "pool_both": 0, "stages": {}, "total": [],
-             "fallback": 0, "n_queries": []}
+    stats = {
+        "both": 0,
+        "recall": [],
+        "mrr1": [],
+        "mrr2": [],
+        "pool_both": 0,
+        "stages": {},
+        "total": [],
+        "fallback": 0,
+        "n_queries": [],
+    }
     for n, q in enumerate(qs):
         extra = dict(kw)
         if decs is not None:
@@ -172,28 +181,41 @@ def latency_and_recall(args, store, data, settings) -> None:
     rng = random.Random(args.seed)
     two_part = [q["question"] for q in build_questions(data, args.latency_n, args.seed + 1)]
     print(f"\nsearch latency (k=20, rule decomposition, fusion rerank; {len(two_part)} two-part questions, warm):")
-    print(f"  {'model':28s} {'p50 ms':>7s} {'p95 ms':>7s}  p50 per stage (ms)                          query tower  rerank from")
+    print(
+        f"  {'model':28s} {'p50 ms':>7s} {'p95 ms':>7s}  p50 per stage (ms)                          query tower  rerank from"
+    )
     for label, spec in specs:
         retriever = ChromaRetriever.for_reranker(store, args.collection, reranker, spec)
         asyncio.run(search_latency(agent, retriever, two_part[:3], spec))  # warm-up: loads are not latency
         r = asyncio.run(search_latency(agent, retriever, two_part, spec))
         stages = " ".join(f"{n} {1000 * pct(v, 0.5):.1f}" for n, v in r["stages"].items())
-        print(f"  {label:28s} {1000 * pct(r['total'], 0.5):7.1f} {1000 * pct(r['total'], 0.95):7.1f}  {stages:43s} "
-              f"{','.join(sorted(map(str, r['tower'])))!s:12s} {','.join(sorted(map(str, r['passages'])))}")
+        print(
+            f"  {label:28s} {1000 * pct(r['total'], 0.5):7.1f} {1000 * pct(r['total'], 0.95):7.1f}  {stages:43s} "
+            f"{','.join(sorted(map(str, r['tower'])))!s:12s} {','.join(sorted(map(str, r['passages'])))}"
+        )
     print("  target: p50 <= 150 ms")
-    qids = [q for q in data.queries if data.qrels.get(q)
-            and (not args.recall_collection or data.query_meta.get(q, {}).get("collection") == args.recall_collection)]
+    qids = [
+        q
+        for q in data.queries
+        if data.qrels.get(q)
+        and (not args.recall_collection or data.query_meta.get(q, {}).get("collection") == args.recall_collection)
+    ]
     qids = sorted(rng.sample(sorted(qids), min(args.recall_n, len(qids))))
     if not qids:
         return
     ks = (10, 20)
-    print(f"\nfirst-stage dense Recall@k, {len(qids)} single real questions"
-          f"{' of ' + args.recall_collection if args.recall_collection else ''}:")
+    print(
+        f"\nfirst-stage dense Recall@k, {len(qids)} single real questions"
+        f"{' of ' + args.recall_collection if args.recall_collection else ''}:"
+    )
     towers = [(label, spec, "base") for label, spec in specs] + [(label, spec, "model") for label, spec in specs[1:]]
     for label, spec, first_stage in towers:
         retriever = ChromaRetriever.for_reranker(store, args.collection, reranker, spec, first_stage=first_stage)
         rec = first_stage_recall(retriever, data, qids, ks)
-        print(f"  {label:28s} query tower {retriever.query_tower:8s} " + "  ".join(f"R@{k} {v:.4f}" for k, v in rec.items()))
+        print(
+            f"  {label:28s} query tower {retriever.query_tower:8s} "
+            + "  ".join(f"R@{k} {v:.4f}" for k, v in rec.items())
+        )
     reranker.close()
 
 
@@ -202,8 +224,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=150, help="two-part questions (default 150)")
     ap.add_argument("--budget", type=int, default=40, help="passages retrieved per question, all queries together")
     ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--home", default=os.environ.get("ADAPTRANK_BENCH_HOME", str(Path.home() / ".cache" / "adaptrank-bench")),
-                    help="ADAPTRANK_HOME for the bench (the ingested collection is cached here)")
+    ap.add_argument(
+        "--home",
+        default=os.environ.get("ADAPTRANK_BENCH_HOME", str(Path.home() / ".cache" / "adaptrank-bench")),
+        help="ADAPTRANK_HOME for the bench (the ingested collection is cached here)",
+    )
     ap.add_argument("--collection", default="medquad-dev")
     ap.add_argument("--model", default=None, help="reranker model (default: the settings' default, zero-shot)")
     ap.add_argument("--llm", action="store_true", help="also decompose with the embedded LLM")
@@ -256,7 +281,9 @@ def main() -> None:
         methods = []
     if args.hybrid:
         hybrid = ChromaRetriever(store, args.collection, hybrid=True)
-        methods.append(("(b) rules subs fusion hybrid", hybrid, {"retrieve_original": False, "rerank": "fusion"}, qs, None))
+        methods.append(
+            ("(b) rules subs fusion hybrid", hybrid, {"retrieve_original": False, "rerank": "fusion"}, qs, None)
+        )
     llm_note = ""
     if args.llm:
         from adaptrank.agents.decompose import decompose_many
@@ -272,13 +299,19 @@ def main() -> None:
             decs += decompose_many([q["question"] for q in llm_qs[lo : lo + 16]], llm, max_subquestions=2)
         dec_s = time.perf_counter() - t
         ok = sum(d.method == "llm" for d in decs)
-        llm_note = (f"embedded LLM ({llm.name}): load {load_s:.1f}s, batched decomposition of {len(llm_qs)} questions "
-                    f"in {dec_s:.1f}s ({1000 * dec_s / len(llm_qs):.0f} ms/question); valid for {ok}/{len(llm_qs)}, "
-                    "the rest fell back to rules")
+        llm_note = (
+            f"embedded LLM ({llm.name}): load {load_s:.1f}s, batched decomposition of {len(llm_qs)} questions "
+            f"in {dec_s:.1f}s ({1000 * dec_s / len(llm_qs):.0f} ms/question); valid for {ok}/{len(llm_qs)}, "
+            "the rest fell back to rules"
+        )
         methods.append(("(a) single query [llm subset]", retriever, plain, llm_qs, None))
         methods.append(("(b) llm +orig", retriever, {"retrieve_original": True, "rerank": "original"}, llm_qs, decs))
-        methods.append(("(b) llm +orig fusion", retriever, {"retrieve_original": True, "rerank": "fusion"}, llm_qs, decs))
-        methods.append(("(b) llm subs fusion", retriever, {"retrieve_original": False, "rerank": "fusion"}, llm_qs, decs))
+        methods.append(
+            ("(b) llm +orig fusion", retriever, {"retrieve_original": True, "rerank": "fusion"}, llm_qs, decs)
+        )
+        methods.append(
+            ("(b) llm subs fusion", retriever, {"retrieve_original": False, "rerank": "fusion"}, llm_qs, decs)
+        )
 
     rows = []
     for name, ret, kw, subset, decs_ in methods:
@@ -294,21 +327,31 @@ def main() -> None:
         s = dict(rows)[ref]
         return s["both"] / s["n"]
 
-    print(f"\nreranker: {reranker.default_model}; budget {b} passages per question (retrieval), top 10 documents "
-          f"scored; a document's rank is its best chunk's")
+    print(
+        f"\nreranker: {reranker.default_model}; budget {b} passages per question (retrieval), top 10 documents "
+        f"scored; a document's rank is its best chunk's"
+    )
     if llm_note:
         print(llm_note)
-    print(f"{'method':30} {'n':>4} {'both@10':>8} {'ratio':>6} {'R@10':>6} {'MRR1':>6} {'MRR2':>6} "
-          f"{'pool both':>9} {'queries':>7} {'fallbk':>6}")
+    print(
+        f"{'method':30} {'n':>4} {'both@10':>8} {'ratio':>6} {'R@10':>6} {'MRR1':>6} {'MRR2':>6} "
+        f"{'pool both':>9} {'queries':>7} {'fallbk':>6}"
+    )
     for name, s in rows:
         both, base = s["both"] / s["n"], base_for(name)
-        print(f"{name:30} {s['n']:4d} {both:8.3f} {both / base if base else float('nan'):6.2f} "
-              f"{statistics.mean(s['recall']):6.3f} {statistics.mean(s['mrr1']):6.3f} {statistics.mean(s['mrr2']):6.3f} "
-              f"{s['pool_both'] / s['n']:9.3f} {statistics.mean(s['n_queries']):7.2f} {s['fallback']:6d}")
+        print(
+            f"{name:30} {s['n']:4d} {both:8.3f} {both / base if base else float('nan'):6.2f} "
+            f"{statistics.mean(s['recall']):6.3f} {statistics.mean(s['mrr1']):6.3f} {statistics.mean(s['mrr2']):6.3f} "
+            f"{s['pool_both'] / s['n']:9.3f} {statistics.mean(s['n_queries']):7.2f} {s['fallback']:6d}"
+        )
     stages = ["decompose", "retrieve", "merge", "rerank"]
     print("\nlatency per question, mean ms:  " + " ".join(f"{x:>9}" for x in [*stages, "total"]))
     for name, s in rows:
-        print(f"  {name:30}" + " ".join(f"{fmt_ms(s['stages'].get(x, [])):>9}" for x in stages) + f" {fmt_ms(s['total']):>9}")
+        print(
+            f"  {name:30}"
+            + " ".join(f"{fmt_ms(s['stages'].get(x, [])):>9}" for x in stages)
+            + f" {fmt_ms(s['total']):>9}"
+        )
     print()
     for name, s in rows:
         if name.startswith("(b)"):

@@ -59,8 +59,15 @@ CONTEXT = [
     "I have a quick question.",
     "",
 ]
-CLOSINGS = ["Thanks in advance!", "Thank you so much for your help.", "Any help would be appreciated.",
-            "Regards, Sam", "Thanks", "Sent from my iPhone", ""]
+CLOSINGS = [
+    "Thanks in advance!",
+    "Thank you so much for your help.",
+    "Any help would be appreciated.",
+    "Regards, Sam",
+    "Thanks",
+    "Sent from my iPhone",
+    "",
+]
 RELATIVES = ["son", "daughter", "mother", "father", "husband", "wife", "brother", "sister", "friend"]
 
 
@@ -96,8 +103,9 @@ def pronoun_shape(qs: list[dict], n: int, rng: random.Random) -> list[dict]:
         first = a["text"].rstrip("? ").strip()
         second = re.sub(re.escape(b["focus"]), "it", b["text"], count=1, flags=re.IGNORECASE).rstrip("? ").strip()
         second = second[0].lower() + second[1:]
-        out.append({"message": f"{first}, and {second}?", "given": [a["text"], b["text"]],
-                    "answers": [a["rels"], b["rels"]]})
+        out.append(
+            {"message": f"{first}, and {second}?", "given": [a["text"], b["text"]], "answers": [a["rels"], b["rels"]]}
+        )
     return out
 
 
@@ -112,7 +120,9 @@ def chatter_shape(qs: list[dict], n: int, rng: random.Random) -> list[dict]:
 
 
 def single_shape(qs: list[dict], n: int, rng: random.Random) -> list[dict]:
-    return [{"message": q["text"], "given": [q["text"]], "answers": [q["rels"]]} for q in rng.sample(qs, min(n, len(qs)))]
+    return [
+        {"message": q["text"], "given": [q["text"]], "answers": [q["rels"]]} for q in rng.sample(qs, min(n, len(qs)))
+    ]
 
 
 def doc_ranking(result) -> list[str]:
@@ -156,10 +166,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=150, help="questions per shape (default 150)")
     ap.add_argument("--llm", action="store_true", help="also the embedded LLM's decomposition")
     ap.add_argument("--llm-n", type=int, default=None, help="questions per shape for the LLM method (default --n)")
-    ap.add_argument("--home", default=os.environ.get("ADAPTRANK_BENCH_HOME", str(Path.home() / ".cache" / "adaptrank-bench")))
+    ap.add_argument(
+        "--home", default=os.environ.get("ADAPTRANK_BENCH_HOME", str(Path.home() / ".cache" / "adaptrank-bench"))
+    )
     ap.add_argument("--collection", default="medquad-dev")
     ap.add_argument("--model", default=None, help="reranker model (default: the settings' default, zero-shot)")
-    ap.add_argument("--show", type=int, default=0, help="print this many messages per shape with what rules made of them")
+    ap.add_argument(
+        "--show", type=int, default=0, help="print this many messages per shape with what rules made of them"
+    )
     args = ap.parse_args()
 
     from adaptrank.agents.agent import AgentConfig, DecompositionAgent
@@ -179,10 +193,15 @@ def main() -> None:
     collections, seed = ({"GHR"}, 101) if args.split == "dev" else ({"GARD", "GHR"}, 7)
     qs = load_questions(data, collections)
     rng = random.Random(seed)
-    shapes = {"pronoun": pronoun_shape(qs, args.n, rng), "chatter": chatter_shape(qs, args.n, rng),
-              "single": single_shape(qs, args.n, rng)}
-    print(f"split {args.split}: {', '.join(sorted(collections))} questions, seed {seed}; "
-          + ", ".join(f"{k} {len(v)}" for k, v in shapes.items()))
+    shapes = {
+        "pronoun": pronoun_shape(qs, args.n, rng),
+        "chatter": chatter_shape(qs, args.n, rng),
+        "single": single_shape(qs, args.n, rng),
+    }
+    print(
+        f"split {args.split}: {', '.join(sorted(collections))} questions, seed {seed}; "
+        + ", ".join(f"{k} {len(v)}" for k, v in shapes.items())
+    )
 
     reranker = Reranker(args.model, settings=settings)
     retriever = ChromaRetriever.for_reranker(store, args.collection, reranker, args.model)
@@ -215,15 +234,21 @@ def main() -> None:
             total += len(sub)
         dec_s = time.perf_counter() - t
         ok = {s: sum(d.error is None for d in ds) for s, ds in decs.items()}
-        llm_note = (f"embedded LLM ({llm.name}): load {load_s:.1f}s, {total} messages decomposed in {dec_s:.1f}s "
-                    f"({1000 * dec_s / max(1, total):.0f} ms each, batched by 16); answers accepted: "
-                    + ", ".join(f"{s} {ok[s]}/{len(decs[s])}" for s in decs))
+        llm_note = (
+            f"embedded LLM ({llm.name}): load {load_s:.1f}s, {total} messages decomposed in {dec_s:.1f}s "
+            f"({1000 * dec_s / max(1, total):.0f} ms each, batched by 16); answers accepted: "
+            + ", ".join(f"{s} {ok[s]}/{len(decs[s])}" for s in decs)
+        )
 
-    print(f"\nreranker: {reranker.default_model if args.model is None else args.model}; k=20 per query within a "
-          "40-passage budget, fusion rerank; top 10 documents")
+    print(
+        f"\nreranker: {reranker.default_model if args.model is None else args.model}; k=20 per query within a "
+        "40-passage budget, fusion rerank; top 10 documents"
+    )
     if llm_note:
         print(llm_note)
-    print(f"{'shape':8} {'method':6} {'n':>4} {'nDCG@10':>8} {'ans@10':>7} {'ratio':>6} {'ans@5':>6} {'split':>6} {'p50 ms':>7}")
+    print(
+        f"{'shape':8} {'method':6} {'n':>4} {'nDCG@10':>8} {'ans@10':>7} {'ratio':>6} {'ans@5':>6} {'split':>6} {'p50 ms':>7}"
+    )
     for shape, items in shapes.items():
         base = None
         methods = ["none", "rules"] + (["llm"] if args.llm else []) + ["given"]
@@ -234,18 +259,26 @@ def main() -> None:
             if method == "none":
                 base = ans
             ratio = ans / base if base else float("nan")
-            print(f"{shape:8} {method:6} {len(subset):4d} {statistics.mean(st['ndcg']):8.4f} {ans:7.3f} {ratio:6.2f} "
-                  f"{st['all5'] / len(subset):6.3f} {st['split'] / len(subset):6.2f} {1000 * statistics.median(st['seconds']):7.1f}", flush=True)
+            print(
+                f"{shape:8} {method:6} {len(subset):4d} {statistics.mean(st['ndcg']):8.4f} {ans:7.3f} {ratio:6.2f} "
+                f"{st['all5'] / len(subset):6.3f} {st['split'] / len(subset):6.2f} {1000 * statistics.median(st['seconds']):7.1f}",
+                flush=True,
+            )
             if method == "llm" and len(subset) != len(items):  # the same subset without the LLM, to compare
                 for m2 in ("none", "rules"):
                     st2 = asyncio.run(run(agent, retriever, subset, m2))
-                    print(f"{shape:8} {m2 + '*':6} {len(subset):4d} {statistics.mean(st2['ndcg']):8.4f} "
-                          f"{st2['all'] / len(subset):7.3f} {'':6} {st2['all5'] / len(subset):6.3f} "
-                          f"{st2['split'] / len(subset):6.2f} "
-                          f"{1000 * statistics.median(st2['seconds']):7.1f}", flush=True)
-    print("\nans@10 / ans@5: the answer in the top 10 / 5 documents (pronoun: both answers); ratio: ans@10 to 'none' of the same shape; "
-          "'*': the LLM's subset. Targets (issue 13): pronoun rules ratio >= 1.3; chatter rules > none; "
-          "single rules >= none.")
+                    print(
+                        f"{shape:8} {m2 + '*':6} {len(subset):4d} {statistics.mean(st2['ndcg']):8.4f} "
+                        f"{st2['all'] / len(subset):7.3f} {'':6} {st2['all5'] / len(subset):6.3f} "
+                        f"{st2['split'] / len(subset):6.2f} "
+                        f"{1000 * statistics.median(st2['seconds']):7.1f}",
+                        flush=True,
+                    )
+    print(
+        "\nans@10 / ans@5: the answer in the top 10 / 5 documents (pronoun: both answers); ratio: ans@10 to 'none' of the same shape; "
+        "'*': the LLM's subset. Targets (issue 13): pronoun rules ratio >= 1.3; chatter rules > none; "
+        "single rules >= none."
+    )
     reranker.close()
 
 

@@ -129,7 +129,9 @@ def build_model(out: Path, data, bm25, exclude: set[str], seed: int, groups: int
                 if r != pos and r not in negs:
                     negs.append(r)
             docs = [data.doc_text(d) for d in [pos, *negs]]
-            batch = tok([query] * len(docs), docs, truncation="longest_first", max_length=128, padding=True, return_tensors="pt")
+            batch = tok(
+                [query] * len(docs), docs, truncation="longest_first", max_length=128, padding=True, return_tensors="pt"
+            )
             feats.append(model.bert(**batch).pooler_output.float())
     x = torch.stack(feats)  # groups x 7 x hidden; the positive is column 0
     w = torch.zeros(x.shape[-1], requires_grad=True)
@@ -148,8 +150,9 @@ def build_model(out: Path, data, bm25, exclude: set[str], seed: int, groups: int
         model.classifier.bias.zero_()
     out.mkdir(parents=True, exist_ok=True)
     ce.save(str(out))
-    marker.write_text(json.dumps({"recipe": recipe, "train_loss": float(closure()),
-                                  "seconds": round(time.perf_counter() - start, 1)}))
+    marker.write_text(
+        json.dumps({"recipe": recipe, "train_loss": float(closure()), "seconds": round(time.perf_counter() - start, 1)})
+    )
     return out
 
 
@@ -207,11 +210,18 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", type=str, default=None, help="a cross-encoder dir (default: MiniLM + fitted head)")
-    ap.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "adaptrank-bench",
-                    help="holds the built model and the engine's ONNX exports between runs")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path.home() / ".cache" / "adaptrank-bench",
+        help="holds the built model and the engine's ONNX exports between runs",
+    )
     ap.add_argument("--skip", default="", help="comma-separated contenders to leave out")
-    ap.add_argument("--ablation", action="store_true",
-                    help="also time the engine's fp32 path without packed oneDNN linears (what packing buys)")
+    ap.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also time the engine's fp32 path without packed oneDNN linears (what packing buys)",
+    )
     args = ap.parse_args()
 
     warnings.filterwarnings("ignore")
@@ -244,8 +254,14 @@ def main() -> None:
     home = args.workdir / "home"
 
     def engine(**overrides):
-        s = Settings(home=home, max_length=args.max_length, long_documents="truncate", cache_size=0,
-                     microbatch=False, **overrides)
+        s = Settings(
+            home=home,
+            max_length=args.max_length,
+            long_documents="truncate",
+            cache_size=0,
+            microbatch=False,
+            **overrides,
+        )
         spec = f"cross-encoder:{model_path}"
         return load_scorer(spec, ModelStore(s.models_dir), s)
 
@@ -254,11 +270,15 @@ def main() -> None:
 
     enc = encode_pairs(default.tokenizer, pairs, args.max_length, "truncate")
     lengths = np.asarray([len(x) for x in enc.input_ids], dtype=np.float64)
-    print(f"set: {len(bench.groups)} questions x {args.candidates} candidates = {len(pairs)} pairs from {args.data.name}; "
-          f"tokens/pair mean {lengths.mean():.0f}, median {np.median(lengths):.0f}, "
-          f"{(lengths >= args.max_length).mean():.0%} truncated at {args.max_length}")
-    print(f"model: {model_desc} ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}); threads {args.threads}; "
-          f"torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"set: {len(bench.groups)} questions x {args.candidates} candidates = {len(pairs)} pairs from {args.data.name}; "
+        f"tokens/pair mean {lengths.mean():.0f}, median {np.median(lengths):.0f}, "
+        f"{(lengths >= args.max_length).mean():.0%} truncated at {args.max_length}"
+    )
+    print(
+        f"model: {model_desc} ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}); threads {args.threads}; "
+        f"torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}"
+    )
 
     baseline_ce = CrossEncoder(str(model_path), max_length=args.max_length)
     contenders = [
@@ -297,8 +317,11 @@ def main() -> None:
             t = time.perf_counter()
             c.scores = np.asarray(c.fn(pairs), dtype=np.float64)
             c.times.append(time.perf_counter() - t)
-        print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{c.name} {len(pairs) / c.times[-1]:.1f}/s" for c in contenders),
-              flush=True)
+        print(
+            f"round {r + 1}/{args.repeats}: "
+            + ", ".join(f"{c.name} {len(pairs) / c.times[-1]:.1f}/s" for c in contenders),
+            flush=True,
+        )
 
     fp32 = gemm_rate(cfg, torch.float32)
     bf16 = gemm_rate(cfg, torch.bfloat16)
@@ -311,10 +334,14 @@ def main() -> None:
         return statistics.median(b / t for b, t in zip(base.times, c.times, strict=True))
 
     print()
-    print(f"matmul: torch fp32 GEMM {fp32:.0f} GFLOP/s, bf16 GEMM {bf16:.0f} GFLOP/s "
-          f"(this model's shapes, 8192 tokens, {args.threads} threads)")
-    print(f"model: {fpp / 1e9:.2f} GFLOP per pair at the real token lengths "
-          f"(fp32 compute limit {fp32 * 1e9 / fpp:.1f} pairs/s)")
+    print(
+        f"matmul: torch fp32 GEMM {fp32:.0f} GFLOP/s, bf16 GEMM {bf16:.0f} GFLOP/s "
+        f"(this model's shapes, 8192 tokens, {args.threads} threads)"
+    )
+    print(
+        f"model: {fpp / 1e9:.2f} GFLOP per pair at the real token lengths "
+        f"(fp32 compute limit {fp32 * 1e9 / fpp:.1f} pairs/s)"
+    )
     print()
     header = f"{'contender':<12}{'runtime':<20}{'pairs/s':>9}{'ratio':>8}{'max|dscore|':>13}{'nDCG@10':>9}{'vs exact':>10}{'of limit':>10}"
     print(header)
@@ -324,11 +351,15 @@ def main() -> None:
         diff = float(np.max(np.abs(c.scores - base.scores)))
         nd = ndcg10(bench, c.scores)
         limit = (bf16 if "bf16" in c.runtime else fp32) * 1e9
-        print(f"{c.name:<12}{(c.runtime or 'sentence-transformers'):<20}{pps:>9.1f}{ratio(c):>8.2f}{diff:>13.2e}"
-              f"{nd:>9.4f}{nd / exact_ndcg:>10.1%}{pps * fpp / limit:>10.0%}")
+        print(
+            f"{c.name:<12}{(c.runtime or 'sentence-transformers'):<20}{pps:>9.1f}{ratio(c):>8.2f}{diff:>13.2e}"
+            f"{nd:>9.4f}{nd / exact_ndcg:>10.1%}{pps * fpp / limit:>10.0%}"
+        )
     print()
-    print("(ratio = baseline time / contender time, median over rounds; 'of limit' = achieved FLOP/s over the "
-          "measured GEMM rate of its precision: bf16 for torch-bf16, fp32 for the rest, int8 included)")
+    print(
+        "(ratio = baseline time / contender time, median over rounds; 'of limit' = achieved FLOP/s over the "
+        "measured GEMM rate of its precision: bf16 for torch-bf16, fp32 for the rest, int8 included)"
+    )
     print(f"exact path: {exact.runtime}, max |score diff| vs baseline {np.max(np.abs(exact.scores - base.scores)):.2e}")
     print(f"ratio: {ratio(exact):.2f}")
     for c in contenders[2:]:

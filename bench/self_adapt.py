@@ -99,8 +99,15 @@ def progress_printer(stage: str):
 def evaluate(ev_dir: Path, models: list[str], settings, max_queries: int | None, fuse: dict[str, float] | None = None):
     from adaptrank.training.evaluate import evaluate_beir
 
-    return evaluate_beir(ev_dir, models, depth=30, max_queries=max_queries, settings=settings,
-                         progress=progress_printer("eval"), fuse=fuse)
+    return evaluate_beir(
+        ev_dir,
+        models,
+        depth=30,
+        max_queries=max_queries,
+        settings=settings,
+        progress=progress_printer("eval"),
+        fuse=fuse,
+    )
 
 
 def fit_fusion(settings, dataset: str, store_dir: Path, model: str) -> tuple[float, dict[float, float]]:
@@ -174,7 +181,10 @@ LEVERS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "method": [
         ("method=bi-encoder (both towers, max_length 128)", {"method": "bi-encoder", "max_length": 128, "epochs": 1}),
         ("method=residual CE (max_length 128, 1 epoch)", {"method": "residual", "max_length": 128, "epochs": 1}),
-        ("method=cross-encoder (MiniLM init, 128, 1 epoch)", {"method": "cross-encoder", "max_length": 128, "epochs": 1}),
+        (
+            "method=cross-encoder (MiniLM init, 128, 1 epoch)",
+            {"method": "cross-encoder", "max_length": 128, "epochs": 1},
+        ),
     ],
 }
 
@@ -186,7 +196,9 @@ def split_halves(titles: list[str], seed: int = 0) -> set[str]:
     return set(random.Random(seed).sample(titles, len(titles) // 2))
 
 
-def build_collection(out: Path, collection: str, log_size: int, seed: int = 0) -> tuple[Path, Path, Path | None, int, int]:
+def build_collection(
+    out: Path, collection: str, log_size: int, seed: int = 0
+) -> tuple[Path, Path, Path | None, int, int]:
     """``out/store`` (corpus only), ``out/test`` (+ the test half's questions and qrels) and, with
     ``log_size``, ``out/log.txt``: that many real questions of the dev half, one per line."""
     rows = medquad_corpus()
@@ -203,8 +215,12 @@ def build_collection(out: Path, collection: str, log_size: int, seed: int = 0) -
     qrels = [q for q in qrels if q[1] in title]
     test_q = {q[0] for q in qrels if title[q[1]] not in dev_half}
     dev_q = sorted({q[0] for q in qrels if title[q[1]] in dev_half})
-    (test / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(q) + "\n" for q in qrels if q[0] in test_q))
-    questions = {json.loads(line)["_id"]: line for line in (DATA / "queries.jsonl").read_text(encoding="utf-8").splitlines()}
+    (test / "qrels.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join("\t".join(q) + "\n" for q in qrels if q[0] in test_q)
+    )
+    questions = {
+        json.loads(line)["_id"]: line for line in (DATA / "queries.jsonl").read_text(encoding="utf-8").splitlines()
+    }
     (test / "queries.jsonl").write_text("".join(questions[q] + "\n" for q in sorted(test_q)), encoding="utf-8")
     log = None
     if log_size:
@@ -231,9 +247,17 @@ def run_cross(args: argparse.Namespace) -> None:
         overrides = json.loads(args.adapt_json) if args.adapt_json else {}
         t0 = time.perf_counter()
         result = adapt(
-            AdaptParams(path=str(store), name=target.lower(), queries=str(log) if log else None, evaluate=False,
-                        seed=args.seed, **overrides),
-            settings, progress=progress_printer(f"adapt {target}"), checkpoint_dir=home / "checkpoint",
+            AdaptParams(
+                path=str(store),
+                name=target.lower(),
+                queries=str(log) if log else None,
+                evaluate=False,
+                seed=args.seed,
+                **overrides,
+            ),
+            settings,
+            progress=progress_printer(f"adapt {target}"),
+            checkpoint_dir=home / "checkpoint",
             restrict_paths=False,
         )
         wall = time.perf_counter() - t0
@@ -242,18 +266,36 @@ def run_cross(args: argparse.Namespace) -> None:
         report = evaluate(test, ["zero-shot", f"{result.model}@{result.version}"], settings, args.max_eval_queries)
         zs, ad = report.results[1].metrics, report.results[2].metrics
         gain = ad["mrr@10"] - zs["mrr@10"]
-        rows.append(dict(target=target, zs=zs, ad=ad, gain=gain, promoted=result.promoted,
-                         agree=result.promoted == (gain > 0), seconds=result.seconds, wall=wall,
-                         eval=time.perf_counter() - t0, queries=report.queries, decision=result.decision))
-    print(f"\ncross protocol: adapt with defaults{' + query log' if args.queries else ''}; test-half real questions, "
-          "BM25 top-30 reranked")
-    print(f"{'collection':10s} {'questions':>9s} {'zero-shot':>9s} {'adapted':>8s} {'gain':>7s} {'dNDCG':>7s} "
-          f"{'promoted':>8s} {'gate ok':>7s} {'generate':>9s} {'finetune':>9s} {'adapt':>8s}")
+        rows.append(
+            dict(
+                target=target,
+                zs=zs,
+                ad=ad,
+                gain=gain,
+                promoted=result.promoted,
+                agree=result.promoted == (gain > 0),
+                seconds=result.seconds,
+                wall=wall,
+                eval=time.perf_counter() - t0,
+                queries=report.queries,
+                decision=result.decision,
+            )
+        )
+    print(
+        f"\ncross protocol: adapt with defaults{' + query log' if args.queries else ''}; test-half real questions, "
+        "BM25 top-30 reranked"
+    )
+    print(
+        f"{'collection':10s} {'questions':>9s} {'zero-shot':>9s} {'adapted':>8s} {'gain':>7s} {'dNDCG':>7s} "
+        f"{'promoted':>8s} {'gate ok':>7s} {'generate':>9s} {'finetune':>9s} {'adapt':>8s}"
+    )
     for r in rows:
-        print(f"{r['target']:10s} {r['queries']:9d} {r['zs']['mrr@10']:9.4f} {r['ad']['mrr@10']:8.4f} {r['gain']:+7.4f} "
-              f"{r['ad']['ndcg@10'] - r['zs']['ndcg@10']:+7.4f} {r['promoted']!s:>8s} {r['agree']!s:>7s} "
-              f"{r['seconds'].get('generate', 0) / 60:8.1f}m {r['seconds'].get('finetune', 0) / 60:8.1f}m "
-              f"{r['wall'] / 60:7.1f}m")
+        print(
+            f"{r['target']:10s} {r['queries']:9d} {r['zs']['mrr@10']:9.4f} {r['ad']['mrr@10']:8.4f} {r['gain']:+7.4f} "
+            f"{r['ad']['ndcg@10'] - r['zs']['ndcg@10']:+7.4f} {r['promoted']!s:>8s} {r['agree']!s:>7s} "
+            f"{r['seconds'].get('generate', 0) / 60:8.1f}m {r['seconds'].get('finetune', 0) / 60:8.1f}m "
+            f"{r['wall'] / 60:7.1f}m"
+        )
     print(f"targets: gain >= +0.05 MRR@10 in both directions; adapt <= 20 min without AMX. machine: {cpu_line()}")
 
 
@@ -268,19 +310,29 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--home", type=Path, default=None, help="ADAPTRANK_HOME for this run (default: a temp dir)")
     ap.add_argument("--dataset", default=None, help="reuse NAME@VERSION from --home instead of generating")
-    ap.add_argument("--max-documents", type=int, default=None, help="generate for this many store documents (default: all)")
+    ap.add_argument(
+        "--max-documents", type=int, default=None, help="generate for this many store documents (default: all)"
+    )
     ap.add_argument("--queries-per-document", "-k", type=int, default=3)
     ap.add_argument("--negatives", type=int, default=7)
     ap.add_argument("--judge", action="store_true", help="LLM-judge the mined candidates")
-    ap.add_argument("--consistency", type=int, default=None,
-                    help="round-trip filter: keep a query only if retrieval ranks its own document within this depth")
+    ap.add_argument(
+        "--consistency",
+        type=int,
+        default=None,
+        help="round-trip filter: keep a query only if retrieval ranks its own document within this depth",
+    )
     ap.add_argument("--method", default="auto")
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--group-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=None)
     ap.add_argument("--max-eval-queries", type=int, default=None)
-    ap.add_argument("--fuse", action="store_true", help="also fit a BM25 interpolation weight on the generated dev split")
-    ap.add_argument("--levers", default="", help=f"comma list of {sorted(LEVERS)} and 'queries' to run after the main result")
+    ap.add_argument(
+        "--fuse", action="store_true", help="also fit a BM25 interpolation weight on the generated dev split"
+    )
+    ap.add_argument(
+        "--levers", default="", help=f"comma list of {sorted(LEVERS)} and 'queries' to run after the main result"
+    )
     args = ap.parse_args()
     if args.protocol == "cross":
         run_cross(args)
@@ -303,13 +355,24 @@ def main() -> None:
 
         t0 = time.perf_counter()
         params = GenerateParams(
-            source="beir", path=str(store_dir), output_name="medquad-synth",
-            max_documents=args.max_documents or n_docs, queries_per_document=args.queries_per_document,
-            negatives=args.negatives, judge=args.judge, question_types="medical", seed=args.seed,
+            source="beir",
+            path=str(store_dir),
+            output_name="medquad-synth",
+            max_documents=args.max_documents or n_docs,
+            queries_per_document=args.queries_per_document,
+            negatives=args.negatives,
+            judge=args.judge,
+            question_types="medical",
+            seed=args.seed,
             consistency_depth=args.consistency,
         )
-        ref = generate_dataset(params, settings, progress=progress_printer("generate"),
-                               checkpoint_dir=home / "gen-checkpoint", restrict_paths=False)
+        ref = generate_dataset(
+            params,
+            settings,
+            progress=progress_printer("generate"),
+            checkpoint_dir=home / "gen-checkpoint",
+            restrict_paths=False,
+        )
         times["generate"] = time.perf_counter() - t0
         dataset = f"{ref.name}@{ref.version}"
         log(f"dataset {dataset}: {ref.card.counts} ({ref.card.seconds})")
@@ -319,8 +382,10 @@ def main() -> None:
         ft_kw["max_length"] = args.max_length
     res, times["finetune"] = run_finetune(settings, dataset, "medquad-reranker", **ft_kw)
     adapted = f"medquad-reranker@{res.version}"
-    log(f"fine-tuned {adapted} ({res.method}, {res.steps} steps, best step {res.best_step}): "
-        f"dev {res.metrics_before} -> {res.metrics_after}")
+    log(
+        f"fine-tuned {adapted} ({res.method}, {res.steps} steps, best step {res.best_step}): "
+        f"dev {res.metrics_before} -> {res.metrics_after}"
+    )
 
     t0 = time.perf_counter()
     report = evaluate(ev_dir, ["zero-shot", adapted], settings, args.max_eval_queries)
@@ -332,22 +397,31 @@ def main() -> None:
         fused = evaluate(ev_dir, [adapted], settings, args.max_eval_queries, fuse={adapted: w})
         extra.append((f"{adapted} + {w}*BM25", fused.results[-1].metrics))
 
-    print(f"\nmedquad-dev self-adaptation: {n_docs} documents ({args.focuses} diseases), "
-          f"{report.queries} real questions, BM25 top-30 reranked")
+    print(
+        f"\nmedquad-dev self-adaptation: {n_docs} documents ({args.focuses} diseases), "
+        f"{report.queries} real questions, BM25 top-30 reranked"
+    )
     print(table(report, extra))
     zs, ad = report.get("zero-shot").metrics, report.results[-1].metrics
     gen_ft = times.get("generate", 0.0) + times["finetune"]
-    print("\nwall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items())
-          + (f"; generate+finetune {gen_ft:.0f} ({gen_ft / 60:.1f} min)" if "generate" in times else ""))
-    print(f"adapted vs zero-shot: MRR@10 {ad['mrr@10'] - zs['mrr@10']:+.4f} (target >= +0.05), "
-          f"nDCG@10 {ad['ndcg@10'] - zs['ndcg@10']:+.4f}")
+    print(
+        "\nwall time (s): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in times.items())
+        + (f"; generate+finetune {gen_ft:.0f} ({gen_ft / 60:.1f} min)" if "generate" in times else "")
+    )
+    print(
+        f"adapted vs zero-shot: MRR@10 {ad['mrr@10'] - zs['mrr@10']:+.4f} (target >= +0.05), "
+        f"nDCG@10 {ad['ndcg@10'] - zs['ndcg@10']:+.4f}"
+    )
     print(f"load average at end: {os.getloadavg()}")
 
     levers = [x for x in args.levers.split(",") if x]
     if levers:
         print(f"\nlevers (same dataset {dataset}; each row changes one setting from the run above)")
         print(f"{'setting':52s} {'MRR@10':>8s} {'nDCG@10':>8s} {'dMRR':>7s} {'train s':>8s}")
-        print(f"{'defaults (above)':52s} {ad['mrr@10']:8.4f} {ad['ndcg@10']:8.4f} {ad['mrr@10'] - zs['mrr@10']:+7.4f} {times['finetune']:8.0f}")
+        print(
+            f"{'defaults (above)':52s} {ad['mrr@10']:8.4f} {ad['ndcg@10']:8.4f} {ad['mrr@10'] - zs['mrr@10']:+7.4f} {times['finetune']:8.0f}"
+        )
         for lever in levers:
             runs = LEVERS.get(lever, [])
             if lever == "queries":
@@ -363,8 +437,15 @@ def main() -> None:
                 except Exception as exc:  # noqa: BLE001 - a failed lever is a row, not the end of the table
                     print(f"{label:52s} failed: {exc}")
                     continue
-                m = evaluate(ev_dir, [f"medquad-lever@{r.version}"], settings, args.max_eval_queries).results[-1].metrics
-                print(f"{label:52s} {m['mrr@10']:8.4f} {m['ndcg@10']:8.4f} {m['mrr@10'] - zs['mrr@10']:+7.4f} {sec:8.0f}", flush=True)
+                m = (
+                    evaluate(ev_dir, [f"medquad-lever@{r.version}"], settings, args.max_eval_queries)
+                    .results[-1]
+                    .metrics
+                )
+                print(
+                    f"{label:52s} {m['mrr@10']:8.4f} {m['ndcg@10']:8.4f} {m['mrr@10'] - zs['mrr@10']:+7.4f} {sec:8.0f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

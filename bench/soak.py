@@ -134,11 +134,18 @@ class Client:
             if kind == "mcp rerank":
                 res = await client.call_tool("rerank", body, raise_on_error=False)
             else:
-                res = await client.call_tool("search", {"question": body["query"], "collection": "soak", "k": 20,
-                                                        "top_n": 5}, raise_on_error=False)
+                res = await client.call_tool(
+                    "search",
+                    {"question": body["query"], "collection": "soak", "k": 20, "top_n": 5},
+                    raise_on_error=False,
+                )
         except Exception as exc:
-            if isinstance(exc, TRANSPORT_ERRORS) or "connect" in str(exc).lower() or "session" in str(exc).lower() \
-                    or type(exc).__name__ in ("MCPError", "McpError", "ClosedResourceError", "RemoteProtocolError"):
+            if (
+                isinstance(exc, TRANSPORT_ERRORS)
+                or "connect" in str(exc).lower()
+                or "session" in str(exc).lower()
+                or type(exc).__name__ in ("MCPError", "McpError", "ClosedResourceError", "RemoteProtocolError")
+            ):
                 await self.reset_mcp()
                 raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
             raise
@@ -151,8 +158,9 @@ class Client:
         await self.http.aclose()
 
 
-async def client_loop(i: int, url: str, queries: list[str], passages: list[str], args, stats: Stats,
-                      stop: asyncio.Event) -> None:
+async def client_loop(
+    i: int, url: str, queries: list[str], passages: list[str], args, stats: Stats, stop: asyncio.Event
+) -> None:
     rng = random.Random(i)
     client = Client(url, args.timeout)
     n = 0
@@ -207,8 +215,12 @@ async def soak(args, tmp: Path) -> int:
     versions = [new_version(home, minilm)]
     # The restart drains running requests first; under this load a queue of 32 requests takes about a
     # minute on 2 cores, so the stop may take that long (the default, 30 s, suits a lighter load).
-    env = {"ADAPTRANK_HOME": str(home), "ADAPTRANK_ALLOWED_ROOTS": json.dumps([str(root)]),
-           "ADAPTRANK_DEFAULT_MODEL": "soak", "ADAPTRANK_GRACEFUL_SHUTDOWN_SECONDS": str(args.grace)}
+    env = {
+        "ADAPTRANK_HOME": str(home),
+        "ADAPTRANK_ALLOWED_ROOTS": json.dumps([str(root)]),
+        "ADAPTRANK_DEFAULT_MODEL": "soak",
+        "ADAPTRANK_GRACEFUL_SHUTDOWN_SECONDS": str(args.grace),
+    }
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
     server = AdaptrankServer(env, logs / "soak-server-1.log", timeout=300)
@@ -220,8 +232,10 @@ async def soak(args, tmp: Path) -> int:
     stop = asyncio.Event()
     total = args.minutes * 60
     t_start = time.monotonic()
-    clients = [asyncio.create_task(client_loop(i, server.url, queries, passages, args, stats, stop))
-               for i in range(args.clients)]
+    clients = [
+        asyncio.create_task(client_loop(i, server.url, queries, passages, args, stats, stop))
+        for i in range(args.clients)
+    ]
     rss_marks: dict[str, float] = {}
     resumed: list[dict] = []
     restart_at = total / 2
@@ -240,12 +254,20 @@ async def soak(args, tmp: Path) -> int:
         if t >= next_promotion:
             versions.append(await asyncio.to_thread(new_version, home, minilm))
             next_promotion += args.promote_every
-            print(f"  {t:5.0f} s: promoted soak@{versions[-1]}; served {sum(len(v) for v in stats.latency.values())}, "
-                  f"failed {sum(stats.failed.values())}, RSS {rss(server):.0f} MB", flush=True)
+            print(
+                f"  {t:5.0f} s: promoted soak@{versions[-1]}; served {sum(len(v) for v in stats.latency.values())}, "
+                f"failed {sum(stats.failed.values())}, RSS {rss(server):.0f} MB",
+                flush=True,
+            )
         if bg_job is None and not restarted and t >= restart_at - args.background_lead:
             rss_marks["process 1 middle"] = rss(server)  # steady load only, before the background ingest
-            bg_job = (await tool(server, "ingest_documents", {"path": str(root / "background"), "collection": "soak-bg",
-                                                              "background": True}))["job"]
+            bg_job = (
+                await tool(
+                    server,
+                    "ingest_documents",
+                    {"path": str(root / "background"), "collection": "soak-bg", "background": True},
+                )
+            )["job"]
         if not restarted and t >= restart_at:
             before = await tool(server, "job_status", {"job_id": bg_job["id"]})
             t0 = time.monotonic()
@@ -256,9 +278,12 @@ async def soak(args, tmp: Path) -> int:
             if after["state"] == "interrupted":
                 await tool(server, "resume_job", {"job_id": bg_job["id"]})
                 resumed.append(after)
-            print(f"  {elapsed():5.0f} s: restarted in {gap:.1f} s (server 2 pid {server.pid}); background ingest "
-                  f"was {before['state']} at {before['progress']['done']:.0f}/{before['progress']['total'] or 0:.0f}, "
-                  f"after the restart {after['state']}", flush=True)
+            print(
+                f"  {elapsed():5.0f} s: restarted in {gap:.1f} s (server 2 pid {server.pid}); background ingest "
+                f"was {before['state']} at {before['progress']['done']:.0f}/{before['progress']['total'] or 0:.0f}, "
+                f"after the restart {after['state']}",
+                flush=True,
+            )
             restarted = True
             restart_done = elapsed()
         if restarted and "process 2 start" not in rss_marks and elapsed() >= restart_done + min(60, total / 4):
@@ -281,29 +306,39 @@ async def soak(args, tmp: Path) -> int:
     served = sum(len(v) for v in lat.values())
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
-    print(f"\nsoak: {args.clients} clients, {wall / 60:.1f} minutes, {len(versions) - 1} promotions, 1 restart "
-          f"(graceful stop up to {args.grace:.0f} s); "
-          f"CPU {model} ({os.cpu_count()} cores), load average at the end {os.getloadavg()[0]:.1f}")
+    print(
+        f"\nsoak: {args.clients} clients, {wall / 60:.1f} minutes, {len(versions) - 1} promotions, 1 restart "
+        f"(graceful stop up to {args.grace:.0f} s); "
+        f"CPU {model} ({os.cpu_count()} cores), load average at the end {os.getloadavg()[0]:.1f}"
+    )
     print(f"  requests served  {served}  ({served / wall:.1f}/s)")
     print(f"  failed           {sum(stats.failed.values())}  {dict(stats.failed) or ''}")
     print(f"  retried          {stats.retried}  (connection refused or closed during the restart, then answered)")
-    print(f"  latency (ms)     p50 {np.percentile(everything, 50):.0f}  p95 {np.percentile(everything, 95):.0f}  "
-          f"p99 {np.percentile(everything, 99):.0f}")
+    print(
+        f"  latency (ms)     p50 {np.percentile(everything, 50):.0f}  p95 {np.percentile(everything, 95):.0f}  "
+        f"p99 {np.percentile(everything, 99):.0f}"
+    )
     for kind in KINDS:
         if kind in lat and len(lat[kind]):
             v = lat[kind]
-            print(f"    {kind:12s} {len(v):6d} served  p50 {np.percentile(v, 50):6.0f}  p95 {np.percentile(v, 95):6.0f}  "
-                  f"p99 {np.percentile(v, 99):6.0f}")
+            print(
+                f"    {kind:12s} {len(v):6d} served  p50 {np.percentile(v, 50):6.0f}  p95 {np.percentile(v, 95):6.0f}  "
+                f"p99 {np.percentile(v, 99):6.0f}"
+            )
     answered = {k: c for k, c in stats.versions.items() if k != "search"}
-    print(f"  model versions that answered: {len(answered)} of {len(versions)} written "
-          f"({', '.join(f'{k}: {c}' for k, c in sorted(answered.items()))})")
+    print(
+        f"  model versions that answered: {len(answered)} of {len(versions)} written "
+        f"({', '.join(f'{k}: {c}' for k, c in sorted(answered.items()))})"
+    )
     print("  RSS (MB)         " + ", ".join(f"{k} {v:.0f}" for k, v in rss_marks.items()))
     middle, end = rss_marks.get("process 1 middle"), rss_marks.get("process 2 end")
     if middle and end:
         print(f"    end vs middle: {100 * (end - middle) / middle:+.1f}%")
-    print(f"  jobs resumed     {len(resumed)}  (background ingest: final state "
-          f"{job_final['state'] if job_final else 'n/a'}"
-          f"{', ' + str(job_final['result']['collection_count']) + ' passages' if job_final and job_final.get('result') else ''})")
+    print(
+        f"  jobs resumed     {len(resumed)}  (background ingest: final state "
+        f"{job_final['state'] if job_final else 'n/a'}"
+        f"{', ' + str(job_final['result']['collection_count']) + ' passages' if job_final and job_final.get('result') else ''})"
+    )
     for e in stats.errors:
         print(f"  ERROR {e}")
     return 1 if stats.failed else 0
@@ -316,7 +351,9 @@ def main() -> int:
     ap.add_argument("--documents", type=int, default=20, help="passages per rerank request")
     ap.add_argument("--passage-chars", type=int, default=600, help="characters per passage (about 150 tokens)")
     ap.add_argument("--corpus", type=int, default=500, help="passages ingested for search")
-    ap.add_argument("--background", type=int, default=1500, help="passages of the background ingest the restart interrupts")
+    ap.add_argument(
+        "--background", type=int, default=1500, help="passages of the background ingest the restart interrupts"
+    )
     ap.add_argument("--background-lead", type=float, default=20, help="seconds between starting it and the restart")
     ap.add_argument("--promote-every", type=float, default=60, help="seconds between promotions")
     ap.add_argument("--retry-window", type=float, default=300, help="seconds a client retries a failed connection")

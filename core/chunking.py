@@ -114,9 +114,7 @@ def chunk_text(text: str, max_tokens: int = 200, overlap: int = 40, tokenizer: A
     return chunk_texts([text], max_tokens, overlap, tokenizer)[0]
 
 
-def chunk_texts(
-    texts: list[str], max_tokens: int = 200, overlap: int = 40, tokenizer: Any = None
-) -> list[list[Chunk]]:
+def chunk_texts(texts: list[str], max_tokens: int = 200, overlap: int = 40, tokenizer: Any = None) -> list[list[Chunk]]:
     """:func:`chunk_text` for many texts with one batched tokenizer call."""
     _check(max_tokens, overlap)
     tok = _resolve(tokenizer)
@@ -124,8 +122,7 @@ def chunk_texts(
         return []
     enc = tok(list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     return [
-        _split(text, offsets, max_tokens, overlap)
-        for text, offsets in zip(texts, enc["offset_mapping"], strict=True)
+        _split(text, offsets, max_tokens, overlap) for text, offsets in zip(texts, enc["offset_mapping"], strict=True)
     ]
 
 

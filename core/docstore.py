@@ -204,8 +204,9 @@ class DocStore:
                     raise
                 known = self.list_collections()
                 raise NotFoundError(
-                    "collection", f"no collection {name!r} in {self.location}; known: {known or 'none'}. "
-                    "Create one with `adaptrank ingest PATH --collection NAME`."
+                    "collection",
+                    f"no collection {name!r} in {self.location}; known: {known or 'none'}. "
+                    "Create one with `adaptrank ingest PATH --collection NAME`.",
                 ) from None
         self._check_model(col)
         return col
@@ -263,7 +264,9 @@ class DocStore:
             # Only an empty collection gets the stamp: vectors already stored may come from other weights.
             from adaptrank.core.embeddings import model_fingerprint
 
-            col.modify(metadata={**(col.metadata or {}), FINGERPRINT_KEY: model_fingerprint(self.embedding_function.model)})
+            col.modify(
+                metadata={**(col.metadata or {}), FINGERPRINT_KEY: model_fingerprint(self.embedding_function.model)}
+            )
         batch_size = min(batch_size, self.client.get_max_batch_size())
         total = len(ids)
         bar = _Bar(progress, total, f"embedding into {name}")
@@ -337,8 +340,13 @@ class DocStore:
             embs = res["embeddings"][row] if include_embeddings else None
             out.append(
                 [
-                    Hit(id=i, text=docs[j] or "", metadata=dict(metas[j] or {}), score=1.0 - float(dists[j]),
-                        embedding=None if embs is None else embs[j])
+                    Hit(
+                        id=i,
+                        text=docs[j] or "",
+                        metadata=dict(metas[j] or {}),
+                        score=1.0 - float(dists[j]),
+                        embedding=None if embs is None else embs[j],
+                    )
                     for j, i in enumerate(res["ids"][row])
                 ]
             )
@@ -366,7 +374,11 @@ class DocStore:
 
     @_reachable
     def iter_documents(
-        self, name: str, batch_size: int = 1000, where: dict[str, Any] | None = None, include_text: bool = True,
+        self,
+        name: str,
+        batch_size: int = 1000,
+        where: dict[str, Any] | None = None,
+        include_text: bool = True,
         vectors: dict[str, Any] | None = None,
     ) -> Iterator[tuple[str, str, dict[str, Any]]]:
         """Every ``(id, text, metadata)`` of a collection, paged (stable order within one run).

@@ -58,7 +58,8 @@ def model_fingerprint(model: str | None) -> str:
     if not path.is_dir():
         return f"hub:{model}"
     files = sorted(
-        f for f in path.rglob("*")
+        f
+        for f in path.rglob("*")
         if f.is_file() and f.suffix in _WEIGHT_SUFFIXES and not {"onnx", "openvino"} & set(f.relative_to(path).parts)
     )
     state = (str(path), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))

@@ -126,9 +126,12 @@ def _export_residual(ref: ModelRef, tmp: Path) -> tuple[str, dict[str, Any]]:
     from sentence_transformers.base.modules import Router
 
     from adaptrank.core.engine.biencoder import default_embedding_path
+
     spec = ref.card.extra.get("residual")
     if not isinstance(spec, dict):
-        raise NotFoundError("model", f"{ref.name}@{ref.version} has backend 'residual' but its card has no extra.residual")
+        raise NotFoundError(
+            "model", f"{ref.name}@{ref.version} has backend 'residual' but its card has no extra.residual"
+        )
     if spec.get("cross_encoder"):
         raise InputError(
             "model",
@@ -143,15 +146,19 @@ def _export_residual(ref: ModelRef, tmp: Path) -> tuple[str, dict[str, Any]]:
     if not spec.get("query_encoder"):  # no trained query tower: the prior serves both sides
         prior.save(str(tmp), create_model_card=False)
         return "sentence-transformer", {"tau": tau}
-    query = SentenceTransformer(part_path(ref.path, spec["query_encoder"], "query encoder"), device="cpu",
-                                trust_remote_code=False)
+    query = SentenceTransformer(
+        part_path(ref.path, spec["query_encoder"], "query encoder"), device="cpu", trust_remote_code=False
+    )
     router = Router.for_query_document(query_modules=list(query.children()), document_modules=list(prior.children()))
     # adaptrank encodes each side with that model's default prompt (none for MiniLM); keep it per route
     prompts = {"query": _default_prompt(query), "document": _default_prompt(prior)}
     model = SentenceTransformer(modules=[router], similarity_fn_name="cosine", prompts=prompts, device="cpu")
     model.save(str(tmp), create_model_card=False)
-    return "sentence-transformer-router", {"tau": tau, "query_max_seq_length": query.max_seq_length,
-                                           "document_max_seq_length": prior.max_seq_length}
+    return "sentence-transformer-router", {
+        "tau": tau,
+        "query_max_seq_length": query.max_seq_length,
+        "document_max_seq_length": prior.max_seq_length,
+    }
 
 
 def _default_prompt(model: Any) -> str:
@@ -173,9 +180,14 @@ def model_card_markdown(ref: ModelRef, kind: str, extra: dict[str, Any]) -> str:
     created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(card.created))
     base = card.base_model or "unknown"
     ranking = kind == "cross-encoder"
-    front = ["---", "library_name: sentence-transformers",
-             f"pipeline_tag: {'text-ranking' if ranking else 'sentence-similarity'}",
-             "tags:", "- adaptrank", "- reranking" if ranking else "- retrieval"]
+    front = [
+        "---",
+        "library_name: sentence-transformers",
+        f"pipeline_tag: {'text-ranking' if ranking else 'sentence-similarity'}",
+        "tags:",
+        "- adaptrank",
+        "- reranking" if ranking else "- retrieval",
+    ]
     if base == "zero-shot":
         front += ["base_model: " + _ZERO_SHOT_HUB_ID]
     front += ["---", ""]
@@ -183,8 +195,13 @@ def model_card_markdown(ref: ModelRef, kind: str, extra: dict[str, Any]) -> str:
     lines += [f"Exported from the adaptrank model store (`{card.name}@{card.version}`, backend `{card.backend}`).", ""]
     lines += ["## How it was trained", "", "| field | value |", "| --- | --- |"]
     base_note = f"{base} (all-MiniLM-L6-v2, adaptrank's zero-shot bi-encoder)" if base == "zero-shot" else base
-    for field, value in [("base model", base_note), ("dataset", card.dataset or "unknown"), ("method", method),
-                         ("loss", card.loss or "unknown"), ("created", created)]:
+    for field, value in [
+        ("base model", base_note),
+        ("dataset", card.dataset or "unknown"),
+        ("method", method),
+        ("loss", card.loss or "unknown"),
+        ("created", created),
+    ]:
         lines.append(f"| {field} | {value} |")
     if "tau" in extra:
         lines.append(f"| tau (adaptrank score = cosine / tau) | {_fmt(extra['tau'])} |")
@@ -197,12 +214,17 @@ def model_card_markdown(ref: ModelRef, kind: str, extra: dict[str, Any]) -> str:
     before, after = card.metrics_before, card.metrics_after
     if before or after:
         baseline = card.extra.get("baseline")
-        lines += [f"On the dataset's dev split (documents never trained on), against {('`' + baseline + '`') if baseline else 'the model it replaced'}:", ""]
+        lines += [
+            f"On the dataset's dev split (documents never trained on), against {('`' + baseline + '`') if baseline else 'the model it replaced'}:",
+            "",
+        ]
         lines += ["| metric | before | after | change |", "| --- | ---: | ---: | ---: |"]
         for key in sorted(set(before) | set(after)):
             b, a = before.get(key), after.get(key)
             delta = f"{a - b:+.4f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else ""
-            lines.append(f"| {key} | {_fmt(b) if b is not None else ''} | {_fmt(a) if a is not None else ''} | {delta} |")
+            lines.append(
+                f"| {key} | {_fmt(b) if b is not None else ''} | {_fmt(a) if a is not None else ''} | {delta} |"
+            )
         lines.append("")
         promo = card.extra.get("promotion") or {}
         if promo.get("reason"):
@@ -211,31 +233,44 @@ def model_card_markdown(ref: ModelRef, kind: str, extra: dict[str, Any]) -> str:
         lines += ["No metrics were recorded for this version.", ""]
     lines += ["## Usage (sentence-transformers alone)", "", "```python"]
     if kind == "cross-encoder":
-        lines += ["from sentence_transformers import CrossEncoder", "",
-                  'model = CrossEncoder("path/to/this/folder")',
-                  'scores = model.predict([("what causes gout?", "Gout is caused by uric acid crystals.")])']
+        lines += [
+            "from sentence_transformers import CrossEncoder",
+            "",
+            'model = CrossEncoder("path/to/this/folder")',
+            'scores = model.predict([("what causes gout?", "Gout is caused by uric acid crystals.")])',
+        ]
     else:
-        lines += ["from sentence_transformers import SentenceTransformer", "",
-                  'model = SentenceTransformer("path/to/this/folder")',
-                  'q = model.encode_query(["what causes gout?"])',
-                  'd = model.encode_document(["Gout is caused by uric acid crystals."])',
-                  "cosine = model.similarity(q, d)"]
+        lines += [
+            "from sentence_transformers import SentenceTransformer",
+            "",
+            'model = SentenceTransformer("path/to/this/folder")',
+            'q = model.encode_query(["what causes gout?"])',
+            'd = model.encode_document(["Gout is caused by uric acid crystals."])',
+            "cosine = model.similarity(q, d)",
+        ]
     lines += ["```", ""]
     if kind == "cross-encoder":
-        lines += [f"`predict` gives adaptrank's scores for pairs up to {extra.get('max_length')} tokens; "
-                  "adaptrank scores longer passages with overlapping windows (MaxP) where `predict` truncates.", ""]
+        lines += [
+            f"`predict` gives adaptrank's scores for pairs up to {extra.get('max_length')} tokens; "
+            "adaptrank scores longer passages with overlapping windows (MaxP) where `predict` truncates.",
+            "",
+        ]
     elif kind == "sentence-transformer-router":
-        lines += ["Queries and documents take different paths (a `Router` module): `encode_query` runs the "
-                  "fine-tuned query tower, `encode_document` the frozen base model, so passage vectors "
-                  f"already stored with the base model stay valid. adaptrank's score is the cosine / {_fmt(extra['tau'])}: "
-                  "the same ranking.", ""]
+        lines += [
+            "Queries and documents take different paths (a `Router` module): `encode_query` runs the "
+            "fine-tuned query tower, `encode_document` the frozen base model, so passage vectors "
+            f"already stored with the base model stay valid. adaptrank's score is the cosine / {_fmt(extra['tau'])}: "
+            "the same ranking.",
+            "",
+        ]
     lines += ["Import it back with `adaptrank models import <this folder> <name>`.", ""]
     return "\n".join(front + lines)
 
 
 # -- import ----------------------------------------------------------------------------------------
-def import_model(store: ModelStore, src: str | Path, name: str, *, activate: bool | None = None,
-                 settings: Any = None) -> dict[str, Any]:
+def import_model(
+    store: ModelStore, src: str | Path, name: str, *, activate: bool | None = None, settings: Any = None
+) -> dict[str, Any]:
     """Bring a sentence-transformers folder (``CrossEncoder`` or ``SentenceTransformer``, with or
     without a query/document ``Router``) into the store as a new version of ``name``. The folder
     must load, and the new version must load through adaptrank's serving code, before it lands.
@@ -259,8 +294,8 @@ def import_model(store: ModelStore, src: str | Path, name: str, *, activate: boo
         plan = _plan_sentence_transformer(root, meta, st_config)
     else:
         raise InputError(
-            "src", f"{str(root)!r} has neither modules.json (a sentence-transformers model) nor config.json "
-            "(a cross-encoder)",
+            "src",
+            f"{str(root)!r} has neither modules.json (a sentence-transformers model) nor config.json (a cross-encoder)",
         )
     old = meta.get("card") if isinstance(meta.get("card"), dict) else {}
     origin = {"imported_from": str(root.resolve()), "imported": time.time(), "format": plan["kind"]}
@@ -282,16 +317,28 @@ def import_model(store: ModelStore, src: str | Path, name: str, *, activate: boo
     with store.writing(name, card, version=version) as tmp:
         plan["write"](tmp)
         try:
-            scorer = load_version_folder(tmp, name=name, version=version, backend=plan["backend"],
-                                         card={**card, "name": name, "version": version}, settings=settings)
+            scorer = load_version_folder(
+                tmp,
+                name=name,
+                version=version,
+                backend=plan["backend"],
+                card={**card, "name": name, "version": version},
+                settings=settings,
+            )
             scorer.score_pairs([("a question", "a passage")])
         except Exception as exc:
             raise InputError("src", f"{str(root)!r} loaded, but adaptrank cannot serve it: {exc}") from exc
     if activate or (activate is None and store.active_version(name) is None):
         store.activate(name, version)
     ref = store.get(name, version)
-    return {"name": name, "version": version, "backend": plan["backend"], "kind": plan["kind"],
-            "path": str(ref.path), "active": ref.active}
+    return {
+        "name": name,
+        "version": version,
+        "backend": plan["backend"],
+        "kind": plan["kind"],
+        "path": str(ref.path),
+        "active": ref.active,
+    }
 
 
 def _read_meta(root: Path) -> dict[str, Any]:
@@ -328,8 +375,12 @@ def _plan_cross_encoder(root: Path) -> dict[str, Any]:
         CrossEncoder(str(root), device="cpu", trust_remote_code=False)
     except Exception as exc:
         raise InputError("src", f"{str(root)!r} does not load as a sentence-transformers CrossEncoder: {exc}") from exc
-    return {"kind": "cross-encoder", "backend": "cross-encoder", "extra": {},
-            "write": lambda tmp: _copy_weights(root, tmp)}
+    return {
+        "kind": "cross-encoder",
+        "backend": "cross-encoder",
+        "extra": {},
+        "write": lambda tmp: _copy_weights(root, tmp),
+    }
 
 
 def _read_st_config(root: Path) -> dict[str, Any]:
@@ -360,8 +411,12 @@ def _plan_sentence_transformer(root: Path, meta: dict[str, Any], cfg: dict[str, 
         raise InputError("src", f"{str(root)!r} does not load as a sentence-transformers model: {exc}") from exc
     modules = list(model.children())
     if not isinstance(modules[0], Router):
-        return {"kind": "sentence-transformer", "backend": "bi-encoder", "extra": {},
-                "write": lambda tmp: _copy_weights(root, tmp)}
+        return {
+            "kind": "sentence-transformer",
+            "backend": "bi-encoder",
+            "extra": {},
+            "write": lambda tmp: _copy_weights(root, tmp),
+        }
     router: Router = modules[0]
     rest = modules[1:]
     routes = {}
@@ -375,8 +430,9 @@ def _plan_sentence_transformer(root: Path, meta: dict[str, Any], cfg: dict[str, 
         raise InputError(f"{EXPORT_META}: tau", f"must be > 0, got {tau}")
 
     def side(task: str) -> Any:
-        part = SentenceTransformer(modules=[*router.sub_modules[routes[task]], *rest], device="cpu",
-                                   similarity_fn_name="cosine")
+        part = SentenceTransformer(
+            modules=[*router.sub_modules[routes[task]], *rest], device="cpu", similarity_fn_name="cosine"
+        )
         prompt = (model.prompts or {}).get(task) or ""
         if prompt:
             part.prompts = {task: prompt}

@@ -73,7 +73,11 @@ def check_chunking(chunk_tokens: int, overlap: int, cap: int | None = None) -> i
     if size < 8:
         raise InputError("chunk_tokens", f"is {size}; it must be at least 8")
     if not 0 <= overlap <= size // 2:
-        capped = f" (chunk_tokens {chunk_tokens} capped at {cap}, what the embedding model reads)" if size != chunk_tokens else ""
+        capped = (
+            f" (chunk_tokens {chunk_tokens} capped at {cap}, what the embedding model reads)"
+            if size != chunk_tokens
+            else ""
+        )
         raise InputError("overlap", f"is {overlap}; it must be between 0 and half of chunk_tokens: {size // 2}{capped}")
     return size
 
@@ -112,7 +116,12 @@ def ingest(
     docs: list[SourceDocument] = []
     report = IngestReport(collection=collection, source=str(path.resolve()), format=fmt)
     for doc in read_documents(
-        path, fmt, id_field=id_field, text_field=text_field, title_field=title_field, metadata_field=metadata_field,
+        path,
+        fmt,
+        id_field=id_field,
+        text_field=text_field,
+        title_field=title_field,
+        metadata_field=metadata_field,
         roots=roots,
     ):
         if doc.text.strip():
@@ -172,7 +181,11 @@ def ingest(
         seen = {d.id for d in docs}
         root = report.source
         for doc_id, old in existing.items():
-            if doc_id not in seen and old["source"] and (old["source"] == root or old["source"].startswith(root.rstrip("/") + "/")):
+            if (
+                doc_id not in seen
+                and old["source"]
+                and (old["source"] == root or old["source"].startswith(root.rstrip("/") + "/"))
+            ):
                 stale.extend(sorted(old["ids"]))
                 report.pruned += 1
 
@@ -204,7 +217,13 @@ def _existing(store: DocStore, collection: str) -> dict[str, dict[str, Any]]:
         if doc_id is None:
             continue
         entry = out.setdefault(
-            str(doc_id), {"ids": set(), "hash": meta.get("content_hash"), "n_chunks": meta.get("n_chunks"), "source": meta.get("source", "")}
+            str(doc_id),
+            {
+                "ids": set(),
+                "hash": meta.get("content_hash"),
+                "n_chunks": meta.get("n_chunks"),
+                "source": meta.get("source", ""),
+            },
         )
         entry["ids"].add(cid)
         if entry["hash"] != meta.get("content_hash"):

@@ -116,12 +116,14 @@ class ModelAccess:
         shown = repr(spec)[:200]
         if llm:
             return NotFoundError(
-                field, f"unknown model {shown}; a request may name the built-in default, the server's LLM, "
-                f"or a model folder or .gguf file inside the allowed roots {hub}"
+                field,
+                f"unknown model {shown}; a request may name the built-in default, the server's LLM, "
+                f"or a model folder or .gguf file inside the allowed roots {hub}",
             )
         return NotFoundError(
-            field, f"unknown model {shown}. Known: {[ZERO_SHOT, *self.store.names()]}; a request may also "
-            f"name the default model or a model folder inside the allowed roots {hub}"
+            field,
+            f"unknown model {shown}. Known: {[ZERO_SHOT, *self.store.names()]}; a request may also "
+            f"name the default model or a model folder inside the allowed roots {hub}",
         )
 
     # -- the rules ---------------------------------------------------------------------------------

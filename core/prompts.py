@@ -86,28 +86,79 @@ class QuestionType:
 QUESTION_TYPES: dict[str, QuestionType] = {
     t.name: t
     for t in [
-        QuestionType("definition", "what the main subject of the passage is", ("is a", "is an", "refers to", "means", "defined")),
-        QuestionType("cause", "what causes or leads to something the passage describes", ("cause", "caused", "due to", "because", "result of", "leads to", "trigger")),
-        QuestionType("how-to", "how to do something the passage explains", ("how to", "step", "you can", "use ", "install", "configure", "run ")),
-        QuestionType("features", "what the characteristics or features of something are", ("feature", "characteri", "include", "consists", "property")),
+        QuestionType(
+            "definition", "what the main subject of the passage is", ("is a", "is an", "refers to", "means", "defined")
+        ),
+        QuestionType(
+            "cause",
+            "what causes or leads to something the passage describes",
+            ("cause", "caused", "due to", "because", "result of", "leads to", "trigger"),
+        ),
+        QuestionType(
+            "how-to",
+            "how to do something the passage explains",
+            ("how to", "step", "you can", "use ", "install", "configure", "run "),
+        ),
+        QuestionType(
+            "features",
+            "what the characteristics or features of something are",
+            ("feature", "characteri", "include", "consists", "property"),
+        ),
         QuestionType("fact", "for a specific fact stated in the passage", ()),
-        QuestionType("comparison", "how two things the passage mentions differ", ("differ", "unlike", "whereas", "compared", "versus", " vs")),
-        QuestionType("symptoms", "what the signs or symptoms of the condition are", ("symptom", "signs", "features of", "characterized", "experience")),
-        QuestionType("treatment", "how the condition is treated or managed", ("treat", "therapy", "management", "medication", "surgery")),
-        QuestionType("inheritance", "whether or how the condition is inherited", ("inherit", "autosomal", "x-linked", "recessive", "dominant", "parent")),
-        QuestionType("genetic changes", "which genetic changes are related to the condition", ("mutation", "gene", "variant", "chromosome")),
-        QuestionType("frequency", "how common the condition is", ("affects", "prevalence", "per ", "common", "rare", "frequency", "incidence")),
-        QuestionType("diagnosis", "how the condition is diagnosed or tested for", ("diagnos", "test", "screening", "exam")),
-        QuestionType("outlook", "what the outlook or prognosis is", ("prognosis", "outlook", "life expectancy", "survival")),
-        QuestionType("information", "what the condition is", ("is a", "is an", "disorder", "disease", "condition", "syndrome")),
+        QuestionType(
+            "comparison",
+            "how two things the passage mentions differ",
+            ("differ", "unlike", "whereas", "compared", "versus", " vs"),
+        ),
+        QuestionType(
+            "symptoms",
+            "what the signs or symptoms of the condition are",
+            ("symptom", "signs", "features of", "characterized", "experience"),
+        ),
+        QuestionType(
+            "treatment",
+            "how the condition is treated or managed",
+            ("treat", "therapy", "management", "medication", "surgery"),
+        ),
+        QuestionType(
+            "inheritance",
+            "whether or how the condition is inherited",
+            ("inherit", "autosomal", "x-linked", "recessive", "dominant", "parent"),
+        ),
+        QuestionType(
+            "genetic changes",
+            "which genetic changes are related to the condition",
+            ("mutation", "gene", "variant", "chromosome"),
+        ),
+        QuestionType(
+            "frequency",
+            "how common the condition is",
+            ("affects", "prevalence", "per ", "common", "rare", "frequency", "incidence"),
+        ),
+        QuestionType(
+            "diagnosis", "how the condition is diagnosed or tested for", ("diagnos", "test", "screening", "exam")
+        ),
+        QuestionType(
+            "outlook", "what the outlook or prognosis is", ("prognosis", "outlook", "life expectancy", "survival")
+        ),
+        QuestionType(
+            "information", "what the condition is", ("is a", "is an", "disorder", "disease", "condition", "syndrome")
+        ),
     ]
 }
 
 TYPE_SETS: dict[str, tuple[str, ...]] = {
     "general": ("definition", "cause", "how-to", "features", "fact", "comparison"),
     "medical": (
-        "information", "symptoms", "cause", "treatment", "inheritance",
-        "genetic changes", "frequency", "diagnosis", "outlook",
+        "information",
+        "symptoms",
+        "cause",
+        "treatment",
+        "inheritance",
+        "genetic changes",
+        "frequency",
+        "diagnosis",
+        "outlook",
     ),
 }
 

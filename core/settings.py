@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     microbatch: bool = True
     microbatch_wait_ms: float = Field(2.0, ge=0, le=1000)
     microbatch_tokens: int = Field(
-        16384, ge=256,
+        16384,
+        ge=256,
         description="estimated tokens per micro-batcher pass; a large request is scored over several passes, "
         "interleaved with the requests that arrive meanwhile, so it cannot starve them",
     )
@@ -78,7 +79,9 @@ class Settings(BaseSettings):
         "text", description="server logs on stderr: text, or one JSON object per line (adaptrank serve)"
     )
     job_lease_seconds: float = Field(
-        30.0, ge=0.5, le=86400,
+        30.0,
+        ge=0.5,
+        le=86400,
         description="a running job's owner renews its lease every third of this; a job whose lease ran out "
         "(its replica or host died) is reported interrupted and any replica may resume it",
     )

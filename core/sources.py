@@ -111,7 +111,9 @@ def _read_folder(path: Path, roots: Roots) -> Iterator[SourceDocument]:
         )
 
 
-def _read_jsonl(path: Path, id_field: str, text_field: str, title_field: str, metadata_field: str) -> Iterator[SourceDocument]:
+def _read_jsonl(
+    path: Path, id_field: str, text_field: str, title_field: str, metadata_field: str
+) -> Iterator[SourceDocument]:
     if path.is_dir():
         raise InputError("path", f"{path} is a folder; jsonl needs a file")
     seen: set[str] = set()
@@ -157,4 +159,6 @@ def _read_beir(path: Path, roots: Roots) -> Iterator[SourceDocument]:
     if not corpus_path.is_file():
         raise InputError("path", f"{path} has no corpus.jsonl (BEIR layout expected)")
     for doc_id, doc in load_corpus(inside_roots(corpus_path, roots)).items():
-        yield SourceDocument(id=doc_id, text=doc["text"], title=doc.get("title") or "", source=str(corpus_path.resolve()))
+        yield SourceDocument(
+            id=doc_id, text=doc["text"], title=doc.get("title") or "", source=str(corpus_path.resolve())
+        )

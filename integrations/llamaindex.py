@@ -96,7 +96,9 @@ class AdaptRankRerank(BaseNodePostprocessor):
         return self.model or self._reranker.default_model
 
     def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> list[str]:
-        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=self.model_name))
+        dispatcher.event(
+            ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=self.model_name)
+        )
         if query_bundle is None:
             raise ValueError("AdaptRankRerank needs the query (a query bundle or query_str)")
         return [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
@@ -181,7 +183,9 @@ class AdaptRankEmbedding(BaseEmbedding):
             engine = _engine(None, reranker_model, settings)
             fingerprint = engine.passage_fingerprint()
             if fingerprint is None:
-                raise InputError("reranker_model", f"{reranker_model!r} is not a bi-encoder-family model: it has no query tower")
+                raise InputError(
+                    "reranker_model", f"{reranker_model!r} is not a bi-encoder-family model: it has no query tower"
+                )
             if fingerprint != model_fingerprint(model):
                 raise InputError(
                     "reranker_model",
@@ -231,8 +235,14 @@ class LlamaIndexRetrieverAdapter:
             hits = []
             for n in found:
                 self.nodes.setdefault(n.node.node_id, n.node)
-                hits.append(Hit(n.node.node_id, n.node.get_content(metadata_mode=self.metadata_mode),
-                                dict(n.node.metadata), float(n.score or 0.0)))
+                hits.append(
+                    Hit(
+                        n.node.node_id,
+                        n.node.get_content(metadata_mode=self.metadata_mode),
+                        dict(n.node.metadata),
+                        float(n.score or 0.0),
+                    )
+                )
             out.append(hits)
         return out
 
@@ -304,7 +314,9 @@ class AdaptRankDecomposeRetriever(BaseRetriever):
     ) -> AdaptRankDecomposeRetriever:
         settings = settings or get_settings()
         reranker = _engine(kwargs.pop("reranker", None), kwargs.get("model"), settings)
-        retriever = ChromaRetriever.for_reranker(DocStore(settings), collection, reranker, kwargs.get("model"), hybrid=hybrid)
+        retriever = ChromaRetriever.for_reranker(
+            DocStore(settings), collection, reranker, kwargs.get("model"), hybrid=hybrid
+        )
         return cls(retriever, settings=settings, reranker=reranker, **kwargs)
 
     def _nodes(self, res: SearchResult) -> list[NodeWithScore]:
@@ -312,7 +324,11 @@ class AdaptRankDecomposeRetriever(BaseRetriever):
         out = []
         for p in res.results:
             base = known.get(p.id)
-            node = base.model_copy(deep=True) if base is not None else TextNode(id_=p.id, text=p.text, metadata=dict(p.metadata))
+            node = (
+                base.model_copy(deep=True)
+                if base is not None
+                else TextNode(id_=p.id, text=p.text, metadata=dict(p.metadata))
+            )
             node.metadata[PROVENANCE_KEY] = [f"{f.query} (rank {f.rank})" for f in p.found_by]
             for keys in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
                 if PROVENANCE_KEY not in keys:

@@ -29,7 +29,9 @@ def _register_parts(mcp: FastMCP, services: Services) -> None:
     tools_rerank.register(mcp, services)  # rerank, list_models, adaptrank://models resources
     http.register(mcp, services)  # POST /v1/rerank (Cohere-compatible), GET /healthz
     tools_search.register(mcp, services)  # search, ingest_documents, list_collections
-    tools_training.register(mcp, services)  # generate_training_data, job_status, list_jobs, cancel_job, resume_job, list_datasets
+    tools_training.register(
+        mcp, services
+    )  # generate_training_data, job_status, list_jobs, cancel_job, resume_job, list_datasets
     tools_finetune.register(mcp, services)  # finetune_reranker, evaluate_reranker
     metrics.register(mcp, services)  # GET /metrics
     health.register(mcp, services)  # GET /readyz

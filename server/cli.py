@@ -70,8 +70,14 @@ def follow_job(manager: Any, job_id: str, title: str, *, after_cancel: str) -> A
     ``job X is <state>; <after_cancel>`` and exits 130."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  console=err, transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
         task = bar.add_task(title, total=None)
 
         def update(info: Any) -> None:
@@ -101,20 +107,29 @@ class Transport(str, Enum):
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="model-store name, 'zero-shot', or cross-encoder:<path> "
-                 "(env ADAPTRANK_DEFAULT_MODEL, default zero-shot)"),
+    typer.Option(
+        "--model",
+        "-m",
+        help="model-store name, 'zero-shot', or cross-encoder:<path> (env ADAPTRANK_DEFAULT_MODEL, default zero-shot)",
+    ),
 ]
 
 
 @app.command()
 def serve(
-    transport: Annotated[Transport, typer.Option(help="stdio for a local MCP client; http for MCP over "
-                                                  "streamable HTTP at /mcp plus POST /v1/rerank")] = Transport.stdio,
+    transport: Annotated[
+        Transport,
+        typer.Option(
+            help="stdio for a local MCP client; http for MCP over streamable HTTP at /mcp plus POST /v1/rerank"
+        ),
+    ] = Transport.stdio,
     host: Annotated[str | None, typer.Option(help="HTTP bind address (env ADAPTRANK_HOST, default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (env ADAPTRANK_PORT, default 8000)")] = None,
     model: ModelOpt = None,
-    token: Annotated[str | None, typer.Option(help="bearer token required on HTTP (env ADAPTRANK_TOKEN); "
-                                              "mandatory for a non-loopback --host")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="bearer token required on HTTP (env ADAPTRANK_TOKEN); mandatory for a non-loopback --host"),
+    ] = None,
     preload: Annotated[bool, typer.Option(help="load the default model before serving")] = True,
     log_level: Annotated[str, typer.Option(help="server log level (stderr)")] = "warning",
 ) -> None:
@@ -167,8 +182,10 @@ def _read_documents(path: Path) -> tuple[str | None, list[Any]]:
 def rerank(
     query: Annotated[str, typer.Argument(metavar="QUERY", help="the query")],
     documents: Annotated[list[str] | None, typer.Argument(metavar="DOCUMENT", help="passages to rank")] = None,
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="JSON file of documents (strings or "
-                                              "{id, text, metadata}), or '-' for stdin")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="JSON file of documents (strings or {id, text, metadata}), or '-' for stdin"),
+    ] = None,
     top_n: Annotated[int | None, typer.Option("--top-n", "-n", help="show only the best N")] = None,
     model: ModelOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the RerankResponse as JSON")] = False,
@@ -202,7 +219,9 @@ def rerank(
     table.add_column("text", overflow="fold")
     for rank, r in enumerate(res.results, 1):
         text = r.document.text if r.document else ""
-        table.add_row(str(rank), str(r.index), r.id or "", f"{r.score:.4f}", text[:200] + ("…" if len(text) > 200 else ""))
+        table.add_row(
+            str(rank), str(r.index), r.id or "", f"{r.score:.4f}", text[:200] + ("…" if len(text) > 200 else "")
+        )
     out.print(table)
 
 
@@ -233,8 +252,14 @@ def models(
     for m in infos:
         card = m.card or {}
         after = (card.get("metrics_after") or {}).get("ndcg@10")
-        table.add_row(m.name, m.version, m.backend, "yes" if m.active else "", str(card.get("base_model") or ""),
-                      f"{after:.4f}" if isinstance(after, (int, float)) else "")
+        table.add_row(
+            m.name,
+            m.version,
+            m.backend,
+            "yes" if m.active else "",
+            str(card.get("base_model") or ""),
+            f"{after:.4f}" if isinstance(after, (int, float)) else "",
+        )
     out.print(table)
 
 

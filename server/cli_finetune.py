@@ -71,7 +71,9 @@ def _metrics_table(title: str, rows: list[tuple[str, dict[str, float]]]) -> Tabl
 
 def finetune(
     dataset: Annotated[str, typer.Argument(help="dataset name (or name@version), see `adaptrank datasets`")],
-    output: Annotated[str | None, typer.Option("--output", "-o", help="model-store name [default: <dataset>-reranker]")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="model-store name [default: <dataset>-reranker]")
+    ] = None,
     method: Annotated[str, typer.Option(help="auto | query-encoder | residual | cross-encoder | bi-encoder")] = "auto",
     base_model: Annotated[str | None, typer.Option(help="zero-shot, a store name, a local path or an HF id")] = None,
     epochs: Annotated[float, typer.Option(help=help_of(Epochs))] = 2.0,
@@ -81,10 +83,21 @@ def finetune(
     grad_accumulation: Annotated[int, typer.Option(help="steps per optimizer update")] = 1,
     max_length: Annotated[int | None, typer.Option(help="tokens (query tokens for query-encoder)")] = None,
     freeze_layers: Annotated[int, typer.Option(help="bottom encoder layers kept frozen")] = 0,
-    in_batch_negatives: Annotated[bool, typer.Option("--in-batch-negatives", help="query-encoder: other queries' passages as extra negatives")] = False,
-    patience: Annotated[int, typer.Option(help="dev evaluations without a gain before stopping (0: never; the best dev checkpoint is kept)")] = 0,
+    in_batch_negatives: Annotated[
+        bool, typer.Option("--in-batch-negatives", help="query-encoder: other queries' passages as extra negatives")
+    ] = False,
+    patience: Annotated[
+        int,
+        typer.Option(help="dev evaluations without a gain before stopping (0: never; the best dev checkpoint is kept)"),
+    ] = 0,
     max_groups: Annotated[int | None, typer.Option(help="use at most this many training groups")] = None,
-    promote: Annotated[bool | None, typer.Option("--promote/--no-promote", help="force or forbid promotion [default: only if it beats the active model on dev]")] = None,
+    promote: Annotated[
+        bool | None,
+        typer.Option(
+            "--promote/--no-promote",
+            help="force or forbid promotion [default: only if it beats the active model on dev]",
+        ),
+    ] = None,
     precision: Annotated[str, typer.Option(help="auto (bf16 where the hardware has it) | fp32 | bf16")] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
@@ -94,16 +107,32 @@ def finetune(
     from adaptrank.training.finetune import finetune as run
     from adaptrank.training.finetune import load_dataset_groups, parse_params, resolve_base
 
-    raw = dict(dataset=dataset, output_name=output, method=method, base_model=base_model, epochs=epochs,
-               group_size=group_size, learning_rate=learning_rate, batch_size=batch_size,
-               grad_accumulation=grad_accumulation, max_length=max_length, freeze_layers=freeze_layers,
-               in_batch_negatives=in_batch_negatives,
-               patience=patience, max_groups=max_groups, promote=promote, precision=precision, seed=seed)
+    raw = dict(
+        dataset=dataset,
+        output_name=output,
+        method=method,
+        base_model=base_model,
+        epochs=epochs,
+        group_size=group_size,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        grad_accumulation=grad_accumulation,
+        max_length=max_length,
+        freeze_layers=freeze_layers,
+        in_batch_negatives=in_batch_negatives,
+        patience=patience,
+        max_groups=max_groups,
+        promote=promote,
+        precision=precision,
+        seed=seed,
+    )
     with user_errors():
         settings = make_settings()
         params = parse_params({k: v for k, v in raw.items() if v is not None})
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun / accelerate launch: train here, on every rank
-            result = run(params, settings, progress=lambda d, t, m: err.print(m, highlight=False) if m else None).model_dump(mode="json")
+            result = run(
+                params, settings, progress=lambda d, t, m: err.print(m, highlight=False) if m else None
+            ).model_dump(mode="json")
             if result.get("rank", 0) != 0:
                 return
         else:
@@ -113,21 +142,31 @@ def finetune(
     if as_json:
         out.print_json(json.dumps(result))
         return
-    out.print(_metrics_table(
-        f"{result['name']}@{result['version']}  method {result['method']}  ({result['decision']})",
-        [(f"before: {result['baseline']}", result["metrics_before"]), ("after", result["metrics_after"])],
-    ))
+    out.print(
+        _metrics_table(
+            f"{result['name']}@{result['version']}  method {result['method']}  ({result['decision']})",
+            [(f"before: {result['baseline']}", result["metrics_before"]), ("after", result["metrics_after"])],
+        )
+    )
 
 
 def evaluate(
     path: Annotated[str, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels.tsv")],
-    models: Annotated[list[str] | None, typer.Option("--model", "-m", help="model spec; repeat for several [default: zero-shot]")] = None,
+    models: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="model spec; repeat for several [default: zero-shot]")
+    ] = None,
     first_stage: Annotated[str, typer.Option(help="bm25 | chroma:<collection>")] = "bm25",
     depth: Annotated[int, typer.Option(help=help_of(Depth))] = 30,
     max_queries: Annotated[int | None, typer.Option(help=help_of(MaxQueries))] = None,
     seed: Annotated[int, typer.Option(help="query sample seed")] = 0,
-    report_path: Annotated[str | None, typer.Option("--report", help="also write an HTML report here: metrics, per-query "
-                                                     "scatter of the first model vs the last, training curve, the queries helped/hurt most")] = None,
+    report_path: Annotated[
+        str | None,
+        typer.Option(
+            "--report",
+            help="also write an HTML report here: metrics, per-query "
+            "scatter of the first model vs the last, training curve, the queries helped/hurt most",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Evaluate rerankers on BEIR data: nDCG@10, MRR@10, Recall@depth, with the first stage as baseline."""
@@ -137,14 +176,32 @@ def evaluate(
 
     with user_errors():
         settings = make_settings()
-        p = parse(EvaluateParams, dict(path=path, models=models or ["zero-shot"], first_stage=first_stage, depth=depth,
-                                       max_queries=max_queries, seed=seed))
-        with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                      console=err) as bar, contextlib.redirect_stdout(sys.stderr):
+        p = parse(
+            EvaluateParams,
+            dict(
+                path=path,
+                models=models or ["zero-shot"],
+                first_stage=first_stage,
+                depth=depth,
+                max_queries=max_queries,
+                seed=seed,
+            ),
+        )
+        with (
+            Progress(
+                TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(), console=err
+            ) as bar,
+            contextlib.redirect_stdout(sys.stderr),
+        ):
             task = bar.add_task("evaluating", total=None)
             report = evaluate_beir(
-                p.path, p.models, first_stage=p.first_stage, depth=p.depth, max_queries=p.max_queries,
-                seed=p.seed, settings=settings,
+                p.path,
+                p.models,
+                first_stage=p.first_stage,
+                depth=p.depth,
+                max_queries=p.max_queries,
+                seed=p.seed,
+                settings=settings,
                 progress=lambda d, t, m: bar.update(task, completed=d, total=t, description=m or ""),
             )
         if report_path:
@@ -153,11 +210,18 @@ def evaluate(
     if as_json:
         out.print_json(report.model_dump_json())
         return
-    out.print(_metrics_table(
-        f"{report.queries} queries, {report.documents} documents, {report.first_stage} top-{report.depth}",
-        [(r.model + (f"@{r.version}" if r.version and r.model != r.version and "@" not in r.model else ""), r.metrics)
-         for r in report.results],
-    ))
+    out.print(
+        _metrics_table(
+            f"{report.queries} queries, {report.documents} documents, {report.first_stage} top-{report.depth}",
+            [
+                (
+                    r.model + (f"@{r.version}" if r.version and r.model != r.version and "@" not in r.model else ""),
+                    r.metrics,
+                )
+                for r in report.results
+            ],
+        )
+    )
 
 
 def _write_eval_report(report: Any, path: str, settings: Any) -> Any:
@@ -166,22 +230,42 @@ def _write_eval_report(report: Any, path: str, settings: Any) -> Any:
     page = eval_report_data(report)
     compared = report.results[-1].model
     history, best_step, dev_metric = card_history(compared, settings)
-    return write_report(path, render_report(
-        f"adaptrank eval: {page['compared']}", page.pop("metrics"), page.pop("per_query"), history,
-        page.pop("examples"), best_step=best_step, dev_metric=dev_metric, **page,
-    ))
+    return write_report(
+        path,
+        render_report(
+            f"adaptrank eval: {page['compared']}",
+            page.pop("metrics"),
+            page.pop("per_query"),
+            history,
+            page.pop("examples"),
+            best_step=best_step,
+            dev_metric=dev_metric,
+            **page,
+        ),
+    )
 
 
 def adapt(
-    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Chroma collection of your documents")] = None,
-    path: Annotated[str | None, typer.Option(help="or a BEIR folder / text folder (BEIR qrels enable evaluation)")] = None,
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="Chroma collection of your documents")
+    ] = None,
+    path: Annotated[
+        str | None, typer.Option(help="or a BEIR folder / text folder (BEIR qrels enable evaluation)")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="base name: dataset <name>-synth, model <name>-reranker")] = None,
     max_documents: Annotated[int, typer.Option(help=help_of(MaxDocuments))] = 1000,
-    queries_per_document: Annotated[int, typer.Option("--queries-per-document", "-k", help=help_of(QueriesPerDocument))] = 2,
+    queries_per_document: Annotated[
+        int, typer.Option("--queries-per-document", "-k", help=help_of(QueriesPerDocument))
+    ] = 2,
     judge: Annotated[bool, typer.Option("--judge/--no-judge", help="LLM-judge mined candidates")] = False,
     question_types: Annotated[str, typer.Option(help="general | medical")] = "general",
-    queries: Annotated[str | None, typer.Option(help="a query log: real queries (.txt one per line, or .jsonl) to train on and imitate")] = None,
-    eval_path: Annotated[str | None, typer.Option(help="a BEIR folder with real questions + qrels: they decide the promotion")] = None,
+    queries: Annotated[
+        str | None,
+        typer.Option(help="a query log: real queries (.txt one per line, or .jsonl) to train on and imitate"),
+    ] = None,
+    eval_path: Annotated[
+        str | None, typer.Option(help="a BEIR folder with real questions + qrels: they decide the promotion")
+    ] = None,
     llm_backend: Annotated[str | None, typer.Option(help="transformers | llamacpp | openai | vllm")] = None,
     llm_model: Annotated[str | None, typer.Option()] = None,
     method: Annotated[str, typer.Option(help="auto | query-encoder | residual | cross-encoder | bi-encoder")] = "auto",
@@ -189,8 +273,14 @@ def adapt(
     group_size: Annotated[int, typer.Option("--group-size", "-g", help=help_of(GroupSize))] = 8,
     promote: Annotated[bool | None, typer.Option("--promote/--no-promote")] = None,
     eval_max_queries: Annotated[int | None, typer.Option(help="evaluate on a sample of the real questions")] = None,
-    report_path: Annotated[str | None, typer.Option("--report", help="also write an HTML report here: metrics, per-query "
-                                                     "scatter of the previous model vs the new one, training curve, the queries helped/hurt most")] = None,
+    report_path: Annotated[
+        str | None,
+        typer.Option(
+            "--report",
+            help="also write an HTML report here: metrics, per-query "
+            "scatter of the previous model vs the new one, training curve, the queries helped/hurt most",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Adapt the reranker to your documents: generate → fine-tune → evaluate → promote."""
@@ -198,13 +288,27 @@ def adapt(
 
     with user_errors():
         settings = make_settings(llm_backend=llm_backend, llm_model=llm_model)
-        params = parse(AdaptParams, dict(
-            collection=collection, path=path, name=name, max_documents=max_documents,
-            queries_per_document=queries_per_document, judge=judge, question_types=question_types,
-            queries=queries, eval_path=eval_path,
-            llm_backend=llm_backend, llm_model=llm_model, method=method, epochs=epochs, group_size=group_size,
-            promote=promote, eval_max_queries=eval_max_queries,
-        ))
+        params = parse(
+            AdaptParams,
+            dict(
+                collection=collection,
+                path=path,
+                name=name,
+                max_documents=max_documents,
+                queries_per_document=queries_per_document,
+                judge=judge,
+                question_types=question_types,
+                queries=queries,
+                eval_path=eval_path,
+                llm_backend=llm_backend,
+                llm_model=llm_model,
+                method=method,
+                epochs=epochs,
+                group_size=group_size,
+                promote=promote,
+                eval_max_queries=eval_max_queries,
+            ),
+        )
         extra: dict[str, Any] = {"_restrict_paths": False}
         if report_path:
             from pathlib import Path
@@ -219,10 +323,18 @@ def adapt(
         out.print_json(json.dumps(result))
         return
     out.print(f"[bold]{result['decision']}[/bold] (decided on the {result['gate']})", highlight=False)
-    out.print(_metrics_table(f"{result['model']}@{result['version']}",
-                             [("dev before", result["dev_before"]), ("dev after", result["dev_after"])]))
+    out.print(
+        _metrics_table(
+            f"{result['model']}@{result['version']}",
+            [("dev before", result["dev_before"]), ("dev after", result["dev_after"])],
+        )
+    )
     if result.get("evaluation"):
         ev = result["evaluation"]
-        out.print(_metrics_table(f"real questions: {ev['queries']}, {ev['first_stage']} top-{ev['depth']}",
-                                 [(r["model"], r["metrics"]) for r in ev["results"]]))
+        out.print(
+            _metrics_table(
+                f"real questions: {ev['queries']}, {ev['first_stage']} top-{ev['depth']}",
+                [(r["model"], r["metrics"]) for r in ev["results"]],
+            )
+        )
     out.print(f"seconds: {result['seconds']}")

@@ -43,8 +43,10 @@ def export(
 def import_(
     src: Annotated[Path, typer.Argument(help="a sentence-transformers folder (CrossEncoder or SentenceTransformer)")],
     name: Annotated[str, typer.Argument(help="model-store name; the folder becomes a new version of it")],
-    activate: Annotated[bool | None, typer.Option("--activate/--no-activate",
-                        help="make it the active version (default: only when NAME has none)")] = None,
+    activate: Annotated[
+        bool | None,
+        typer.Option("--activate/--no-activate", help="make it the active version (default: only when NAME has none)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Bring a sentence-transformers model folder into the model store (validated by loading it first)."""

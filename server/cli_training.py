@@ -32,8 +32,11 @@ from adaptrank.training.params import (
     parse,
 )
 
-jobs_app = typer.Typer(help="Background jobs (generation, fine-tuning): list, status, cancel, resume.",
-                       no_args_is_help=False, invoke_without_command=True)
+jobs_app = typer.Typer(
+    help="Background jobs (generation, fine-tuning): list, status, cancel, resume.",
+    no_args_is_help=False,
+    invoke_without_command=True,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -43,21 +46,33 @@ def register(app: typer.Typer) -> None:
 
 
 def generate(
-    output: Annotated[str | None, typer.Option("--output", "-o", help="dataset name (under ADAPTRANK_HOME/datasets)")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="dataset name (under ADAPTRANK_HOME/datasets)")
+    ] = None,
     source: Annotated[str | None, typer.Option(help="chroma | beir | folder")] = None,
     path: Annotated[str | None, typer.Option(help="BEIR folder (corpus.jsonl) or a folder of .txt/.md")] = None,
-    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Chroma collection (source chroma)")] = None,
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="Chroma collection (source chroma)")
+    ] = None,
     max_documents: Annotated[int, typer.Option(help=help_of(MaxDocuments))] = 200,
-    queries_per_document: Annotated[int, typer.Option("--queries-per-document", "-k", help=help_of(QueriesPerDocument))] = 2,
+    queries_per_document: Annotated[
+        int, typer.Option("--queries-per-document", "-k", help=help_of(QueriesPerDocument))
+    ] = 2,
     negatives: Annotated[int, typer.Option(help=help_of(Negatives))] = 7,
     mining_depth: Annotated[int, typer.Option(help="candidates mined per query (BM25 + dense)")] = 30,
     judge: Annotated[bool, typer.Option("--judge/--no-judge", help="LLM-judge the mined candidates")] = True,
     judge_depth: Annotated[int | None, typer.Option(help="candidates judged per query [default: negatives]")] = None,
-    llm_backend: Annotated[str | None, typer.Option(help="transformers | llamacpp | openai | vllm [env ADAPTRANK_LLM_BACKEND]")] = None,
+    llm_backend: Annotated[
+        str | None, typer.Option(help="transformers | llamacpp | openai | vllm [env ADAPTRANK_LLM_BACKEND]")
+    ] = None,
     llm_model: Annotated[str | None, typer.Option(help="model for the backend [env ADAPTRANK_LLM_MODEL]")] = None,
-    openai_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint [env ADAPTRANK_OPENAI_BASE_URL]")] = None,
+    openai_base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint [env ADAPTRANK_OPENAI_BASE_URL]")
+    ] = None,
     question_types: Annotated[str, typer.Option(help="general | medical")] = "general",
-    template: Annotated[str, typer.Option(help="querygen.typed (one question per call) | querygen.list (JSON, for big LLMs)")] = "querygen.typed",
+    template: Annotated[
+        str, typer.Option(help="querygen.typed (one question per call) | querygen.list (JSON, for big LLMs)")
+    ] = "querygen.typed",
     dense: Annotated[str, typer.Option(help="dense mining: auto | on | off")] = "auto",
     consistency_depth: Annotated[int | None, typer.Option(help=help_of(ConsistencyDepth))] = None,
     queries: Annotated[str | None, typer.Option(help=help_of(QueryLog))] = None,
@@ -81,11 +96,26 @@ def generate(
             if not output or not source:
                 raise typer.BadParameter("--output and --source are required (or --resume JOB)")
             raw = dict(
-                source=source, path=path, collection=collection, output_name=output, max_documents=max_documents,
-                queries_per_document=queries_per_document, negatives=negatives, mining_depth=mining_depth,
-                judge=judge, judge_depth=judge_depth, llm_backend=llm_backend, llm_model=llm_model,
-                question_types=question_types, template=template, dense=dense, batch_documents=batch_documents,
-                dev_fraction=dev_fraction, seed=seed, consistency_depth=consistency_depth, queries=queries,
+                source=source,
+                path=path,
+                collection=collection,
+                output_name=output,
+                max_documents=max_documents,
+                queries_per_document=queries_per_document,
+                negatives=negatives,
+                mining_depth=mining_depth,
+                judge=judge,
+                judge_depth=judge_depth,
+                llm_backend=llm_backend,
+                llm_model=llm_model,
+                question_types=question_types,
+                template=template,
+                dense=dense,
+                batch_documents=batch_documents,
+                dev_fraction=dev_fraction,
+                seed=seed,
+                consistency_depth=consistency_depth,
+                queries=queries,
             )
             params = parse(GenerateParams, raw)
             if params.path:  # fail before starting a job on what can be checked at once
@@ -96,7 +126,9 @@ def generate(
             title = f"generating {output}"
         err.print(f"job {info.id} ({settings.jobs_db})", highlight=False)
         with contextlib.redirect_stdout(sys.stderr):
-            info = follow_job(manager, info.id, title, after_cancel=f"continue with: adaptrank generate --resume {info.id}")
+            info = follow_job(
+                manager, info.id, title, after_cancel=f"continue with: adaptrank generate --resume {info.id}"
+            )
         manager.close(wait=True)
     if info.state != JobState.succeeded:
         err.print(f"[red]error:[/red] job {info.id} {info.state.value}: {info.error}", highlight=False)
@@ -111,9 +143,15 @@ def generate(
     for col in ("groups", "train", "dev", "documents", "queries kept", "skipped", "seconds"):
         table.add_column(col, justify="right")
     c = r["counts"]
-    table.add_row(str(c.get("groups")), str(c.get("train")), str(c.get("dev")), str(c.get("documents")),
-                  str(c.get("queries_kept")), ", ".join(f"{k} {v}" for k, v in r["skipped"].items()) or "-",
-                  f"{r['seconds'].get('total', 0):.0f}")
+    table.add_row(
+        str(c.get("groups")),
+        str(c.get("train")),
+        str(c.get("dev")),
+        str(c.get("documents")),
+        str(c.get("queries_kept")),
+        ", ".join(f"{k} {v}" for k, v in r["skipped"].items()) or "-",
+        f"{r['seconds'].get('total', 0):.0f}",
+    )
     out.print(table)
 
 
@@ -140,7 +178,9 @@ def jobs_main(ctx: typer.Context) -> None:
 @jobs_app.command("list")
 def jobs_list(
     kind: Annotated[str | None, typer.Option(help=" | ".join(JOB_KINDS))] = None,
-    state: Annotated[str | None, typer.Option(help="queued | running | succeeded | failed | cancelled | interrupted")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="queued | running | succeeded | failed | cancelled | interrupted")
+    ] = None,
     limit: Annotated[int, typer.Option(help="newest first")] = 20,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -184,7 +224,12 @@ def jobs_resume(job_id: str) -> None:
         manager = JobManager(make_settings())
         info = manager.resume(job_id)
         with contextlib.redirect_stdout(sys.stderr):
-            info = follow_job(manager, info.id, f"resuming {job_id}", after_cancel=f"continue with: adaptrank generate --resume {job_id}")
+            info = follow_job(
+                manager,
+                info.id,
+                f"resuming {job_id}",
+                after_cancel=f"continue with: adaptrank generate --resume {job_id}",
+            )
         manager.close(wait=True)
     out.print(_job_table([info]))
     if info.state.value != "succeeded":
@@ -198,14 +243,34 @@ def datasets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     with user_errors():
         refs = DatasetStore(make_settings()).list()
     if as_json:
-        out.print_json(json.dumps([{"name": r.name, "version": r.version, "latest": r.latest, "path": str(r.path),
-                                    "card": r.card.model_dump(mode="json")} for r in refs]))
+        out.print_json(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "version": r.version,
+                        "latest": r.latest,
+                        "path": str(r.path),
+                        "card": r.card.model_dump(mode="json"),
+                    }
+                    for r in refs
+                ]
+            )
+        )
         return
     table = Table(title_justify="left")
     for col in ("name", "version", "groups", "train", "dev", "documents", "llm", "judge"):
         table.add_column(col)
     for r in refs:
         c = r.card.counts
-        table.add_row(r.name, r.version + (" *" if r.latest else ""), str(c.get("groups")), str(c.get("train")),
-                      str(c.get("dev")), str(c.get("documents")), r.card.llm or "-", r.card.judge or "-")
+        table.add_row(
+            r.name,
+            r.version + (" *" if r.latest else ""),
+            str(c.get("groups")),
+            str(c.get("train")),
+            str(c.get("dev")),
+            str(c.get("documents")),
+            r.card.llm or "-",
+            r.card.judge or "-",
+        )
     out.print(table)

@@ -34,7 +34,11 @@ class InFlight:
         self.count = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        listening = scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path", "").rstrip("/") == self.mcp_path
+        listening = (
+            scope["type"] == "http"
+            and scope.get("method") == "GET"
+            and scope.get("path", "").rstrip("/") == self.mcp_path
+        )
         if scope["type"] != "http" or listening:
             await self.app(scope, receive, send)
             return

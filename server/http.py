@@ -207,7 +207,11 @@ def http_app(mcp: FastMCP) -> Starlette:
     app = mcp.http_app(
         path=MCP_PATH,
         host_origin_protection="auto",
-        middleware=[*counting, Middleware(InFlight, mcp_path=MCP_PATH), Middleware(BodyLimit, limit=limit, mcp_path=MCP_PATH)],
+        middleware=[
+            *counting,
+            Middleware(InFlight, mcp_path=MCP_PATH),
+            Middleware(BodyLimit, limit=limit, mcp_path=MCP_PATH),
+        ],
     )
     match_transport_limit(app, limit)
     return app

@@ -13,8 +13,12 @@ import sys
 from datetime import UTC, datetime
 
 #: attributes every LogRecord has; anything else was passed in ``extra=`` and is kept
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName",
-                                                                          "color_message"}  # uvicorn's ANSI copy
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}  # uvicorn's ANSI copy
 #: loggers that install their own handlers; in json mode they propagate to the root handler
 OWN_HANDLERS = ("fastmcp", "mcp", "uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 

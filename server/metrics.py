@@ -57,25 +57,34 @@ class Metrics:
     def __init__(self, services: Services) -> None:
         self.registry = r = CollectorRegistry()
         self.http_requests = Counter(
-            "adaptrank_http_requests", "HTTP requests by route, method and status code",
-            ["route", "method", "code"], registry=r,
+            "adaptrank_http_requests",
+            "HTTP requests by route, method and status code",
+            ["route", "method", "code"],
+            registry=r,
         )
         self.http_seconds = Histogram(
-            "adaptrank_http_request_duration_seconds", "HTTP request latency (GET /mcp is an MCP session's "
-            "listening stream: it lasts as long as the session)", ["route", "method"], buckets=SECONDS, registry=r,
+            "adaptrank_http_request_duration_seconds",
+            "HTTP request latency (GET /mcp is an MCP session's listening stream: it lasts as long as the session)",
+            ["route", "method"],
+            buckets=SECONDS,
+            registry=r,
         )
         self.tool_calls = Counter("adaptrank_mcp_tool_calls", "MCP tool calls", ["tool"], registry=r)
         self.tool_errors = Counter(
-            "adaptrank_mcp_tool_errors", "MCP tool calls that failed; kind=request: bad input, an unknown model "
+            "adaptrank_mcp_tool_errors",
+            "MCP tool calls that failed; kind=request: bad input, an unknown model "
             "or tool (the caller's message names the field); kind=internal: a masked server fault",
-            ["tool", "kind"], registry=r,
+            ["tool", "kind"],
+            registry=r,
         )
         self.tool_seconds = Histogram(
             "adaptrank_mcp_tool_duration_seconds", "MCP tool call latency", ["tool"], buckets=SECONDS, registry=r
         )
         self.pairs_scored = Counter(
-            "adaptrank_pairs_scored", "(query, passage) pairs scored for requests, from the cache or a model",
-            ["model"], registry=r,
+            "adaptrank_pairs_scored",
+            "(query, passage) pairs scored for requests, from the cache or a model",
+            ["model"],
+            registry=r,
         )
         self.cache_hits = Counter("adaptrank_score_cache_hits", "pairs served from the score cache", registry=r)
         self.cache_misses = Counter("adaptrank_score_cache_misses", "pairs the score cache did not hold", registry=r)
@@ -83,8 +92,10 @@ class Metrics:
             "adaptrank_forward_pass_pairs", "pairs per forward pass (batch size)", buckets=PAIRS, registry=r
         )
         self.pass_requests = Histogram(
-            "adaptrank_forward_pass_requests", "requests merged into one forward pass by the micro-batcher",
-            buckets=REQUESTS, registry=r,
+            "adaptrank_forward_pass_requests",
+            "requests merged into one forward pass by the micro-batcher",
+            buckets=REQUESTS,
+            registry=r,
         )
         self.merges = Counter(
             "adaptrank_microbatch_merges", "forward passes that merged two or more requests", registry=r
@@ -120,7 +131,9 @@ class _StateCollector:
         yield info
         built = self.services.built()
         loaded = GaugeMetricFamily(
-            "adaptrank_model_loaded", "models loaded in memory (1 per model and version)", labels=["model", "version", "backend"]
+            "adaptrank_model_loaded",
+            "models loaded in memory (1 per model and version)",
+            labels=["model", "version", "backend"],
         )
         if "reranker" in built:
             for r in built["reranker"].loaded():
@@ -140,10 +153,14 @@ class _StateCollector:
         yield active
         yield self._jobs()
         tokens = CounterMetricFamily(
-            "adaptrank_llm_generated_tokens", "tokens the server's LLM backends generated (as each backend "
-            "counts them; the openai backend counts what the endpoint reports in usage)", labels=["llm"]
+            "adaptrank_llm_generated_tokens",
+            "tokens the server's LLM backends generated (as each backend "
+            "counts them; the openai backend counts what the endpoint reports in usage)",
+            labels=["llm"],
         )
-        outputs = CounterMetricFamily("adaptrank_llm_outputs", "completions the server's LLM backends returned", labels=["llm"])
+        outputs = CounterMetricFamily(
+            "adaptrank_llm_outputs", "completions the server's LLM backends returned", labels=["llm"]
+        )
         from adaptrank.core.llm.factory import cached_llms
 
         for llm in cached_llms():
@@ -231,7 +248,11 @@ def _error_kind(exc: BaseException) -> str:
     if not isinstance(exc, FastMCPError):
         return "internal"
     cause = exc.__cause__
-    return "internal" if cause is not None and not isinstance(cause, (FastMCPError, PydanticValidationError)) else "request"
+    return (
+        "internal"
+        if cause is not None and not isinstance(cause, (FastMCPError, PydanticValidationError))
+        else "request"
+    )
 
 
 def _client_is_loopback(request: Request) -> bool:
@@ -252,7 +273,8 @@ def register(mcp: FastMCP, services: Services) -> None:
         if not _authorized(request, s) and not (s.metrics_public_on_loopback and _client_is_loopback(request)):
             return JSONResponse(
                 {"message": "missing or invalid bearer token (send 'Authorization: Bearer <token>')"},
-                status_code=401, headers={"WWW-Authenticate": "Bearer"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
             )
         body = await asyncio.to_thread(services.metrics.render)  # reads the model store and jobs db
         return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)

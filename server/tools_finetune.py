@@ -49,12 +49,21 @@ def register(mcp: FastMCP, services: Services) -> None:
     @mcp.tool(annotations=STARTS_JOB)
     @tool_errors
     async def finetune_reranker(
-        dataset: Annotated[Name, Field(description="dataset name (or name@version) from generate_training_data / list_datasets")],
-        base_model: Annotated[BaseModelSpec, Field(description="start from: 'zero-shot', a model-store name, a model folder inside the server's allowed roots, or an HF id if the operator allows hub models (default: the offline MiniLM)")] = None,
+        dataset: Annotated[
+            Name, Field(description="dataset name (or name@version) from generate_training_data / list_datasets")
+        ],
+        base_model: Annotated[
+            BaseModelSpec,
+            Field(
+                description="start from: 'zero-shot', a model-store name, a model folder inside the server's allowed roots, or an HF id if the operator allows hub models (default: the offline MiniLM)"
+            ),
+        ] = None,
         epochs: Epochs = 2.0,
         group_size: GroupSize = 8,
         learning_rate: LearningRate = None,
-        output_name: Annotated[Name | None, Field(description="model-store name (default '<dataset>-reranker')")] = None,
+        output_name: Annotated[
+            Name | None, Field(description="model-store name (default '<dataset>-reranker')")
+        ] = None,
         promote: Promote = None,
         method: Method = "auto",
         wait_seconds: Wait = 0,
@@ -68,12 +77,22 @@ def register(mcp: FastMCP, services: Services) -> None:
         Returns the job at once: `job_status(job_id, wait_seconds)` for progress (steps, loss, dev
         metric) and the result, `cancel_job(job_id)` to stop (the active model is never touched).
         """
-        params = parse_params({
-            k: v for k, v in dict(
-                dataset=dataset, base_model=base_model, epochs=epochs, group_size=group_size,
-                learning_rate=learning_rate, output_name=output_name, promote=promote, method=method,
-            ).items() if v is not None
-        })
+        params = parse_params(
+            {
+                k: v
+                for k, v in dict(
+                    dataset=dataset,
+                    base_model=base_model,
+                    epochs=epochs,
+                    group_size=group_size,
+                    learning_rate=learning_rate,
+                    output_name=output_name,
+                    promote=promote,
+                    method=method,
+                ).items()
+                if v is not None
+            }
+        )
         services.model_access.check(params.base_model, "base_model")
 
         def check() -> None:  # fail now on what can be checked cheaply
@@ -87,7 +106,14 @@ def register(mcp: FastMCP, services: Services) -> None:
     @mcp.tool(annotations=STARTS_JOB)
     @tool_errors
     async def evaluate_reranker(
-        path: Annotated[str, Field(min_length=1, max_length=4096, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv) inside the server's allowed roots")],
+        path: Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=4096,
+                description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv) inside the server's allowed roots",
+            ),
+        ],
         models: Models = ["zero-shot"],  # noqa: B006 - pydantic copies defaults
         first_stage: FirstStage = "bm25",
         depth: Depth = 30,
@@ -105,8 +131,16 @@ def register(mcp: FastMCP, services: Services) -> None:
         for i, m in enumerate(models):
             await asyncio.to_thread(services.model_access.check, m, f"models[{i}]")
             await asyncio.to_thread(describe, m, services.store)  # unknown model: error now
-        params = parse(EvaluateParams, {"path": str(resolved), "models": list(models), "first_stage": first_stage,
-                                        "depth": depth, "max_queries": max_queries or None})
+        params = parse(
+            EvaluateParams,
+            {
+                "path": str(resolved),
+                "models": list(models),
+                "first_stage": first_stage,
+                "depth": depth,
+                "max_queries": max_queries or None,
+            },
+        )
         job_params = params.model_dump(exclude_none=True, exclude={"seed"})
         info = await asyncio.to_thread(services.jobs.submit, "evaluate", job_params)
         return await wait_for_job(services.jobs, info.id, wait_seconds, ctx)

@@ -80,8 +80,10 @@ def register(mcp: FastMCP, services: Services) -> None:
     ]
     Model = Annotated[
         str | None,
-        Field(description="a model-store name (optionally name@version), 'zero-shot', or a model folder inside "
-              "the server's allowed roots; default: the server's default model (see list_models)"),
+        Field(
+            description="a model-store name (optionally name@version), 'zero-shot', or a model folder inside "
+            "the server's allowed roots; default: the server's default model (see list_models)"
+        ),
     ]
     ReturnDocuments = Annotated[bool, Field(description="include each document in its result")]
 

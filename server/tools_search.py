@@ -122,8 +122,10 @@ async def run_search(
     """
     mode = llm_mode(llm)
     if mode == "sampling" and ctx is None:
-        raise ValueError("llm: 'sampling' asks the calling MCP client's LLM, so it needs the tool's MCP request "
-                         "context (ctx); outside MCP (the CLI, the library) use false or 'server'")
+        raise ValueError(
+            "llm: 'sampling' asks the calling MCP client's LLM, so it needs the tool's MCP request "
+            "context (ctx); outside MCP (the CLI, the library) use false or 'server'"
+        )
     retriever = await asyncio.to_thread(
         ChromaRetriever.for_reranker, services.docstore, collection, services.reranker, model, hybrid=hybrid
     )
@@ -171,8 +173,11 @@ def register(mcp: FastMCP, services: Services) -> None:
     s = services.settings
     Question = Annotated[
         str,
-        Field(min_length=1, max_length=s.max_query_chars,
-              description=f"the question, possibly compound (1-{s.max_query_chars} characters)"),
+        Field(
+            min_length=1,
+            max_length=s.max_query_chars,
+            description=f"the question, possibly compound (1-{s.max_query_chars} characters)",
+        ),
     ]
     TopN = Annotated[int, Field(ge=1, le=100, description="passages to return (1-100)")]
     K = Annotated[int, Field(ge=1, le=200, description="candidates retrieved per query (1-200)")]
@@ -187,25 +192,54 @@ def register(mcp: FastMCP, services: Services) -> None:
         question: Question,
         collection: CollectionName,
         top_n: TopN = 10,
-        decompose: Annotated[bool, Field(description="split a question that asks several things into sub-questions "
-                                         "(a single ask is searched as one query either way)")] = True,
+        decompose: Annotated[
+            bool,
+            Field(
+                description="split a question that asks several things into sub-questions "
+                "(a single ask is searched as one query either way)"
+            ),
+        ] = True,
         k: K = 20,
         sub_questions: SubQuestions = None,
         hybrid: Annotated[bool, Field(description="fuse dense retrieval with BM25 (reciprocal-rank fusion)")] = False,
-        follow_up: Annotated[bool, Field(description="one more retrieval round for sub-questions the top missed")] = False,
-        llm: Annotated[LLMChoice, Field(description=(
-            "who decomposes the question: false = rules (they split conjunctions like 'What causes X, and how is "
-            "Y treated?'); true or 'server' = the server's LLM (slower); 'sampling' = YOUR model, through MCP "
-            "sampling, if your client supports it (else rules, with the reason in decomposition_error). The "
-            "answer, when asked for, comes from the same LLM"))] = False,
-        answer: Annotated[bool, Field(description="also write a short answer with citations (uses the LLM chosen by "
-                                      "`llm`: the server's unless llm='sampling')")] = False,
-        model: Annotated[str | None, Field(description="reranker model (default: the server's; see list_models)")] = None,
-        rerank: Annotated[Literal["original", "fusion"], Field(
-            description="'original': rank by relevance to the whole question; 'fusion': also score against "
-            "each sub-question and fuse the rankings, so every part of the question is covered")] = "fusion",
-        clean: Annotated[bool, Field(description="drop greetings, thanks, sign-offs, subject lines and narration "
-                                     "from the message before searching (the result's cleaned_question)")] = True,
+        follow_up: Annotated[
+            bool, Field(description="one more retrieval round for sub-questions the top missed")
+        ] = False,
+        llm: Annotated[
+            LLMChoice,
+            Field(
+                description=(
+                    "who decomposes the question: false = rules (they split conjunctions like 'What causes X, and how is "
+                    "Y treated?'); true or 'server' = the server's LLM (slower); 'sampling' = YOUR model, through MCP "
+                    "sampling, if your client supports it (else rules, with the reason in decomposition_error). The "
+                    "answer, when asked for, comes from the same LLM"
+                )
+            ),
+        ] = False,
+        answer: Annotated[
+            bool,
+            Field(
+                description="also write a short answer with citations (uses the LLM chosen by "
+                "`llm`: the server's unless llm='sampling')"
+            ),
+        ] = False,
+        model: Annotated[
+            str | None, Field(description="reranker model (default: the server's; see list_models)")
+        ] = None,
+        rerank: Annotated[
+            Literal["original", "fusion"],
+            Field(
+                description="'original': rank by relevance to the whole question; 'fusion': also score against "
+                "each sub-question and fuse the rankings, so every part of the question is covered"
+            ),
+        ] = "fusion",
+        clean: Annotated[
+            bool,
+            Field(
+                description="drop greetings, thanks, sign-offs, subject lines and narration "
+                "from the message before searching (the result's cleaned_question)"
+            ),
+        ] = True,
         ctx: Context | None = None,
     ) -> SearchResult:
         """Search a document collection for a question or a message as people write it.
@@ -219,16 +253,34 @@ def register(mcp: FastMCP, services: Services) -> None:
         stage.
         """
         return await run_search(
-            services, question, collection, top_n=top_n, decompose=decompose, k=k, sub_questions=sub_questions,
-            hybrid=hybrid, follow_up=follow_up, answer=answer, model=model, rerank=rerank, llm=llm, clean=clean,
+            services,
+            question,
+            collection,
+            top_n=top_n,
+            decompose=decompose,
+            k=k,
+            sub_questions=sub_questions,
+            hybrid=hybrid,
+            follow_up=follow_up,
+            answer=answer,
+            model=model,
+            rerank=rerank,
+            llm=llm,
+            clean=clean,
             ctx=ctx,
         )
 
     @mcp.tool(annotations=WRITES)
     @tool_errors
     async def ingest_documents(
-        path: Annotated[str, Field(min_length=1, description="a folder of .txt/.md files, a .jsonl file, or a BEIR "
-                                   "folder (corpus.jsonl), inside the server's allowed roots")],
+        path: Annotated[
+            str,
+            Field(
+                min_length=1,
+                description="a folder of .txt/.md files, a .jsonl file, or a BEIR "
+                "folder (corpus.jsonl), inside the server's allowed roots",
+            ),
+        ],
         collection: CollectionName,
         format: Annotated[Literal["auto", "folder", "jsonl", "beir"], Field(description="source format")] = "auto",  # noqa: A002
         chunk_tokens: Annotated[int, Field(ge=16, le=2048, description="tokens per chunk")] = 200,
@@ -237,8 +289,10 @@ def register(mcp: FastMCP, services: Services) -> None:
         id_field: Annotated[str, Field(description="JSONL: the id field")] = "id",
         text_field: Annotated[str, Field(description="JSONL: the text field")] = "text",
         title_field: Annotated[str, Field(description="JSONL: the title field")] = "title",
-        background: Annotated[bool, Field(description="run as a background job and return its id at once "
-                                          "(for large corpora; poll job_status)")] = False,
+        background: Annotated[
+            bool,
+            Field(description="run as a background job and return its id at once (for large corpora; poll job_status)"),
+        ] = False,
         ctx: Context | None = None,
     ) -> IngestOutcome:
         """Chunk, embed and store documents in a collection (created if missing).
@@ -250,20 +304,40 @@ def register(mcp: FastMCP, services: Services) -> None:
         resolved = check_allowed_path(s, path)
         check_chunking(chunk_tokens, overlap)  # before a job starts or a collection is created
         if background:
-            params = dict(path=str(resolved), collection=collection, format=format, chunk_tokens=chunk_tokens,
-                          overlap=overlap, prune=prune, id_field=id_field, text_field=text_field,
-                          title_field=title_field)
+            params = dict(
+                path=str(resolved),
+                collection=collection,
+                format=format,
+                chunk_tokens=chunk_tokens,
+                overlap=overlap,
+                prune=prune,
+                id_field=id_field,
+                text_field=text_field,
+                title_field=title_field,
+            )
             return IngestOutcome(job=await asyncio.to_thread(services.jobs.submit, "ingest", params))
         loop = asyncio.get_running_loop()
 
         def progress(done: int, total: int) -> None:
             if ctx is not None:
-                asyncio.run_coroutine_threadsafe(ctx.report_progress(done, total, f"embedded {done}/{total} chunks"), loop)
+                asyncio.run_coroutine_threadsafe(
+                    ctx.report_progress(done, total, f"embedded {done}/{total} chunks"), loop
+                )
 
         report = await asyncio.to_thread(
-            ingest, services.docstore, resolved, collection, format=format, chunk_tokens=chunk_tokens,
-            overlap=overlap, prune=prune, progress=progress, id_field=id_field, text_field=text_field,
-            title_field=title_field, roots=allowed_roots(s),
+            ingest,
+            services.docstore,
+            resolved,
+            collection,
+            format=format,
+            chunk_tokens=chunk_tokens,
+            overlap=overlap,
+            prune=prune,
+            progress=progress,
+            id_field=id_field,
+            text_field=text_field,
+            title_field=title_field,
+            roots=allowed_roots(s),
         )
         return IngestOutcome(report=report)
 

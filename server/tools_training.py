@@ -48,8 +48,12 @@ STARTS_JOB = ToolAnnotations(read_only_hint=False, destructive_hint=False, idemp
 JobId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="a job id")]
 Wait = Annotated[
     float,
-    Field(ge=0, le=50, description="seconds to wait for the job, sending progress notifications (0-50; "
-          "keep it under your client's timeout)"),
+    Field(
+        ge=0,
+        le=50,
+        description="seconds to wait for the job, sending progress notifications (0-50; "
+        "keep it under your client's timeout)",
+    ),
 ]
 
 
@@ -79,8 +83,14 @@ def dataset_list(services: Services) -> DatasetList:
         root=str(services.datasets.root),
         datasets=[
             DatasetInfo(
-                name=r.name, version=r.version, latest=r.latest, created=r.card.created, llm=r.card.llm,
-                judge=r.card.judge, counts=r.card.counts, path=str(r.path),
+                name=r.name,
+                version=r.version,
+                latest=r.latest,
+                created=r.card.created,
+                llm=r.card.llm,
+                judge=r.card.judge,
+                counts=r.card.counts,
+                path=str(r.path),
             )
             for r in refs
         ],
@@ -120,19 +130,49 @@ def register(mcp: FastMCP, services: Services) -> None:
     @mcp.tool(annotations=STARTS_JOB)
     @tool_errors
     async def generate_training_data(
-        source: Annotated[Literal["chroma", "beir", "folder"], Field(description="a Chroma collection, a BEIR corpus (corpus.jsonl), or a folder of .txt/.md files")],
-        output_name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="dataset name (a new version is added if it exists)")],
-        collection: Annotated[str | None, Field(description="the collection, when source is 'chroma' (see list_collections)")] = None,
-        path: Annotated[str | None, Field(description="the BEIR folder or text folder, inside the server's allowed roots")] = None,
+        source: Annotated[
+            Literal["chroma", "beir", "folder"],
+            Field(description="a Chroma collection, a BEIR corpus (corpus.jsonl), or a folder of .txt/.md files"),
+        ],
+        output_name: Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=64,
+                pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                description="dataset name (a new version is added if it exists)",
+            ),
+        ],
+        collection: Annotated[
+            str | None, Field(description="the collection, when source is 'chroma' (see list_collections)")
+        ] = None,
+        path: Annotated[
+            str | None, Field(description="the BEIR folder or text folder, inside the server's allowed roots")
+        ] = None,
         max_documents: MaxDocuments = 200,
         queries_per_document: QueriesPerDocument = 2,
         negatives: Negatives = 7,
         judge: Judge = True,
-        llm_backend: Annotated[Literal["transformers", "llamacpp", "openai", "vllm", "sampling"] | None, Field(description="default: the server's (ADAPTRANK_LLM_BACKEND); 'sampling' asks your own LLM through MCP sampling, and then the call lasts until the job ends (sampling only reaches you during the call)")] = None,
-        llm_model: Annotated[str | None, Field(description="model for the backend (default: the server's); for local backends a folder or .gguf file inside the server's allowed roots")] = None,
+        llm_backend: Annotated[
+            Literal["transformers", "llamacpp", "openai", "vllm", "sampling"] | None,
+            Field(
+                description="default: the server's (ADAPTRANK_LLM_BACKEND); 'sampling' asks your own LLM through MCP sampling, and then the call lasts until the job ends (sampling only reaches you during the call)"
+            ),
+        ] = None,
+        llm_model: Annotated[
+            str | None,
+            Field(
+                description="model for the backend (default: the server's); for local backends a folder or .gguf file inside the server's allowed roots"
+            ),
+        ] = None,
         question_types: QuestionTypes = "general",
         consistency_depth: ConsistencyDepth = None,
-        queries: Annotated[QueryLog, Field(description="a query log inside the server's allowed roots: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each becomes a training query of its own, labelled by mining and the LLM, and a few set the style of the generated ones")] = None,
+        queries: Annotated[
+            QueryLog,
+            Field(
+                description="a query log inside the server's allowed roots: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each becomes a training query of its own, labelled by mining and the LLM, and a few set the style of the generated ones"
+            ),
+        ] = None,
         wait_seconds: Wait = 0,
         ctx: Context | None = None,
     ) -> JobInfo:
@@ -145,10 +185,19 @@ def register(mcp: FastMCP, services: Services) -> None:
         to stop; `list_datasets` shows the result. Interrupted jobs resume with `resume_job`.
         """
         raw = {
-            "source": source, "collection": collection, "path": path, "output_name": output_name,
-            "max_documents": max_documents, "queries_per_document": queries_per_document,
-            "negatives": negatives, "judge": judge, "llm_backend": llm_backend, "llm_model": llm_model,
-            "question_types": question_types, "consistency_depth": consistency_depth, "queries": queries,
+            "source": source,
+            "collection": collection,
+            "path": path,
+            "output_name": output_name,
+            "max_documents": max_documents,
+            "queries_per_document": queries_per_document,
+            "negatives": negatives,
+            "judge": judge,
+            "llm_backend": llm_backend,
+            "llm_model": llm_model,
+            "question_types": question_types,
+            "consistency_depth": consistency_depth,
+            "queries": queries,
         }
         params = parse(GenerateParams, raw)
         # Fail now, not in the job, on what can be checked cheaply.
@@ -188,14 +237,23 @@ def register(mcp: FastMCP, services: Services) -> None:
     @mcp.tool(annotations=READ_ONLY)
     @tool_errors
     async def list_jobs(
-        kind: Annotated[str | None, Field(max_length=64, description=f"only this kind ({', '.join(sorted(JOB_KINDS))})")] = None,
-        state: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"] | None, Field(description="only this state")] = None,
+        kind: Annotated[
+            str | None, Field(max_length=64, description=f"only this kind ({', '.join(sorted(JOB_KINDS))})")
+        ] = None,
+        state: Annotated[
+            Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"] | None,
+            Field(description="only this state"),
+        ] = None,
         limit: Annotated[int, Field(ge=1, le=200, description="newest first")] = 20,
     ) -> JobList:
         """Background jobs, newest first."""
         return JobList(jobs=await asyncio.to_thread(services.jobs.list, kind, state, limit))
 
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False))
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+        )
+    )
     @tool_errors
     async def cancel_job(job_id: JobId) -> JobInfo:
         """Stop a queued or running job. Finished work is kept in its checkpoint, so

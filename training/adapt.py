@@ -48,7 +48,9 @@ STAGES = ("generate", "finetune", "evaluate")
 
 class AdaptParams(BaseModel):
     collection: str | None = Field(None, description="Chroma collection holding the team's documents")
-    path: str | None = Field(None, description="or a BEIR folder (corpus.jsonl; queries+qrels enable evaluation) / a text folder")
+    path: str | None = Field(
+        None, description="or a BEIR folder (corpus.jsonl; queries+qrels enable evaluation) / a text folder"
+    )
     name: str | None = Field(None, description="base name: dataset '<name>-synth', model '<name>-reranker'")
     max_documents: MaxDocuments = 1000
     queries_per_document: QueriesPerDocument = 2
@@ -57,7 +59,8 @@ class AdaptParams(BaseModel):
     question_types: QuestionTypes = "general"
     queries: QueryLog = None
     eval_path: str | None = Field(
-        None, description="a BEIR folder with real questions + qrels: evaluation and the promotion gate "
+        None,
+        description="a BEIR folder with real questions + qrels: evaluation and the promotion gate "
         "(default: path, when it holds them)",
     )
     llm_backend: str | None = None
@@ -109,12 +112,16 @@ class AdaptResult(BaseModel):
     evaluation: dict[str, Any] | None = None
     seconds: dict[str, float] = Field(default_factory=dict)
     report: str | None = Field(None, description="the HTML report written, when one was asked for")
-    report_error: str | None = Field(None, description="why the asked-for report could not be written (the run itself succeeded)")
+    report_error: str | None = Field(
+        None, description="why the asked-for report could not be written (the run itself succeeded)"
+    )
 
 
 def _has_qrels(path: Path) -> bool:
-    return path.is_dir() and (path / "queries.jsonl").is_file() and (
-        (path / "qrels.tsv").is_file() or (path / "qrels" / "test.tsv").is_file()
+    return (
+        path.is_dir()
+        and (path / "queries.jsonl").is_file()
+        and ((path / "qrels.tsv").is_file() or (path / "qrels" / "test.tsv").is_file())
     )
 
 
@@ -154,8 +161,14 @@ def adapt(
         output_name=f"{p.base_name}-synth",
     )
     ds = generate_dataset(
-        gen, settings, llm=llm, progress=stage(0), cancelled=cancelled, checkpoint_dir=checkpoint_dir,
-        docstore=docstore, restrict_paths=restrict_paths,
+        gen,
+        settings,
+        llm=llm,
+        progress=stage(0),
+        cancelled=cancelled,
+        checkpoint_dir=checkpoint_dir,
+        docstore=docstore,
+        restrict_paths=restrict_paths,
     )
     seconds["generate"] = time.perf_counter() - t0
 
@@ -168,11 +181,19 @@ def adapt(
     real = p.eval_path or (p.path if p.path and _has_qrels(Path(p.path)) else None)
     real_gate = bool(real and p.evaluate and p.promote is None)
     ft = finetune(
-        FinetuneParams(**{
-            **p.shared(FinetuneParams), "dataset": f"{ds.name}@{ds.version}", "output_name": model,
-            "group_size": min(p.group_size, p.negatives + 1), "promote": False if real_gate else p.promote,
-        }),
-        settings, progress=stage(1), cancelled=cancelled, store=store,
+        FinetuneParams(
+            **{
+                **p.shared(FinetuneParams),
+                "dataset": f"{ds.name}@{ds.version}",
+                "output_name": model,
+                "group_size": min(p.group_size, p.negatives + 1),
+                "promote": False if real_gate else p.promote,
+            }
+        ),
+        settings,
+        progress=stage(1),
+        cancelled=cancelled,
+        store=store,
     )
     seconds["finetune"] = time.perf_counter() - t0
     promoted, decision, gate = ft.promoted, ft.decision, "dev split"
@@ -184,8 +205,14 @@ def adapt(
         new = f"{model}@{ft.version}"
         models = list(dict.fromkeys(["zero-shot", *([f"{model}@{previous}"] if previous else []), new]))
         report_ = evaluate_beir(
-            real, models, depth=p.eval_depth, max_queries=p.eval_max_queries, seed=p.seed, settings=settings,
-            progress=stage(2), roots=allowed_roots(settings) if restrict_paths else None,
+            real,
+            models,
+            depth=p.eval_depth,
+            max_queries=p.eval_max_queries,
+            seed=p.seed,
+            settings=settings,
+            progress=stage(2),
+            roots=allowed_roots(settings) if restrict_paths else None,
         )
         ev_report = report_
         evaluation = report_.model_dump(mode="json")
@@ -194,15 +221,25 @@ def adapt(
             old_row, new_row = report_.get(baseline), report_.get(new)
             qids = sorted(new_row.per_query)
             d = promotion.decide(
-                "mrr@10", {"dev_mrr@10": new_row.metrics["mrr@10"]}, {"dev_mrr@10": old_row.metrics["mrr@10"]},
-                baseline=baseline, paired=([new_row.per_query[q] for q in qids], [old_row.per_query[q] for q in qids]),
+                "mrr@10",
+                {"dev_mrr@10": new_row.metrics["mrr@10"]},
+                {"dev_mrr@10": old_row.metrics["mrr@10"]},
+                baseline=baseline,
+                paired=([new_row.per_query[q] for q in qids], [old_row.per_query[q] for q in qids]),
                 data="real questions",
             )
             promotion.apply(store, model, ft.version, d)
             promoted, decision, gate = d.promote, d.reason, "real questions"
     result = AdaptResult(
-        dataset=f"{ds.name}@{ds.version}", model=model, version=ft.version, promoted=promoted, decision=decision,
-        gate=gate, dev_before=ft.metrics_before, dev_after=ft.metrics_after, evaluation=evaluation,
+        dataset=f"{ds.name}@{ds.version}",
+        model=model,
+        version=ft.version,
+        promoted=promoted,
+        decision=decision,
+        gate=gate,
+        dev_before=ft.metrics_before,
+        dev_after=ft.metrics_after,
+        evaluation=evaluation,
         seconds={k: round(v, 2) for k, v in seconds.items()},
     )
     if report is not None:  # the model is saved (and maybe promoted) by now: a report failure must not fail the run
@@ -215,8 +252,9 @@ def adapt(
     return result
 
 
-def _write_report(path: str | Path, result: AdaptResult, ev_report: Any, baseline: str, dev_baseline: str,
-                  settings: Settings) -> Path:
+def _write_report(
+    path: str | Path, result: AdaptResult, ev_report: Any, baseline: str, dev_baseline: str, settings: Settings
+) -> Path:
     """The HTML report of a run (training/report.py): real-question metrics and the per-query
     comparison of the new version with what it had to beat (when the source has qrels), the dev
     split before/after, the training curve from the new version's card."""
@@ -224,21 +262,40 @@ def _write_report(path: str | Path, result: AdaptResult, ev_report: Any, baselin
 
     new = f"{result.model}@{result.version}"
     dev = {f"before: {dev_baseline}": result.dev_before, f"after: {new}": result.dev_after}
-    page: dict[str, Any] = {"metrics": dev, "per_query": None, "examples": None, "baseline": dev_baseline, "compared": new}
+    page: dict[str, Any] = {
+        "metrics": dev,
+        "per_query": None,
+        "examples": None,
+        "baseline": dev_baseline,
+        "compared": new,
+    }
     extra: list[tuple[str, Any]] = []
     if ev_report is not None:
         page = eval_report_data(ev_report, baseline=baseline, compared=new)
         page["subtitle"] = f"real questions: {page['subtitle']}"
         extra = [("generated dev split (synthetic queries)", dev)]
     history, best_step, dev_metric = card_history(new, settings)
-    notes = [f"decision (on the {result.gate}): {result.decision}",
-             f"dataset {result.dataset}; seconds: " + ", ".join(f"{k} {v:g}" for k, v in result.seconds.items())]
+    notes = [
+        f"decision (on the {result.gate}): {result.decision}",
+        f"dataset {result.dataset}; seconds: " + ", ".join(f"{k} {v:g}" for k, v in result.seconds.items()),
+    ]
     if ev_report is None:
         notes.append("no real questions with qrels (give --eval-path): the table is the generated dev split")
-    return write_report(path, render_report(
-        f"adaptrank adapt: {new}", page.pop("metrics"), page.pop("per_query"), history, page.pop("examples"),
-        extra_tables=extra, best_step=best_step, dev_metric=dev_metric, notes=notes, **page,
-    ))
+    return write_report(
+        path,
+        render_report(
+            f"adaptrank adapt: {new}",
+            page.pop("metrics"),
+            page.pop("per_query"),
+            history,
+            page.pop("examples"),
+            extra_tables=extra,
+            best_step=best_step,
+            dev_metric=dev_metric,
+            notes=notes,
+            **page,
+        ),
+    )
 
 
 def _is_beir(path: str | None) -> bool:

@@ -100,7 +100,11 @@ def load_corpus(
     if source not in ("beir", "folder"):
         raise InputError("source", f"{source!r} is not one of ['chroma', 'beir', 'folder']")
     root = resolve_path(settings, path, restrict_paths)
-    if source == "beir" and not (root.is_file() and root.name.endswith(".jsonl")) and not (root / "corpus.jsonl").is_file():
+    if (
+        source == "beir"
+        and not (root.is_file() and root.name.endswith(".jsonl"))
+        and not (root / "corpus.jsonl").is_file()
+    ):
         raise InputError("path", f"{path!r} has no corpus.jsonl (BEIR layout expected)")
     if source == "folder" and not (root.is_dir() or root.suffix.lower() in (".txt", ".md", ".markdown")):
         raise InputError("path", f"{path!r} is not a folder of .txt/.md files")
@@ -124,8 +128,13 @@ def load_corpus(
                 if c.index > 0 and doc.title.strip() and not text.lower().startswith(doc.title.strip().lower()):
                     text = with_title(text, doc.title)  # a later chunk still names its subject
                 passages.append(
-                    CorpusPassage(id=f"{doc.id}#{c.index}", doc_id=doc.id, text=text, title=doc.title,
-                            metadata={"chunk": c.index, "n_chunks": len(chunks)})
+                    CorpusPassage(
+                        id=f"{doc.id}#{c.index}",
+                        doc_id=doc.id,
+                        text=text,
+                        title=doc.title,
+                        metadata={"chunk": c.index, "n_chunks": len(chunks)},
+                    )
                 )
     return Corpus(kind=source, location=str(root), passages=passages, skipped_empty=skipped)
 
@@ -139,9 +148,7 @@ def _from_chroma(settings: Settings, collection: str, docstore: Any) -> Corpus:
     if docstore is None:
         docstore = DocStore(settings)
     if collection not in docstore.list_collections():
-        raise NotFoundError(
-            "collection", f"unknown collection {collection!r} (known: {docstore.list_collections()})"
-        )
+        raise NotFoundError("collection", f"unknown collection {collection!r} (known: {docstore.list_collections()})")
     passages, skipped = [], 0
     # The collection's stored vectors are the prior's passage vectors when the same model made them
     # (checked by fingerprint): fine-tuning's frozen passage bank then embeds nothing again.
@@ -154,7 +161,9 @@ def _from_chroma(settings: Settings, collection: str, docstore: Any) -> Corpus:
             skipped += 1
             continue
         doc_id = str(meta.get("doc_id") or rid)
-        passages.append(CorpusPassage(id=rid, doc_id=doc_id, text=text, title=str(meta.get("title") or ""), metadata=meta))
+        passages.append(
+            CorpusPassage(id=rid, doc_id=doc_id, text=text, title=str(meta.get("title") or ""), metadata=meta)
+        )
     if not passages:
         raise InputError("collection", f"collection {collection!r} holds no documents")
     passages.sort(key=lambda p: (p.doc_id, int(p.metadata.get("chunk", 0) or 0), p.id))

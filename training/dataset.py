@@ -138,9 +138,7 @@ def read_groups(path: Path | str, *, allow_empty: bool = False) -> list[Group]:
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first["loc"]) or "line"
-                raise InputError(
-                    "dataset", f"{path} line {n}: {where}: {first['msg']}"
-                ) from None
+                raise InputError("dataset", f"{path} line {n}: {where}: {first['msg']}") from None
     if not groups and not allow_empty:
         raise InputError("dataset", f"{path} has no groups")
     return groups

@@ -40,7 +40,9 @@ BM25 = "bm25"
 class EvaluateParams(BaseModel):
     """An ``evaluate`` run's parameters (the ``evaluate_reranker`` tool, ``adaptrank eval``, the job)."""
 
-    path: str = Field(min_length=1, max_length=4096, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv)")
+    path: str = Field(
+        min_length=1, max_length=4096, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv)"
+    )
     models: Models = ["zero-shot"]
     first_stage: FirstStage = BM25
     depth: Depth = 30
@@ -93,9 +95,7 @@ def group_candidates(group: Any) -> tuple[list[str], set[int]]:
     return uniq, relevant
 
 
-def group_scores(
-    score_pairs: ScorePairs, groups: Sequence[Any], k: int = 10, chunk: int = 256
-) -> np.ndarray:
+def group_scores(score_pairs: ScorePairs, groups: Sequence[Any], k: int = 10, chunk: int = 256) -> np.ndarray:
     """``[groups, 2]``: MRR@k and nDCG@k of each group's positives among its negatives (the
     promotion gate compares two models group by group on these)."""
     out = np.zeros((len(groups), 2))
@@ -273,11 +273,17 @@ def evaluate_beir(
         raise InputError("first_stage", f"{first_stage!r} is not 'bm25' or 'chroma:<collection>'")
     timings["first_stage"] = time.perf_counter() - t0
     rk = recall_k or depth
-    report_ = EvalReport(data=location, first_stage=first_stage, depth=depth, queries=len(qids), documents=len(data.corpus))
+    report_ = EvalReport(
+        data=location, first_stage=first_stage, depth=depth, queries=len(qids), documents=len(data.corpus)
+    )
     base_run = {q: [d for d, _ in pools[q]] for q in qids}
     report_.results.append(
-        ModelMetrics(model=first_stage, metrics=evaluate_run(base_run, data.qrels, 10, rk), seconds=timings["first_stage"],
-                     ranked={q: r[:10] for q, r in base_run.items()})
+        ModelMetrics(
+            model=first_stage,
+            metrics=evaluate_run(base_run, data.qrels, 10, rk),
+            seconds=timings["first_stage"],
+            ranked={q: r[:10] for q, r in base_run.items()},
+        )
     )
     report_._beir = data
     if reranker is None:

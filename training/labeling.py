@@ -157,7 +157,9 @@ def label_candidates(
                 label, p_yes = verdict
                 res.judged += 1
                 counts["judged"] += 1
-                relevant = (p_yes >= threshold) if (threshold is not None and p_yes is not None) else label == CHOICES[0]
+                relevant = (
+                    (p_yes >= threshold) if (threshold is not None and p_yes is not None) else label == CHOICES[0]
+                )
                 if relevant:
                     res.extra_positives.append(cand)
                     counts["judged_relevant"] += 1

@@ -60,7 +60,9 @@ class LCELoss(MultipleNegativesRankingLoss):
     def get_in_batch_negatives(self, anchors: list[str], candidates: list[list[str]]) -> Iterator[list[str]]:
         return iter(())  # localized negatives only: never borrow another query's passages
 
-    def forward(self, inputs: list[list[str]], labels: Tensor | list[Tensor] | None = None, prompt=None, task=None) -> Tensor:
+    def forward(
+        self, inputs: list[list[str]], labels: Tensor | list[Tensor] | None = None, prompt=None, task=None
+    ) -> Tensor:
         anchors, columns = inputs[0], inputs[1:]
         batch = len(anchors)
         # One forward pass over all B*G pairs (column-major, as upstream stacks them): faster than one

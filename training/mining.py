@@ -94,8 +94,11 @@ class CandidateMiner:
                 self.dense_mode = "memory"
 
     def describe(self) -> dict[str, Any]:
-        return {"retrievers": ["bm25"] + ([f"dense:{self.dense_mode}"] if self.dense_mode != "off" else []),
-                "depth": self.depth, "fusion": f"rrf(k={self.rrf_k})"}
+        return {
+            "retrievers": ["bm25"] + ([f"dense:{self.dense_mode}"] if self.dense_mode != "off" else []),
+            "depth": self.depth,
+            "fusion": f"rrf(k={self.rrf_k})",
+        }
 
     # -- dense ---------------------------------------------------------------------------------
     def _model(self) -> Any:

@@ -28,20 +28,28 @@ M = TypeVar("M", bound=BaseModel)
 MaxDocuments = Annotated[int, Field(ge=1, le=100_000, description="documents sampled from the source")]
 QueriesPerDocument = Annotated[int, Field(ge=1, le=10, description="synthetic queries per document")]
 Negatives = Annotated[int, Field(ge=1, le=50, description="hard negatives per query")]
-Judge = Annotated[bool, Field(description="let the LLM judge mined candidates (relevant ones become extra "
-                                          "positives, never negatives)")]
+Judge = Annotated[
+    bool,
+    Field(description="let the LLM judge mined candidates (relevant ones become extra positives, never negatives)"),
+]
 #: the question-type sets of the query-generation prompts (core.prompts.TYPE_SETS)
 QuestionTypes = Annotated[Literal[tuple(TYPE_SETS)], Field(description="the kinds of questions to write")]  # type: ignore[valid-type]
 ConsistencyDepth = Annotated[
     int | None,
-    Field(ge=1, le=1000, description="round-trip filter: keep a query only if retrieval ranks its own document "
-          "within this depth (null: keep all)"),
+    Field(
+        ge=1,
+        le=1000,
+        description="round-trip filter: keep a query only if retrieval ranks its own document "
+        "within this depth (null: keep all)",
+    ),
 ]
 QueryLog = Annotated[
     str | None,
-    Field(description="a query log: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each "
-          "becomes a training query of its own, labelled by mining and the LLM, and a few set the style of the "
-          "generated ones"),
+    Field(
+        description="a query log: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each "
+        "becomes a training query of its own, labelled by mining and the LLM, and a few set the style of the "
+        "generated ones"
+    ),
 ]
 
 # -- fine-tuning ------------------------------------------------------------------------------------
@@ -51,8 +59,11 @@ Method = Annotated[
 ]
 BaseModelSpec = Annotated[
     str | None,
-    Field(max_length=512, description="start from: 'zero-shot', a model-store name, a local model folder or an HF "
-          "id (default: the offline MiniLM)"),
+    Field(
+        max_length=512,
+        description="start from: 'zero-shot', a model-store name, a local model folder or an HF "
+        "id (default: the offline MiniLM)",
+    ),
 ]
 Epochs = Annotated[float, Field(gt=0, le=50, description="passes over the training groups")]
 GroupSize = Annotated[int, Field(ge=2, le=64, description="1 positive + G-1 hard negatives per group")]
@@ -68,7 +79,8 @@ Models = Annotated[
     Field(min_length=1, max_length=8, description="models to compare (zero-shot, store names, name@version)"),
 ]
 FirstStage = Annotated[
-    str, Field(pattern=r"^(bm25|chroma:[A-Za-z0-9._-]+)$", description="bm25, or chroma:<collection> for dense retrieval")
+    str,
+    Field(pattern=r"^(bm25|chroma:[A-Za-z0-9._-]+)$", description="bm25, or chroma:<collection> for dense retrieval"),
 ]
 Depth = Annotated[int, Field(ge=1, le=1000, description="first-stage candidates reranked per query")]
 MaxQueries = Annotated[int | None, Field(ge=1, le=100_000, description="evaluate a sample of the queries")]
@@ -95,7 +107,12 @@ def field_error(model: type[BaseModel] | str, field: str, message: str, value: A
     (a plain ``ValueError`` there would have no field)."""
     title = model if isinstance(model, str) else model.__name__
     return ValidationError.from_exception_data(
-        title, [InitErrorDetails(type=PydanticCustomError("value_error", "{message}", {"message": message}), loc=(field,), input=value)]
+        title,
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("value_error", "{message}", {"message": message}), loc=(field,), input=value
+            )
+        ],
     )
 
 

@@ -40,8 +40,9 @@ def baseline_spec(store: ModelStore, name: str) -> str:
     return f"{name}@{version}" if version else ZERO_SHOT
 
 
-def paired_lower_bound(new: Sequence[float], old: Sequence[float], confidence: float = 0.9,
-                       resamples: int = 2000, seed: int = 0) -> float:
+def paired_lower_bound(
+    new: Sequence[float], old: Sequence[float], confidence: float = 0.9, resamples: int = 2000, seed: int = 0
+) -> float:
     """One-sided ``confidence`` lower bound of the mean paired gain ``new - old`` (bootstrap over
     groups, seeded: the same scores always give the same decision)."""
     d = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
@@ -76,7 +77,9 @@ def decide(
     if force is False:
         return Decision(promote=False, reason="not promoted: the caller asked not to", **common)
     if new is None or old is None:
-        return Decision(promote=False, reason="not promoted: no dev split to compare on (pass promote=true to force)", **common)
+        return Decision(
+            promote=False, reason="not promoted: no dev split to compare on (pass promote=true to force)", **common
+        )
     what = f"{metric} on {data}" + (f" ({common['groups']} groups)" if paired is not None else "")
     if new <= old + min_delta:
         return Decision(
@@ -99,4 +102,3 @@ def apply(store: ModelStore, name: str, version: str, decision: Decision) -> boo
     if decision.promote:
         store.activate(name, version)
     return decision.promote
-

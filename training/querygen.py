@@ -65,7 +65,9 @@ class CleanLimits:
 _WORD = re.compile(r"[a-z0-9]+")
 _QUOTED = re.compile(r"[\"“”']([^\"“”]{8,}\?)[\"“”']")
 _LABEL = re.compile(r"^\s*(?:\d+\s*[.)\-:]|[-*•]|(?:question|query|q)\s*\d*\s*[:.)\-])\s*", re.I)
-_CHATTER = re.compile(r"^(?:sure|here|okay|ok|certainly|of course|a (?:user|patient|person|reader)[^:]{0,40})\b[^:]{0,60}:\s*", re.I)
+_CHATTER = re.compile(
+    r"^(?:sure|here|okay|ok|certainly|of course|a (?:user|patient|person|reader)[^:]{0,40})\b[^:]{0,60}:\s*", re.I
+)
 _PASSAGE_REF = re.compile(r"\b(?:the|this|that|above|given)\s+(?:passage|text|article|paragraph|excerpt)\b", re.I)
 
 
@@ -121,8 +123,11 @@ class Grounding:
 
         stop = set(STOPWORDS_EN)
         return [
-            w for w in dict.fromkeys(words(query))
-            if (len(w) > 2 or (len(w) == 2 and any(c.isdigit() for c in w))) and w not in stop and self.df[w] <= self.limit
+            w
+            for w in dict.fromkeys(words(query))
+            if (len(w) > 2 or (len(w) == 2 and any(c.isdigit() for c in w)))
+            and w not in stop
+            and self.df[w] <= self.limit
         ]
 
     def __call__(self, query: str, passage: str) -> bool:
@@ -220,9 +225,16 @@ def generate_queries(
             flat_f = [(d, documents[d][i]) for d, sh in enumerate(shares) for i, n in sorted(sh.items()) if n > r]
             prompts = [querygen_focused_prompt(p.text, template=tpl) for _, p in flat_f]
             counts["prompts"] += len(prompts)
-            texts = llm.generate(
-                prompts, temperature=temperature if r == 0 else max(temperature, 0.8), seed=r, **tpl.generate_kwargs()
-            ) if prompts else []
+            texts = (
+                llm.generate(
+                    prompts,
+                    temperature=temperature if r == 0 else max(temperature, 0.8),
+                    seed=r,
+                    **tpl.generate_kwargs(),
+                )
+                if prompts
+                else []
+            )
             for (d, p), text in zip(flat_f, texts, strict=True):
                 raw[d].append((p, None, text))
     elif tpl.name == QUERYGEN_TYPED.name:
@@ -242,9 +254,7 @@ def generate_queries(
                 flat_list.append((d, ps[i], n, types))
         prompts = [querygen_list_prompt(p.text, n, types) for _, p, n, types in flat_list]
         counts["prompts"] += len(prompts)
-        texts = (
-            llm.generate(prompts, temperature=temperature, strict=False, **tpl.generate_kwargs()) if prompts else []
-        )
+        texts = llm.generate(prompts, temperature=temperature, strict=False, **tpl.generate_kwargs()) if prompts else []
         for (d, p, n, _), text in zip(flat_list, texts, strict=True):
             value, error = parse_json(text, tpl.json_schema)
             if error is not None:
@@ -265,7 +275,9 @@ def generate_queries(
                 continue
             norm = normalize(query)
             ws = set(norm.split())
-            if norm in seen or any(_jaccard(ws, other) >= (limits or CleanLimits()).near_duplicate for other in kept_words):
+            if norm in seen or any(
+                _jaccard(ws, other) >= (limits or CleanLimits()).near_duplicate for other in kept_words
+            ):
                 counts["duplicate"] += 1
                 continue
             seen.add(norm)

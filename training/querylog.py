@@ -144,9 +144,17 @@ def label_queries(
             continue
         groups.append(
             Group(
-                query=q, positive=chosen.text, negatives=[c.text for c in negs], negative_ids=[c.id for c in negs],
-                doc_id=chosen.doc_id, query_type="log",
-                meta={"passage_id": chosen.id, "source": "query_log", "teacher_margin": round(float(np.sort(s)[-1] - np.sort(s)[-2]), 4)},
+                query=q,
+                positive=chosen.text,
+                negatives=[c.text for c in negs],
+                negative_ids=[c.id for c in negs],
+                doc_id=chosen.doc_id,
+                query_type="log",
+                meta={
+                    "passage_id": chosen.id,
+                    "source": "query_log",
+                    "teacher_margin": round(float(np.sort(s)[-1] - np.sort(s)[-2]), 4),
+                },
             )
         )
         counts["labelled"] += 1

@@ -98,16 +98,20 @@ def scatter_svg(points: Mapping[str, tuple[float, float]], x_label: str, y_label
     def sy(v: float) -> float:
         return pad_t + (1 - inset(v)) * ph
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
-             f'aria-label="per-query scatter">',
-             f'<rect x="{pad_l}" y="{pad_t}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ccc"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
+        f'aria-label="per-query scatter">',
+        f'<rect x="{pad_l}" y="{pad_t}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ccc"/>',
+    ]
     for t in (0, 0.25, 0.5, 0.75, 1.0):
         parts.append(f'<line x1="{sx(t):.1f}" y1="{pad_t}" x2="{sx(t):.1f}" y2="{pad_t + ph}" stroke="#eee"/>')
         parts.append(f'<line x1="{pad_l}" y1="{sy(t):.1f}" x2="{pad_l + pw}" y2="{sy(t):.1f}" stroke="#eee"/>')
         parts.append(f'<text x="{sx(t):.1f}" y="{pad_t + ph + 14}" text-anchor="middle">{t:g}</text>')
         parts.append(f'<text x="{pad_l - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
     parts.append(f'<line x1="{sx(0)}" y1="{sy(0)}" x2="{sx(1)}" y2="{sy(1)}" stroke="#888" stroke-dasharray="4 3"/>')
-    spots: dict[tuple[float, float], list[str]] = {}  # ties are common (0, 1, 1/2...): one circle per spot, sized by count
+    spots: dict[
+        tuple[float, float], list[str]
+    ] = {}  # ties are common (0, 1, 1/2...): one circle per spot, sized by count
     for qid, (b, a) in points.items():
         spots.setdefault((round(b, 3), round(a, 3)), []).append(str(qid))
     for (b, a), qids in spots.items():
@@ -115,10 +119,14 @@ def scatter_svg(points: Mapping[str, tuple[float, float]], x_label: str, y_label
         r = 3.5 + 2.0 * math.sqrt(len(qids) - 1)
         who = ", ".join(qids[:10]) + (f" and {len(qids) - 10} more" if len(qids) > 10 else "")
         count = f"{len(qids)} queries" if len(qids) > 1 else "query"
-        parts.append(f'<circle cx="{sx(b):.1f}" cy="{sy(a):.1f}" r="{r:.1f}" fill="{color}" fill-opacity="0.45">'
-                     f'<title>{count} {esc(who)}: {b:.3f} → {a:.3f}</title></circle>')
+        parts.append(
+            f'<circle cx="{sx(b):.1f}" cy="{sy(a):.1f}" r="{r:.1f}" fill="{color}" fill-opacity="0.45">'
+            f"<title>{count} {esc(who)}: {b:.3f} → {a:.3f}</title></circle>"
+        )
     parts.append(f'<text x="{pad_l + pw / 2}" y="{h - 6}" text-anchor="middle">{esc(x_label)}</text>')
-    parts.append(f'<text transform="translate(14 {pad_t + ph / 2}) rotate(-90)" text-anchor="middle">{esc(y_label)}</text>')
+    parts.append(
+        f'<text transform="translate(14 {pad_t + ph / 2}) rotate(-90)" text-anchor="middle">{esc(y_label)}</text>'
+    )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -135,8 +143,13 @@ def _ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> list[floa
     return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
 
 
-def curve_svg(history: Sequence[Mapping[str, Any]], dev_label: str = "dev metric", best_step: int | None = None,
-              width: int = 760, height: int = 300) -> str:
+def curve_svg(
+    history: Sequence[Mapping[str, Any]],
+    dev_label: str = "dev metric",
+    best_step: int | None = None,
+    width: int = 760,
+    height: int = 300,
+) -> str:
     """Training loss (left axis) and dev metric (right axis) by step, from card history entries
     ``{"step", "loss"}`` / ``{"step", "dev"}``."""
     loss = sorted((float(e["step"]), float(e["loss"])) for e in history if _num(e.get("loss")) and _num(e.get("step")))
@@ -158,14 +171,19 @@ def curve_svg(history: Sequence[Mapping[str, Any]], dev_label: str = "dev metric
         margin = (hi - lo) * 0.05
         return lo - margin, hi + margin
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-             f'role="img" aria-label="training curve">',
-             f'<rect x="{pad_l}" y="{pad_t}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ccc"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="training curve">',
+        f'<rect x="{pad_l}" y="{pad_t}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ccc"/>',
+    ]
     for t in _ticks(x_lo, x_hi, 8, integer=True):
         parts.append(f'<line x1="{sx(t):.1f}" y1="{pad_t}" x2="{sx(t):.1f}" y2="{pad_t + ph}" stroke="#eee"/>')
         parts.append(f'<text x="{sx(t):.1f}" y="{pad_t + ph + 14}" text-anchor="middle">{t:g}</text>')
     parts.append(f'<text x="{pad_l + pw / 2}" y="{height - 6}" text-anchor="middle">step</text>')
-    for series, color, side, label in ((loss, "#1f5fbf", "left", "training loss"), (dev, "#e07b00", "right", dev_label)):
+    for series, color, side, label in (
+        (loss, "#1f5fbf", "left", "training loss"),
+        (dev, "#e07b00", "right", dev_label),
+    ):
         if not series:
             continue
         lo, hi = scale([v for _, v in series])
@@ -176,18 +194,26 @@ def curve_svg(history: Sequence[Mapping[str, Any]], dev_label: str = "dev metric
         x_axis = pad_l - 6 if side == "left" else pad_l + pw + 6
         anchor = "end" if side == "left" else "start"
         for t in _ticks(lo, hi, 5):
-            parts.append(f'<text x="{x_axis}" y="{sy(t) + 4:.1f}" text-anchor="{anchor}" style="fill:{color}">{t:.3g}</text>')
+            parts.append(
+                f'<text x="{x_axis}" y="{sy(t) + 4:.1f}" text-anchor="{anchor}" style="fill:{color}">{t:.3g}</text>'
+            )
         pts = " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in series)
         parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
         for s, v in series:
-            parts.append(f'<circle cx="{sx(s):.1f}" cy="{sy(v):.1f}" r="2.5" fill="{color}"><title>{esc(label)} '
-                         f'at step {s:g}: {v:.4f}</title></circle>')
+            parts.append(
+                f'<circle cx="{sx(s):.1f}" cy="{sy(v):.1f}" r="2.5" fill="{color}"><title>{esc(label)} '
+                f"at step {s:g}: {v:.4f}</title></circle>"
+            )
         lx = pad_l + 8 if side == "left" else pad_l + pw - 8
-        parts.append(f'<text x="{lx}" y="{pad_t + 14}" text-anchor="{"start" if side == "left" else "end"}" '
-                     f'style="fill:{color};font-weight:600">{esc(label)}</text>')
+        parts.append(
+            f'<text x="{lx}" y="{pad_t + 14}" text-anchor="{"start" if side == "left" else "end"}" '
+            f'style="fill:{color};font-weight:600">{esc(label)}</text>'
+        )
     if best_step is not None and x_lo <= best_step <= x_hi:
-        parts.append(f'<line x1="{sx(best_step):.1f}" y1="{pad_t}" x2="{sx(best_step):.1f}" y2="{pad_t + ph}" '
-                     f'stroke="#e07b00" stroke-dasharray="3 3"><title>best dev checkpoint: step {best_step}</title></line>')
+        parts.append(
+            f'<line x1="{sx(best_step):.1f}" y1="{pad_t}" x2="{sx(best_step):.1f}" y2="{pad_t + ph}" '
+            f'stroke="#e07b00" stroke-dasharray="3 3"><title>best dev checkpoint: step {best_step}</title></line>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -203,8 +229,11 @@ def _passages(items: Sequence[Mapping[str, Any]]) -> str:
     lis = []
     for p in items:
         rel = p.get("relevance") or 0
-        mark = f"<span class='rel' title='relevance {esc(rel)}'>✔ rel {esc(rel)}</span>" if rel > 0 else \
-            "<span class='irr' title='not judged relevant'>✘</span>"
+        mark = (
+            f"<span class='rel' title='relevance {esc(rel)}'>✔ rel {esc(rel)}</span>"
+            if rel > 0
+            else "<span class='irr' title='not judged relevant'>✘</span>"
+        )
         text = str(p.get("text", ""))
         snippet = text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else "")
         doc = f" <span class='note'>[{esc(p['id'])}]</span>" if p.get("id") else ""
@@ -289,11 +318,15 @@ def render_report(
         body.append(curve_svg(history, dev_metric, best_step))
         n_loss = sum(_num(e.get("loss")) for e in history)
         n_dev = sum(_num(e.get("dev")) for e in history)
-        body.append(f"<p class='note'>{n_loss} loss logs and {n_dev} dev evaluations from the model card"
-                    f"{f'; the saved weights are the best dev checkpoint (step {best_step})' if best_step is not None else ''}.</p>")
+        body.append(
+            f"<p class='note'>{n_loss} loss logs and {n_dev} dev evaluations from the model card"
+            f"{f'; the saved weights are the best dev checkpoint (step {best_step})' if best_step is not None else ''}.</p>"
+        )
     else:
-        body.append("<p class='note'>no training history (the compared model has no card with a history, "
-                    "e.g. the zero-shot default)</p>")
+        body.append(
+            "<p class='note'>no training history (the compared model has no card with a history, "
+            "e.g. the zero-shot default)</p>"
+        )
 
     for kind, heading in (("helped", "helped most"), ("hurt", "hurt most")):
         items = (examples or {}).get(kind) or []
@@ -334,8 +367,9 @@ def display_name(row: Any) -> str:
     return model + (f"@{version}" if version and model != version and "@" not in model else "")
 
 
-def eval_report_data(report: Any, *, baseline: str | None = None, compared: str | None = None,
-                     n_examples: int = 10, top: int = 3) -> dict[str, Any]:
+def eval_report_data(
+    report: Any, *, baseline: str | None = None, compared: str | None = None, n_examples: int = 10, top: int = 3
+) -> dict[str, Any]:
     """Plain data for :func:`render_report` from an ``EvalReport`` that kept its per-query rankings
     and data (``evaluate_beir`` does): the metrics table, per-query nDCG@10 of ``baseline`` vs
     ``compared`` (model specs of the report; default: the first reranker vs the last, or the first
@@ -354,27 +388,35 @@ def eval_report_data(report: Any, *, baseline: str | None = None, compared: str 
         "compared": display_name(c_row),
         "metric": PER_QUERY_METRIC,
         "subtitle": f"{report.data}: {report.queries} queries, {report.documents} documents, "
-                    f"first stage {report.first_stage} top-{report.depth}, reranked",
+        f"first stage {report.first_stage} top-{report.depth}, reranked",
         "per_query": None,
         "examples": {},
     }
     if data is None or not b_row.ranked or not c_row.ranked or b_row is c_row:
         return out
     qids = [q for q in c_row.ranked if q in b_row.ranked and q in data.qrels]
-    per_query = {q: (ndcg_at_k(b_row.ranked[q], data.qrels[q], 10), ndcg_at_k(c_row.ranked[q], data.qrels[q], 10))
-                 for q in qids}
+    per_query = {
+        q: (ndcg_at_k(b_row.ranked[q], data.qrels[q], 10), ndcg_at_k(c_row.ranked[q], data.qrels[q], 10)) for q in qids
+    }
     out["per_query"] = per_query
     helped, hurt = pick_changed(per_query, n_examples)
 
     def passages(ranked: Sequence[str], qrels: Mapping[str, int]) -> list[dict[str, Any]]:
-        return [{"id": d, "text": data.doc_text(d) if d in data.corpus else "", "relevance": qrels.get(d, 0)}
-                for d in ranked[:top]]
+        return [
+            {"id": d, "text": data.doc_text(d) if d in data.corpus else "", "relevance": qrels.get(d, 0)}
+            for d in ranked[:top]
+        ]
 
     def example(q: str) -> dict[str, Any]:
         b, a = per_query[q]
-        return {"query_id": q, "query": data.queries.get(q, ""), "before": b, "after": a,
-                "top_before": passages(b_row.ranked[q], data.qrels[q]),
-                "top_after": passages(c_row.ranked[q], data.qrels[q])}
+        return {
+            "query_id": q,
+            "query": data.queries.get(q, ""),
+            "before": b,
+            "after": a,
+            "top_before": passages(b_row.ranked[q], data.qrels[q]),
+            "top_after": passages(c_row.ranked[q], data.qrels[q]),
+        }
 
     out["examples"] = {"helped": [example(q) for q in helped], "hurt": [example(q) for q in hurt]}
     return out

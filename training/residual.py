@@ -87,7 +87,9 @@ class FrozenPassageLCE(nn.Module):
     score(q, d_j) = cos(f(q), e_j) / tau, where e_j is the frozen prior embedding; loss = LCE.
     """
 
-    def __init__(self, model, passage_embeddings: np.ndarray | Tensor, tau: float = 0.05, in_batch: bool = False) -> None:
+    def __init__(
+        self, model, passage_embeddings: np.ndarray | Tensor, tau: float = 0.05, in_batch: bool = False
+    ) -> None:
         super().__init__()
         self.model = model
         self.tau = float(tau)
@@ -136,4 +138,3 @@ def zero_head(cross_encoder) -> None:
         last.weight.zero_()
         if last.bias is not None:
             last.bias.zero_()
-

@@ -57,9 +57,7 @@ def load_cross_encoder(path_or_id: str, device: str | None = None, num_labels: i
     """A sentence-transformers CrossEncoder; ``trust_remote_code`` is always off."""
     from sentence_transformers import CrossEncoder
 
-    return CrossEncoder(
-        path_or_id, device=pick_device(device), trust_remote_code=False, num_labels=num_labels
-    )
+    return CrossEncoder(path_or_id, device=pick_device(device), trust_remote_code=False, num_labels=num_labels)
 
 
 class PackedLinear(torch.nn.Module):

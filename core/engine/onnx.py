@@ -12,7 +12,6 @@ Exports are cached: for model-store models under ``models/<name>/<version>/.cach
 other models under ``<home>/cache/onnx/<fingerprint>/``; every file is replaced atomically.
 """
 
-
 import hashlib
 import json
 import logging
@@ -107,7 +106,26 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def check_batch(scorer) -> dict[str, torch.Tensor]:
     """One padded batch of mixed lengths (1 to ``max_length`` tokens) from the scorer's tokenizer."""
-    words = ["the", "cause", "of", "the", "disease", "is", "a", "change", "in", "one", "gene", "that", "makes", "a", "protein", "the", "cells", "need"]
+    words = [
+        "the",
+        "cause",
+        "of",
+        "the",
+        "disease",
+        "is",
+        "a",
+        "change",
+        "in",
+        "one",
+        "gene",
+        "that",
+        "makes",
+        "a",
+        "protein",
+        "the",
+        "cells",
+        "need",
+    ]
     pairs = [("what causes it?", " ".join(words * (1 + n))[: 3 + 60 * n]) for n in range(6)]
     pairs.append(("a longer question about how the condition is inherited in families", "yes"))
     enc = encode_pairs(scorer.tokenizer, pairs, min(scorer.max_length, 128), "truncate")
@@ -182,7 +200,9 @@ def prepare(scorer, folder: Path, variant: str) -> tuple[Path, dict[str, Any]]:
                 **info,
             }
             _write_json(meta_path, meta)
-            log.info("exported %s to ONNX in %.1fs (max |diff| vs torch %.1e)", scorer.name, meta["export_seconds"], diff)
+            log.info(
+                "exported %s to ONNX in %.1fs (max |diff| vs torch %.1e)", scorer.name, meta["export_seconds"], diff
+            )
         if variant == "int8":
             int8 = folder / INT8_FILE
             if not int8.is_file():
@@ -228,7 +248,12 @@ def attach_onnx_runtime(scorer, settings, resolved) -> str:
                     _write_json(folder / META_FILE, merged)
             timing = decisions[key]
             if timing["ort_s"] >= timing["torch_s"]:
-                log.info("onnx=auto: torch is faster for %s here (%.3fs vs %.3fs)", scorer.name, timing["torch_s"], timing["ort_s"])
+                log.info(
+                    "onnx=auto: torch is faster for %s here (%.3fs vs %.3fs)",
+                    scorer.name,
+                    timing["torch_s"],
+                    timing["ort_s"],
+                )
                 return "torch"
         scorer.runtime = runtime
         scorer.runtime_name = f"onnxruntime-{variant}"

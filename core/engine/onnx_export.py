@@ -88,9 +88,7 @@ def export_fp32(hf_model: torch.nn.Module, out: Path, *, fuse: bool = True) -> d
 
             heads = getattr(cfg, "num_attention_heads", 0) or getattr(cfg, "n_heads", 0)
             hidden = getattr(cfg, "hidden_size", 0) or getattr(cfg, "dim", 0)
-            opt = optimize_model(
-                str(raw), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0
-            )
+            opt = optimize_model(str(raw), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
             stats = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
             info["fused"] = stats
             fused = _atomic_target(out)

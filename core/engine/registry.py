@@ -84,7 +84,12 @@ def resolve(spec: str, store: ModelStore) -> Resolved:
     if NAME_RE.match(name) and store.versions(name):
         ref = store.get(name, version or None)
         return Resolved(
-            name, ref.version, ref.card.backend, str(ref.path), ref.card.model_dump(), store_name=name,
+            name,
+            ref.version,
+            ref.card.backend,
+            str(ref.path),
+            ref.card.model_dump(),
+            store_name=name,
             key=f"store:{name}@{ref.version}",
         )
     if "\0" not in spec and Path(spec).is_dir():
@@ -94,8 +99,9 @@ def resolve(spec: str, store: ModelStore) -> Resolved:
         return Resolved(spec, "hub", "cross-encoder", spec)  # an HF hub id
     known = [ZERO_SHOT, *store.names()]
     raise NotFoundError(
-        "model", f"unknown model {spec!r}. Known: {known}; or pass a local path, an HF id "
-        "('org/name'), or 'cross-encoder:<path>' / 'bi-encoder:<path>'."
+        "model",
+        f"unknown model {spec!r}. Known: {known}; or pass a local path, an HF id "
+        "('org/name'), or 'cross-encoder:<path>' / 'bi-encoder:<path>'.",
     )
 
 

@@ -123,9 +123,13 @@ class Reranker:
                 return current
             scorer = self._load(spec, resolved)
             batcher = (
-                MicroBatcher(scorer.score_pairs, self.settings.microbatch_wait_ms, max_pairs=1024,
-                             pass_tokens=self.settings.microbatch_tokens,
-                             on_pass=functools.partial(self.events.forward_pass, resolved.name))
+                MicroBatcher(
+                    scorer.score_pairs,
+                    self.settings.microbatch_wait_ms,
+                    max_pairs=1024,
+                    pass_tokens=self.settings.microbatch_tokens,
+                    on_pass=functools.partial(self.events.forward_pass, resolved.name),
+                )
                 if self.settings.microbatch
                 else None
             )
@@ -219,9 +223,7 @@ class Reranker:
         return out
 
     # -- validation ----------------------------------------------------------------------------
-    def validate(
-        self, query: str, documents: Sequence[DocumentInput], top_n: int | None = None
-    ) -> list[Document]:
+    def validate(self, query: str, documents: Sequence[DocumentInput], top_n: int | None = None) -> list[Document]:
         s = self.settings
         if not isinstance(query, str) or not query.strip():
             raise InputError("query", "must be a non-empty string")
@@ -236,9 +238,17 @@ class Reranker:
         total = 0
         for i, d in enumerate(documents):
             try:
-                doc = d if isinstance(d, Document) else Document(text=d) if isinstance(d, str) else Document.model_validate(d)
+                doc = (
+                    d
+                    if isinstance(d, Document)
+                    else Document(text=d)
+                    if isinstance(d, str)
+                    else Document.model_validate(d)
+                )
             except ValidationError as exc:
-                raise InputError(f"documents[{i}]", f"must be a string or {{id, text, metadata}}: {exc.errors()[0]['msg']}") from None
+                raise InputError(
+                    f"documents[{i}]", f"must be a string or {{id, text, metadata}}: {exc.errors()[0]['msg']}"
+                ) from None
             if len(doc.text) > s.max_document_chars:
                 raise InputError(
                     f"documents[{i}].text", f"has {len(doc.text)} characters; the limit is {s.max_document_chars}"
@@ -246,8 +256,9 @@ class Reranker:
             total += len(doc.text)
             if total > s.max_total_chars:
                 raise InputError(
-                    "documents", f"have more than {s.max_total_chars} characters together (at documents[{i}]); "
-                    f"the limit is {s.max_total_chars}"
+                    "documents",
+                    f"have more than {s.max_total_chars} characters together (at documents[{i}]); "
+                    f"the limit is {s.max_total_chars}",
                 )
             check_text(doc.text, f"documents[{i}].text")
             if doc.id is not None:
@@ -286,7 +297,9 @@ class Reranker:
             fresh = future.result() if future is not None else self._direct(loaded, todo)
         return self._finish(loaded, key, pairs, cached, missing, fresh), loaded.resolved.identity
 
-    async def ascore_texts(self, query: str, texts: list[str], model: str | None = None) -> tuple[np.ndarray, ModelIdentity]:
+    async def ascore_texts(
+        self, query: str, texts: list[str], model: str | None = None
+    ) -> tuple[np.ndarray, ModelIdentity]:
         """Async variant: loading and the forward pass run in threads, never on the event loop."""
         loaded, key, pairs, cached, missing = await asyncio.to_thread(self._plan, model, query, texts)
         fresh: np.ndarray = np.zeros(0)

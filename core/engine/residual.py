@@ -93,7 +93,9 @@ class ResidualScorer:
 
     def score_embedded(self, query_vectors: np.ndarray, passage_vectors: np.ndarray) -> np.ndarray:
         """``[queries, passages]`` scores from vectors (dense models only)."""
-        return (np.asarray(query_vectors) @ np.asarray(passage_vectors, dtype=np.float32).T).astype(np.float64) / self.tau
+        return (np.asarray(query_vectors) @ np.asarray(passage_vectors, dtype=np.float32).T).astype(
+            np.float64
+        ) / self.tau
 
     def score_pairs(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:
@@ -126,14 +128,18 @@ def load_scorer(resolved: Any, settings: Settings) -> ResidualScorer:
     prior = load_sentence_transformer(prior_path, settings.device)
     query_encoder = None
     if spec.get("query_encoder"):
-        query_encoder = load_sentence_transformer(part_path(root, spec["query_encoder"], "query encoder"), settings.device)
+        query_encoder = load_sentence_transformer(
+            part_path(root, spec["query_encoder"], "query encoder"), settings.device
+        )
     cross_encoder = None
     if spec.get("cross_encoder"):
         from adaptrank.core.engine.crossencoder import CrossEncoderScorer
 
         cross_encoder = CrossEncoderScorer.from_settings(
-            part_path(root, spec["cross_encoder"], "cross-encoder"), settings,
-            name=f"{resolved.name}/correction", version=resolved.version,
+            part_path(root, spec["cross_encoder"], "cross-encoder"),
+            settings,
+            name=f"{resolved.name}/correction",
+            version=resolved.version,
         )
     return ResidualScorer(
         prior,

@@ -43,9 +43,14 @@ def get_llm(settings: Settings, backend: str | None = None, model: str | None = 
     if backend in UNCACHED:
         return loader(settings, model, **options)
     endpoint = (settings.openai_base_url, settings.openai_timeout, settings.openai_max_retries)
-    key = (backend, model, settings.device, endpoint if backend == "openai" else None,
-           settings.llm_dtype if backend == "transformers" else None,
-           tuple(sorted((k, repr(v)) for k, v in options.items())))
+    key = (
+        backend,
+        model,
+        settings.device,
+        endpoint if backend == "openai" else None,
+        settings.llm_dtype if backend == "transformers" else None,
+        tuple(sorted((k, repr(v)) for k, v in options.items())),
+    )
     with _cache_lock:
         llm = _cache.get(key)
         if llm is None:
@@ -78,9 +83,7 @@ def _openai(settings: Settings, model: str | None, **options: Any) -> LLM:
     options.setdefault("concurrency", settings.openai_concurrency)
     options.setdefault("timeout", settings.openai_timeout)
     options.setdefault("max_retries", settings.openai_max_retries)
-    return OpenAICompatibleLLM(
-        model, base_url=settings.openai_base_url, api_key=settings.openai_api_key, **options
-    )
+    return OpenAICompatibleLLM(model, base_url=settings.openai_base_url, api_key=settings.openai_api_key, **options)
 
 
 def _vllm(settings: Settings, model: str | None, **options: Any) -> LLM:

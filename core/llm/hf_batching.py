@@ -30,9 +30,7 @@ class PrefixBatching:
 
     # -- tokenization --------------------------------------------------------------------------
     def _encode(self, prompts: list[Prompt]) -> list[list[int]]:
-        texts = [
-            self.tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts
-        ]
+        texts = [self.tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         out = []
         for row in ids:
@@ -126,8 +124,11 @@ class PrefixBatching:
                 ).logits
             else:
                 logits = self.model(
-                    input_ids=input_ids[:, k:], attention_mask=mask, position_ids=positions[:, k:],
-                    past_key_values=batch_cache, logits_to_keep=keep,
+                    input_ids=input_ids[:, k:],
+                    attention_mask=mask,
+                    position_ids=positions[:, k:],
+                    past_key_values=batch_cache,
+                    logits_to_keep=keep,
                 ).logits
         self.stats.prompt_tokens += int(mask.sum()) - k * len(rows)
         return logits, input_ids, mask

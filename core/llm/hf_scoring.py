@@ -88,7 +88,10 @@ class LikelihoodScoring(PrefixBatching):
             self.stats.calls += 1
             self.stats.prompts += len(prompts)
             heads = self._encode(prompts)
-            tails = [self.tokenizer(c, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id] for c in continuations]
+            tails = [
+                self.tokenizer(c, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id]
+                for c in continuations
+            ]
             rows = [h + t for h, t in zip(heads, tails, strict=True)]
             k, cache = self._prefix(heads)  # shared by the prompts only, never into a continuation
             out = [0.0] * len(rows)

@@ -126,8 +126,12 @@ class LlamaCppLLM(LLM):
             self.stats.seconds += time.perf_counter() - t0
         # the grammar guarantees syntax; max_new_tokens can still cut it short: no retry
         return self.enforce(
-            out, json_schema=json_schema, strict=strict,
-            failure=lambda n, _: f"{self.name}: {n} of {len(prompts)} outputs are not valid JSON (max_new_tokens too small?)",
+            out,
+            json_schema=json_schema,
+            strict=strict,
+            failure=lambda n, _: (
+                f"{self.name}: {n} of {len(prompts)} outputs are not valid JSON (max_new_tokens too small?)"
+            ),
         )
 
     def judge(self, prompts: list[Prompt], choices: list[str]) -> list[tuple[str, float | None]]:

@@ -138,7 +138,12 @@ class OpenAICompatibleLLM(LLM):
                 kwargs.update(logprobs=True, top_logprobs=10)
             try:
                 resp = self.client.chat.completions.create(**kwargs)
-            except (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError) as exc:
+            except (
+                openai.APIConnectionError,
+                openai.APITimeoutError,
+                openai.RateLimitError,
+                openai.InternalServerError,
+            ) as exc:
                 attempts.failed(f"{type(exc).__name__}: {exc}")
                 if attempt < self.max_retries:
                     self._sleep(attempt)
@@ -174,7 +179,9 @@ class OpenAICompatibleLLM(LLM):
             text = (choice.message.content or "") if choice is not None and choice.message else ""
             ok = attempts.accept(text)
             if ok is not None:
-                prob = _choice_probability(choice, choices) if want_logprobs and choices and json_schema is None else None
+                prob = (
+                    _choice_probability(choice, choices) if want_logprobs and choices and json_schema is None else None
+                )
                 return ok, prob
         failure = f"{self.name}: failed after {self.max_retries + 1} attempts: {attempts.problem}"
         if not attempts.text:  # never a reply to fall back on, whatever strict says

@@ -40,8 +40,10 @@ def sampling_unavailable_reason(ctx: Any) -> str | None:
         session = ctx.session
         version = getattr(session, "protocol_version", None)
         if version in MODERN_PROTOCOL_VERSIONS:
-            return (f"{NO_SAMPLING} (the session speaks the {version} protocol, which has no "
-                    "server-initiated requests; connect on a handshake-era session)")
+            return (
+                f"{NO_SAMPLING} (the session speaks the {version} protocol, which has no "
+                "server-initiated requests; connect on a handshake-era session)"
+            )
         if not session.check_client_capability(types.ClientCapabilities(sampling=types.SamplingCapability())):
             return f"{NO_SAMPLING} (it did not declare the sampling capability)"
         return None
@@ -102,7 +104,9 @@ class SamplingLLM(LLM):
             system = (system + "\n" if system else "") + f"Reply with exactly one of: {', '.join(choices)}."
         prefs = types.ModelPreferences(hints=[types.ModelHint(name=self.model_hint)]) if self.model_hint else None
         # a wrong choice is quoted in the error; broken JSON is described
-        attempts = ReplyAttempts(self, self.max_retries, json_schema, choices, quote=80 if json_schema is None and choices else 0)
+        attempts = ReplyAttempts(
+            self, self.max_retries, json_schema, choices, quote=80 if json_schema is None and choices else 0
+        )
         for _ in attempts:
             try:
                 with warnings.catch_warnings():

@@ -115,8 +115,12 @@ class VLLMBackend(LLM):
         texts = [out.outputs[0].text for out in self._chat(prompts, params)]
         # structured decoding makes a failure rare (e.g. max_tokens cut the JSON short): no retry
         return self.enforce(
-            texts, json_schema=json_schema, strict=strict,
-            failure=lambda n, _: f"{self.name}: {n} of {len(texts)} outputs are not valid JSON (max_new_tokens too small?)",
+            texts,
+            json_schema=json_schema,
+            strict=strict,
+            failure=lambda n, _: (
+                f"{self.name}: {n} of {len(texts)} outputs are not valid JSON (max_new_tokens too small?)"
+            ),
         )
 
     def judge(self, prompts: list[Prompt], choices: list[str]) -> list[tuple[str, float | None]]:

@@ -42,4 +42,14 @@ from adaptrank.server.jobs.kinds import JOB_KINDS, JobFn
 from adaptrank.server.jobs.manager import JobManager
 from adaptrank.server.jobs.models import FINISHED, RESUMABLE, JobInfo, JobProgress, JobState
 
-__all__ = ["FINISHED", "JOB_KINDS", "RESUMABLE", "JobFn", "JobHandle", "JobInfo", "JobManager", "JobProgress", "JobState"]
+__all__ = [
+    "FINISHED",
+    "JOB_KINDS",
+    "RESUMABLE",
+    "JobFn",
+    "JobHandle",
+    "JobInfo",
+    "JobManager",
+    "JobProgress",
+    "JobState",
+]

@@ -66,8 +66,9 @@ def finetune_job(handle: JobHandle) -> dict[str, Any]:
     """``finetune``: a new model version, promoted only if it wins (``training.finetune``)."""
     from adaptrank.training.finetune import finetune, parse_params
 
-    result = finetune(parse_params(handle.params), _settings(handle), progress=handle.progress,
-                      cancelled=_cancelled(handle))
+    result = finetune(
+        parse_params(handle.params), _settings(handle), progress=handle.progress, cancelled=_cancelled(handle)
+    )
     return result.model_dump(mode="json")
 
 
@@ -79,9 +80,16 @@ def evaluate_job(handle: JobHandle) -> dict[str, Any]:
     p = parse(EvaluateParams, handle.params)
     settings = _settings(handle)
     report = evaluate_beir(
-        check_allowed_path(settings, p.path), p.models, first_stage=p.first_stage, depth=p.depth,
-        max_queries=p.max_queries, seed=p.seed, settings=settings, progress=handle.progress,
-        cancelled=_cancelled(handle), roots=allowed_roots(settings),
+        check_allowed_path(settings, p.path),
+        p.models,
+        first_stage=p.first_stage,
+        depth=p.depth,
+        max_queries=p.max_queries,
+        seed=p.seed,
+        settings=settings,
+        progress=handle.progress,
+        cancelled=_cancelled(handle),
+        roots=allowed_roots(settings),
     )
     return report.model_dump(mode="json")
 
@@ -98,8 +106,13 @@ def adapt_job(handle: JobHandle) -> dict[str, Any]:
     if report and restrict:
         report = inside_roots(report, allowed_roots(settings), "report")
     result = adapt(
-        AdaptParams.model_validate(raw), settings, progress=handle.progress, cancelled=_cancelled(handle),
-        checkpoint_dir=handle.checkpoint_dir, restrict_paths=restrict, report=report,
+        AdaptParams.model_validate(raw),
+        settings,
+        progress=handle.progress,
+        cancelled=_cancelled(handle),
+        checkpoint_dir=handle.checkpoint_dir,
+        restrict_paths=restrict,
+        report=report,
     )
     return result.model_dump(mode="json")
 
@@ -118,8 +131,9 @@ def ingest_job(handle: JobHandle) -> dict[str, Any]:
         handle.progress(done, total, f"embedded {done}/{total} chunks")
         handle.check_cancelled()
 
-    return ingest(DocStore(settings), path, params.pop("collection"), progress=progress,
-                  roots=allowed_roots(settings), **params).to_dict()
+    return ingest(
+        DocStore(settings), path, params.pop("collection"), progress=progress, roots=allowed_roots(settings), **params
+    ).to_dict()
 
 
 #: job kind -> its adapter: every kind, in this one table, so that any process (a restarted

@@ -106,7 +106,16 @@ class JobManager:
         with self._db() as db:
             db.execute(
                 "INSERT INTO jobs (id, kind, state, params, created, updated, owner, lease_until) VALUES (?,?,?,?,?,?,?,?)",
-                (job_id, kind, JobState.queued.value, json.dumps(params), now, now, self.owner, now + self.lease_seconds),
+                (
+                    job_id,
+                    kind,
+                    JobState.queued.value,
+                    json.dumps(params),
+                    now,
+                    now,
+                    self.owner,
+                    now + self.lease_seconds,
+                ),
             )
         if fn is not None:
             self._fns[job_id] = fn
@@ -142,10 +151,14 @@ class JobManager:
     def _not_resumable(info: JobInfo) -> InputError:
         state = info.state.value
         # queued again after it ran, or running its second attempt: someone resumed it
-        if (state == JobState.queued.value and info.attempts >= 1) or (state == JobState.running.value and info.attempts >= 2):
+        if (state == JobState.queued.value and info.attempts >= 1) or (
+            state == JobState.running.value and info.attempts >= 2
+        ):
             return InputError("job_id", f"job {info.id} is already being resumed by {info.owner}")
         where = f" on {info.owner}" if state in LIVE and info.owner else ""
-        return InputError("job_id", f"job {info.id} is {state}{where}; only {sorted(s.value for s in RESUMABLE)} jobs resume")
+        return InputError(
+            "job_id", f"job {info.id} is {state}{where}; only {sorted(s.value for s in RESUMABLE)} jobs resume"
+        )
 
     def get(self, job_id: str) -> JobInfo:
         """The job's status; a queued or running job whose owner's lease ran out is reported (and
@@ -236,8 +249,13 @@ class JobManager:
             with self._db() as db:
                 db.execute(
                     "UPDATE jobs SET state=?, error=?, updated=? WHERE state=? AND owner=?",
-                    (JobState.interrupted.value, "interrupted: the server stopped", time.time(),
-                     JobState.queued.value, self.owner),
+                    (
+                        JobState.interrupted.value,
+                        "interrupted: the server stopped",
+                        time.time(),
+                        JobState.queued.value,
+                        self.owner,
+                    ),
                 )
 
     # -- running -------------------------------------------------------------------------------
@@ -258,8 +276,14 @@ class JobManager:
             ckpt = self.checkpoint_dir(job_id)
             handle = JobHandle(self, info, ckpt, resumed)
             now = time.time()
-            if not self._update_owned(job_id, _only_state=JobState.queued.value, state=JobState.running.value,
-                                      started=now, attempts=info.attempts + 1, lease_until=now + self.lease_seconds):
+            if not self._update_owned(
+                job_id,
+                _only_state=JobState.queued.value,
+                state=JobState.running.value,
+                started=now,
+                attempts=info.attempts + 1,
+                lease_until=now + self.lease_seconds,
+            ):
                 return  # cancelled or taken over between the read and the claim
             ckpt.mkdir(parents=True, exist_ok=True)
             self._handles[job_id] = handle
@@ -282,7 +306,9 @@ class JobManager:
                 state, error = JobState.interrupted, "interrupted: the server stopped"
             last = handle._progress  # the newest report, which the throttle may have held back
             if handle._lost:
-                log.warning("job %s was taken over by another replica; this run's outcome (%s) is dropped", job_id, state.value)
+                log.warning(
+                    "job %s was taken over by another replica; this run's outcome (%s) is dropped", job_id, state.value
+                )
                 return
             written = self._update_owned(
                 job_id,
@@ -297,7 +323,9 @@ class JobManager:
                 lease_until=None,
             )
             if not written:
-                log.warning("job %s was taken over by another replica; this run's outcome (%s) is dropped", job_id, state.value)
+                log.warning(
+                    "job %s was taken over by another replica; this run's outcome (%s) is dropped", job_id, state.value
+                )
             elif state == JobState.succeeded and not self.keep_checkpoints:
                 shutil.rmtree(ckpt, ignore_errors=True)
         except Exception:
@@ -328,8 +356,9 @@ class JobManager:
         until = now + self.lease_seconds
         with self._db() as db:
             for job_id in ids:
-                if db.execute(f"UPDATE jobs SET lease_until=? WHERE id=? AND owner=? AND {IN_LIVE}",
-                              (until, job_id, self.owner)).rowcount:
+                if db.execute(
+                    f"UPDATE jobs SET lease_until=? WHERE id=? AND owner=? AND {IN_LIVE}", (until, job_id, self.owner)
+                ).rowcount:
                     continue
                 handle = self._handles.get(job_id)
                 state = JobState.running.value if handle is not None else JobState.queued.value
@@ -338,13 +367,20 @@ class JobManager:
                     "WHERE id=? AND owner=? AND state=? AND finished IS NULL",
                     (state, until, now, job_id, self.owner, JobState.interrupted.value),
                 ).rowcount:
-                    log.warning("job %s: its lease had run out (this process paused?); nobody resumed it, so it runs on here", job_id)
+                    log.warning(
+                        "job %s: its lease had run out (this process paused?); nobody resumed it, so it runs on here",
+                        job_id,
+                    )
                     continue
                 row = db.execute("SELECT state, owner FROM jobs WHERE id=?", (job_id,)).fetchone()
                 if row is not None and row["owner"] == self.owner:
                     continue  # it just finished here (or this manager is closing)
-                log.warning("job %s was taken over by %s (%s); stopping it here",
-                            job_id, row["owner"] if row else "nobody (deleted)", row["state"] if row else "-")
+                log.warning(
+                    "job %s was taken over by %s (%s); stopping it here",
+                    job_id,
+                    row["owner"] if row else "nobody (deleted)",
+                    row["state"] if row else "-",
+                )
                 with self._lock:
                     self._live.discard(job_id)
                 if handle is not None:
@@ -360,8 +396,9 @@ class JobManager:
 
     def _expire_stale(self, db: sqlite3.Connection) -> None:
         now = time.time()
-        rows = db.execute(f"SELECT id, state, owner, lease_until FROM jobs WHERE {IN_LIVE} AND lease_until < ?",
-                          (now,)).fetchall()
+        rows = db.execute(
+            f"SELECT id, state, owner, lease_until FROM jobs WHERE {IN_LIVE} AND lease_until < ?", (now,)
+        ).fetchall()
         stale = [r for r in rows if self._stale(r, now)]
         if stale:
             self._expire(db, stale)
@@ -373,13 +410,22 @@ class JobManager:
         for row in rows:
             n = db.execute(
                 f"UPDATE jobs SET state=?, error=?, updated=? WHERE id=? AND {IN_LIVE} AND owner IS ? AND lease_until=?",
-                (JobState.interrupted.value,
-                 f"interrupted: its owner {row['owner']} stopped renewing its lease "
-                 f"(expired {now - row['lease_until']:.0f} s ago; its process or host is gone)",
-                 now, row["id"], row["owner"], row["lease_until"]),
+                (
+                    JobState.interrupted.value,
+                    f"interrupted: its owner {row['owner']} stopped renewing its lease "
+                    f"(expired {now - row['lease_until']:.0f} s ago; its process or host is gone)",
+                    now,
+                    row["id"],
+                    row["owner"],
+                    row["lease_until"],
+                ),
             ).rowcount
             if n:
-                log.warning("job %s: the lease of %s ran out; it is interrupted (resume_job continues it)", row["id"], row["owner"])
+                log.warning(
+                    "job %s: the lease of %s ran out; it is interrupted (resume_job continues it)",
+                    row["id"],
+                    row["owner"],
+                )
 
     def _finish_notify(self, job_id: str) -> None:
         self._notify(job_id, None)

@@ -45,7 +45,9 @@ class JobInfo(BaseModel):
     attempts: int = 0
     cancel_requested: bool = False
     owner: str | None = Field(None, description="host:pid of the process that runs (or last ran) the job")
-    lease_until: float | None = Field(None, description="while queued or running: the owner's lease ends then unless renewed")
+    lease_until: float | None = Field(
+        None, description="while queued or running: the owner's lease ends then unless renewed"
+    )
 
     @property
     def finished_state(self) -> bool:

@@ -17,8 +17,11 @@ def corpus(tmp_path):
 
 @pytest.fixture
 def services(tmp_path, corpus, minilm):
-    s = Services(Settings(home=tmp_path / "home", allowed_roots=[corpus], embedding_model=minilm,
-                          default_model=f"bi-encoder:{minilm}"))
+    s = Services(
+        Settings(
+            home=tmp_path / "home", allowed_roots=[corpus], embedding_model=minilm, default_model=f"bi-encoder:{minilm}"
+        )
+    )
     yield s
     s.close()
 

@@ -55,7 +55,8 @@ def test_dense_and_hybrid(setup):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("adaptrank.core.llm.hf") is None, reason="the embedded LLM backend (core/llm/hf.py) is absent"
+    importlib.util.find_spec("adaptrank.core.llm.hf") is None,
+    reason="the embedded LLM backend (core/llm/hf.py) is absent",
 )
 def test_with_the_embedded_llm(setup):
     settings, store, reranker = setup

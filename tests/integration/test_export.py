@@ -50,7 +50,7 @@ def _medquad_groups(n: int = N_GROUPS, negatives: int = 7, seed: int = 0):
     for qid, did, _ in qrels:
         if did in docs and qid in queries:
             at = ids.index(did)
-            near = [i for i in ids[max(0, at - negatives): at + negatives + 1] if i != did]
+            near = [i for i in ids[max(0, at - negatives) : at + negatives + 1] if i != did]
             negs = sorted(near, key=lambda i: abs(ids.index(i) - at))[:negatives]
             rng.shuffle(negs)
             groups.append(Group(query=queries[qid], positive=docs[did], negatives=[docs[i] for i in negs], doc_id=did))
@@ -73,8 +73,17 @@ def trained(tmp_path_factory, minilm):
     common = dict(dataset="med", epochs=2, batch_size=8, promote=True)
     q = finetune({**common, "output_name": "med-q", "method": "query-encoder", "learning_rate": 2e-4}, settings)
     assert q.best_step, f"the query tower must have moved from the prior: {q}"
-    ce = finetune({**common, "output_name": "med-ce", "method": "cross-encoder", "base_model": minilm,
-                   "epochs": 1, "max_length": 128}, settings)
+    ce = finetune(
+        {
+            **common,
+            "output_name": "med-ce",
+            "method": "cross-encoder",
+            "base_model": minilm,
+            "epochs": 1,
+            "max_length": 128,
+        },
+        settings,
+    )
     passages = list(dict.fromkeys(t for g in groups for t in [g.positive, *g.negatives]))
     return settings, q, ce, groups, passages
 
@@ -135,7 +144,9 @@ def test_residual_export_loads_in_plain_sentence_transformers_with_adaptrank_sco
     assert scorer.backend == "residual" and scorer.query_encoder is not None
     queries = [g.query for g in groups[:8]]
     # the trained query tower really differs from the prior, so a wrong route would show
-    assert not np.allclose(scorer.embed_queries(queries), scorer.prior.encode(queries, normalize_embeddings=True), atol=1e-3)
+    assert not np.allclose(
+        scorer.embed_queries(queries), scorer.prior.encode(queries, normalize_embeddings=True), atol=1e-3
+    )
 
     info = export_model(store, f"med-q@{q.version}", tmp_path / "export", max_length=settings.max_length)
     assert info["kind"] == "sentence-transformer-router"
@@ -195,8 +206,12 @@ def test_import_round_trip_gives_identical_scores(trained, tmp_path, name):
     if name == "med-q":  # the frozen passage side is recognised as the zero-shot default again
         assert ref.card.extra["residual"]["prior"] == "zero-shot"
     pairs = [(g.query, p) for g in groups[:3] for p in [g.positive, *g.negatives]]
-    np.testing.assert_allclose(_scorer(settings, f"{name}-back").score_pairs(pairs),
-                               _scorer(settings, name).score_pairs(pairs), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        _scorer(settings, f"{name}-back").score_pairs(pairs),
+        _scorer(settings, name).score_pairs(pairs),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_plain_bi_encoder_and_bad_folders(settings, tmp_path, tiny_bi_encoder, tiny_cross_encoder):
@@ -236,7 +251,7 @@ def test_plain_bi_encoder_and_bad_folders(settings, tmp_path, tiny_bi_encoder, t
         import_model(store, dot, "x", settings=settings)
     broken = tmp_path / "broken"
     shutil.copytree(tiny_bi_encoder, broken)
-    (broken / "modules.json").write_text("[{\"idx\": 0, \"name\": \"0\", \"path\": \"\", \"type\": \"no.such.Module\"}]")
+    (broken / "modules.json").write_text('[{"idx": 0, "name": "0", "path": "", "type": "no.such.Module"}]')
     with pytest.raises(InputError, match="^src: .* does not load as a sentence-transformers model"):
         import_model(store, broken, "x", settings=settings)
     with pytest.raises(InputError, match="^name: "):

@@ -62,7 +62,9 @@ async def status(server: AdaptrankServer, job_id: str) -> dict[str, Any]:
     return await tool(server, "job_status", {"job_id": job_id})
 
 
-async def kill_while_running(server: AdaptrankServer, job_id: str, min_done: float, timeout: float = 120) -> dict | None:
+async def kill_while_running(
+    server: AdaptrankServer, job_id: str, min_done: float, timeout: float = 120
+) -> dict | None:
     """Poll until the job is running with at least ``min_done`` progress, then ``kill -9``.
 
     Returns None when the job ended first (a fast machine): the caller retries with more work."""
@@ -109,9 +111,12 @@ async def resume_after_restart(world: World, job_id: str, timeout: float = 300) 
         while True:
             st = await tool(server, "job_status", {"job_id": job_id, "wait_seconds": 5})
             if st["state"] not in ("queued", "running"):
-                return {"job": st, "collections": await tool(server, "list_collections", {}),
-                        "models": await tool(server, "list_models", {}),
-                        "datasets": await tool(server, "list_datasets", {})}
+                return {
+                    "job": st,
+                    "collections": await tool(server, "list_collections", {}),
+                    "models": await tool(server, "list_models", {}),
+                    "datasets": await tool(server, "list_datasets", {}),
+                }
             assert time.monotonic() < deadline, f"resumed job did not finish within {timeout} s: {st}"
     finally:
         server.stop()
@@ -124,7 +129,9 @@ async def test_kill_during_ingest_then_resume(world):
     for i in range(n):  # one chunk each
         (notes / f"d{i:05d}.txt").write_text(f"Document {i} is about topic {i % 97} and item {i}.")
     server = world.start()
-    job = (await tool(server, "ingest_documents", {"path": str(notes), "collection": "notes", "background": True}))["job"]
+    job = (await tool(server, "ingest_documents", {"path": str(notes), "collection": "notes", "background": True}))[
+        "job"
+    ]
     at_kill = await kill_while_running(server, job["id"], min_done=64)
     assert at_kill is not None, "the ingest ended before it could be killed"
     out = await resume_after_restart(world, job["id"])
@@ -156,8 +163,11 @@ async def test_kill_during_generation_then_resume(world):
     write_generation_corpus(corpus, n)
     world.stub.mode, world.stub.delay = "slow", 0.05
     server = world.start()
-    job = await tool(server, "generate_training_data", {"source": "folder", "path": str(corpus), "output_name": "gen",
-                                                         "max_documents": n, "negatives": 3})
+    job = await tool(
+        server,
+        "generate_training_data",
+        {"source": "folder", "path": str(corpus), "output_name": "gen", "max_documents": n, "negatives": 3},
+    )
     at_kill = await kill_while_running(server, job["id"], min_done=16)
     assert at_kill is not None, "the generation ended before it could be killed"
     checkpoint = world.home / "jobs" / job["id"] / "done.jsonl"
@@ -168,10 +178,14 @@ async def test_kill_during_generation_then_resume(world):
     out = await resume_after_restart(world, job["id"])
     assert out["job"]["state"] == "succeeded", out["job"]
     result = out["job"]["result"]
-    print(f"\nkilled at {at_kill['progress']}; {len(finished_before)} documents checkpointed; resumed: {result['counts']}")
+    print(
+        f"\nkilled at {at_kill['progress']}; {len(finished_before)} documents checkpointed; resumed: {result['counts']}"
+    )
     # nothing lost: every sampled document was processed once; nothing twice: no repeated group
     dataset = Path(result["path"])
-    groups = [json.loads(line) for split in ("train", "dev") for line in (dataset / f"{split}.jsonl").read_text().splitlines()]
+    groups = [
+        json.loads(line) for split in ("train", "dev") for line in (dataset / f"{split}.jsonl").read_text().splitlines()
+    ]
     keys = [(g["doc_id"], g["query"]) for g in groups]
     assert len(keys) == len(set(keys)) == result["counts"]["groups"] > 0
     assert result["counts"]["documents"] + result["counts"].get("documents_without_groups", 0) == n
@@ -190,8 +204,24 @@ def write_toy_dataset(home: Path, name: str = "toy", copies: int = 1) -> None:
     from adaptrank.training.dataset import DatasetStore, Group
 
     rng = random.Random(0)
-    words = ["apple", "river", "engine", "violin", "glacier", "tomato", "saturn", "copper", "falcon", "cactus",
-             "harbor", "pencil", "volcano", "lemon", "tiger", "marble"]
+    words = [
+        "apple",
+        "river",
+        "engine",
+        "violin",
+        "glacier",
+        "tomato",
+        "saturn",
+        "copper",
+        "falcon",
+        "cactus",
+        "harbor",
+        "pencil",
+        "volcano",
+        "lemon",
+        "tiger",
+        "marble",
+    ]
     passages = {(w, k): f"{w} {w} {w} notes {k} {w}" for w in words for k in range(3 * copies)}
     groups = []
     for (w, k), text in passages.items():
@@ -203,8 +233,15 @@ def write_toy_dataset(home: Path, name: str = "toy", copies: int = 1) -> None:
 async def test_kill_during_finetuning_then_resume(world):
     async def submit(server: AdaptrankServer, scale: int):
         write_toy_dataset(world.home, f"toy{scale}", copies=scale)
-        args = {"dataset": f"toy{scale}", "base_model": str(world.root / "bi"), "method": "query-encoder",
-                "epochs": 4, "group_size": 4, "output_name": f"tuned{scale}", "promote": True}
+        args = {
+            "dataset": f"toy{scale}",
+            "base_model": str(world.root / "bi"),
+            "method": "query-encoder",
+            "epochs": 4,
+            "group_size": 4,
+            "output_name": f"tuned{scale}",
+            "promote": True,
+        }
         return await tool(server, "finetune_reranker", args), 2
 
     job, _ = await kill_mid_job(world, submit)
@@ -219,7 +256,9 @@ async def test_kill_during_finetuning_then_resume(world):
     tuned = [m for m in out["models"]["models"] if m["name"] == name]
     assert len(tuned) == 1 and tuned[0]["version"] == result["version"] and tuned[0]["active"]  # exactly one
     assert (store / "ACTIVE").read_text().strip() == result["version"]
-    assert json.loads((store / result["version"] / "card.json").read_text())["dataset"].startswith(job["params"]["dataset"] + "@")
+    assert json.loads((store / result["version"] / "card.json").read_text())["dataset"].startswith(
+        job["params"]["dataset"] + "@"
+    )
     assert not [p for p in store.iterdir() if p.name.startswith(".tmp-")]  # the killed run's temp dir is gone
 
 
@@ -232,7 +271,10 @@ async def test_kill_during_evaluation_then_resume(world):
         beir.mkdir()
         with open(beir / "corpus.jsonl", "w") as f:
             for i in range(n):
-                f.write(json.dumps({"_id": f"d{i}", "title": "", "text": f"passage {i} on {TOPICS[i % 8]} and item{i}"}) + "\n")
+                f.write(
+                    json.dumps({"_id": f"d{i}", "title": "", "text": f"passage {i} on {TOPICS[i % 8]} and item{i}"})
+                    + "\n"
+                )
         with open(beir / "queries.jsonl", "w") as f:
             for i in range(n):
                 f.write(json.dumps({"_id": f"q{i}", "text": f"what about item{i} and {TOPICS[i % 8]}"}) + "\n")
@@ -249,11 +291,14 @@ async def test_kill_during_evaluation_then_resume(world):
 
 
 # -- a bad LLM endpoint ------------------------------------------------------------------------------
-@pytest.mark.parametrize(("mode", "expected"), [
-    ("hang", "Timeout"),          # no answer: each request times out, then the job fails
-    ("error", "Error code: 500"),  # every request answers 500: retried, then the job fails
-    ("garbage", "Check the LLM"),  # answers that are no questions: nothing usable, the job says so
-])
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("hang", "Timeout"),  # no answer: each request times out, then the job fails
+        ("error", "Error code: 500"),  # every request answers 500: retried, then the job fails
+        ("garbage", "Check the LLM"),  # answers that are no questions: nothing usable, the job says so
+    ],
+)
 async def test_a_bad_llm_endpoint_fails_the_job_cleanly(tmp_path, tiny_bi_encoder, mode, expected):
     from fastmcp import Client
 
@@ -265,17 +310,30 @@ async def test_a_bad_llm_endpoint_fails_the_job_cleanly(tmp_path, tiny_bi_encode
     corpus.parent.mkdir()
     write_generation_corpus(corpus, 16)
     with LLMStub(mode=mode) as stub:
-        settings = Settings(home=tmp_path / "home", allowed_roots=[corpus.parent], embedding_model=tiny_bi_encoder,
-                            default_model=f"bi-encoder:{tiny_bi_encoder}", llm_backend="openai",
-                            openai_base_url=stub.url, openai_timeout=1.0, openai_max_retries=1)
+        settings = Settings(
+            home=tmp_path / "home",
+            allowed_roots=[corpus.parent],
+            embedding_model=tiny_bi_encoder,
+            default_model=f"bi-encoder:{tiny_bi_encoder}",
+            llm_backend="openai",
+            openai_base_url=stub.url,
+            openai_timeout=1.0,
+            openai_max_retries=1,
+        )
         services = Services(settings)
         t0 = time.monotonic()
         try:
             async with Client(create_app(services=services)) as client:
-                job = (await client.call_tool("generate_training_data", {
-                    "source": "folder", "path": str(corpus), "output_name": "gen", "max_documents": 16})).structured_content
+                job = (
+                    await client.call_tool(
+                        "generate_training_data",
+                        {"source": "folder", "path": str(corpus), "output_name": "gen", "max_documents": 16},
+                    )
+                ).structured_content
                 while True:
-                    st = (await client.call_tool("job_status", {"job_id": job["id"], "wait_seconds": 2})).structured_content
+                    st = (
+                        await client.call_tool("job_status", {"job_id": job["id"], "wait_seconds": 2})
+                    ).structured_content
                     # the server keeps serving while the LLM misbehaves
                     ok = await client.call_tool("rerank", {"query": "gout", "documents": ["uric acid", "tea"]})
                     assert len(ok.structured_content["results"]) == 2
@@ -305,8 +363,13 @@ async def test_chroma_server_stopped_and_restarted_mid_search(tmp_path, tiny_bi_
     for i, topic in enumerate(TOPICS):
         (notes / f"{topic}.md").write_text(f"# {topic.title()}\n\n{topic.title()} is condition number {i}.")
     chroma = ChromaServer(tmp_path / "chroma", tmp_path / "chroma.log")
-    settings = Settings(home=tmp_path / "home", allowed_roots=[notes.parent], embedding_model=tiny_bi_encoder,
-                        default_model=f"bi-encoder:{tiny_bi_encoder}", chroma_url=chroma.url)
+    settings = Settings(
+        home=tmp_path / "home",
+        allowed_roots=[notes.parent],
+        embedding_model=tiny_bi_encoder,
+        default_model=f"bi-encoder:{tiny_bi_encoder}",
+        chroma_url=chroma.url,
+    )
     services = Services(settings)
     outcomes: list[str] = []
     try:
@@ -316,10 +379,20 @@ async def test_chroma_server_stopped_and_restarted_mid_search(tmp_path, tiny_bi_
 
             async def searching() -> None:  # one search after another, the whole time
                 while not stop.is_set():
-                    res = await asyncio.wait_for(client.call_tool(
-                        "search", {"question": "what is gout?", "collection": "notes"}, raise_on_error=False), 60)
+                    res = await asyncio.wait_for(
+                        client.call_tool(
+                            "search", {"question": "what is gout?", "collection": "notes"}, raise_on_error=False
+                        ),
+                        60,
+                    )
                     text = res.content[0].text if res.is_error else ""
-                    outcomes.append("ok" if not res.is_error else "clean" if not text.startswith("Error calling") and ": " in text else f"bad: {text}")
+                    outcomes.append(
+                        "ok"
+                        if not res.is_error
+                        else "clean"
+                        if not text.startswith("Error calling") and ": " in text
+                        else f"bad: {text}"
+                    )
                     await asyncio.sleep(0.02)
 
             task = asyncio.create_task(searching())
@@ -332,7 +405,9 @@ async def test_chroma_server_stopped_and_restarted_mid_search(tmp_path, tiny_bi_
             await asyncio.sleep(2.0)
             stop.set()
             await asyncio.wait_for(task, 90)
-            after = (await client.call_tool("search", {"question": "what is gout?", "collection": "notes"})).structured_content
+            after = (
+                await client.call_tool("search", {"question": "what is gout?", "collection": "notes"})
+            ).structured_content
     finally:
         services.close()
         chroma.stop()
@@ -352,8 +427,13 @@ def run_with_file_limit(code: str, limit: int, env: dict[str, str] | None = None
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
     )
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
 
 
 def test_full_disk_while_saving_a_model_keeps_the_store_intact(world):
@@ -366,18 +446,21 @@ def test_full_disk_while_saving_a_model_keeps_the_store_intact(world):
     with store.writing("tuned", {"backend": "bi-encoder"}, version="v1") as d:  # the active, working model
         shutil.copytree(world.root / "bi", d, dirs_exist_ok=True)
     store.activate("tuned", "v1")
-    child = run_with_file_limit(f"""
+    child = run_with_file_limit(
+        f"""
         from adaptrank.core.errors import AdaptRankError
         from adaptrank.core.settings import Settings
         from adaptrank.training.finetune import finetune, parse_params
         settings = Settings(home={str(world.home)!r})
-        params = parse_params({{"dataset": "toy", "base_model": {str(world.root / 'bi')!r}, "method": "bi-encoder",
+        params = parse_params({{"dataset": "toy", "base_model": {str(world.root / "bi")!r}, "method": "bi-encoder",
                                 "epochs": 1, "group_size": 4, "output_name": "tuned", "promote": True}})
         try:
             finetune(params, settings)
         except AdaptRankError as exc:
             print("ERROR", exc)
-        """, limit=256 * 1024)
+        """,
+        limit=256 * 1024,
+    )
     assert "ERROR could not save model 'tuned'" in child.stdout, child.stdout + child.stderr[-3000:]
     assert "File too large" in child.stdout and "the active model is unchanged" in child.stdout
     assert store.versions("tuned") == ["v1"] and store.active_version("tuned") == "v1"
@@ -393,7 +476,8 @@ def test_full_disk_while_saving_a_dataset_leaves_no_version(world):
 
     write_toy_dataset(world.home)  # version 1, the latest
     before = DatasetStore(Settings(home=world.home)).get("toy")
-    child = run_with_file_limit(f"""
+    child = run_with_file_limit(
+        f"""
         from adaptrank.core.errors import AdaptRankError
         from adaptrank.core.settings import Settings
         from adaptrank.training.dataset import DatasetStore, Group
@@ -403,7 +487,9 @@ def test_full_disk_while_saving_a_dataset_leaves_no_version(world):
             DatasetStore(Settings(home={str(world.home)!r})).write("toy", groups, {{}})
         except AdaptRankError as exc:
             print("ERROR", exc)
-        """, limit=64 * 1024)
+        """,
+        limit=64 * 1024,
+    )
     assert "ERROR could not save dataset 'toy'" in child.stdout, child.stdout + child.stderr[-3000:]
     store = DatasetStore(Settings(home=world.home))
     assert store.versions("toy") == [before.version] and store.get("toy").version == before.version

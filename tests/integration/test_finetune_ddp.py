@@ -20,8 +20,24 @@ from adaptrank.training.dataset import DatasetStore, Group
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-TOPICS = ["apple", "river", "engine", "violin", "glacier", "tomato", "saturn", "copper", "falcon", "cactus",
-          "harbor", "pencil", "volcano", "lemon", "tiger", "marble"]
+TOPICS = [
+    "apple",
+    "river",
+    "engine",
+    "violin",
+    "glacier",
+    "tomato",
+    "saturn",
+    "copper",
+    "falcon",
+    "cactus",
+    "harbor",
+    "pencil",
+    "volcano",
+    "lemon",
+    "tiger",
+    "marble",
+]
 
 
 def _free_port() -> int:
@@ -48,11 +64,47 @@ def test_torchrun_two_cpu_processes(tmp_path, tiny_bi_encoder, tiny_cross_encode
     adaptrank = shutil.which("adaptrank", path=str(Path(sys.executable).parent))
     assert torchrun and adaptrank
     base = tiny_bi_encoder if method == "query-encoder" else tiny_cross_encoder
-    env = {**os.environ, "ADAPTRANK_HOME": str(settings.home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [torchrun, "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), adaptrank, "finetune", "toy", "-o", "toy-ddp", "--method", method,
-           "--base-model", base, "-g", "4", "--epochs", "3", "--batch-size", "4", "--lr", "3e-3", "--patience", "0", "--precision", "fp32", "--json"]
+    env = {
+        **os.environ,
+        "ADAPTRANK_HOME": str(settings.home),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    cmd = [
+        torchrun,
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        adaptrank,
+        "finetune",
+        "toy",
+        "-o",
+        "toy-ddp",
+        "--method",
+        method,
+        "--base-model",
+        base,
+        "-g",
+        "4",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--lr",
+        "3e-3",
+        "--patience",
+        "0",
+        "--precision",
+        "fp32",
+        "--json",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout)  # rank 0 prints the result, once; the trainer prints nothing

@@ -46,9 +46,19 @@ def corpus_dir(tmp_path, medquad):
 def test_pipeline_with_the_embedded_llm(llm, corpus_dir, tmp_path):
     settings = Settings(home=tmp_path / "home")
     ref = generate_dataset(
-        {"source": "folder", "path": str(corpus_dir), "output_name": "real", "max_documents": 4,
-         "queries_per_document": 2, "negatives": 3, "question_types": "medical", "batch_documents": 4},
-        settings, llm=llm, restrict_paths=False,
+        {
+            "source": "folder",
+            "path": str(corpus_dir),
+            "output_name": "real",
+            "max_documents": 4,
+            "queries_per_document": 2,
+            "negatives": 3,
+            "question_types": "medical",
+            "batch_documents": 4,
+        },
+        settings,
+        llm=llm,
+        restrict_paths=False,
     )
     card = ref.card
     assert card.llm == card.judge == "transformers:SmolLM2-135M-Instruct"
@@ -86,8 +96,11 @@ def test_backend_on_real_text(llm, medquad):
     # query likelihood: the source passage explains its own question better than others, mostly
     from adaptrank.core.prompts import likelihood_prompt
 
-    questions = {qid: q for qid, q in medquad.queries.items()
-                 if any(d in list(medquad.corpus)[:6] for d in medquad.qrels.get(qid, {}))}
+    questions = {
+        qid: q
+        for qid, q in medquad.queries.items()
+        if any(d in list(medquad.corpus)[:6] for d in medquad.qrels.get(qid, {}))
+    }
     hits = 0
     for qid, q in list(questions.items())[:4]:
         own = next(iter(medquad.qrels[qid]))

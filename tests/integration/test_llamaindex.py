@@ -128,8 +128,12 @@ def test_decomposition_retriever_over_the_index(index, reranker):
     # the index's own nodes are not modified
     assert all("found_by" not in n.node.metadata for n in index.as_retriever(similarity_top_k=6).retrieve(Q))
 
-    engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM(), response_mode="no_text",
-                                            node_postprocessors=[AdaptRankRerank(top_n=2, reranker=reranker)])
+    engine = RetrieverQueryEngine.from_args(
+        retriever,
+        llm=MockLLM(),
+        response_mode="no_text",
+        node_postprocessors=[AdaptRankRerank(top_n=2, reranker=reranker)],
+    )
     response = engine.query(Q)
     assert len(response.source_nodes) == 2
 
@@ -146,7 +150,9 @@ def test_decomposition_retriever_from_an_adaptrank_collection(tmp_path, minilm, 
 
     # the same collection through LlamaIndex's own ChromaVectorStore (nodes rebuilt from documents)
     col = DocStore(settings).collection("docs")
-    index = VectorStoreIndex.from_vector_store(ChromaVectorStore(chroma_collection=col), embed_model=AdaptRankEmbedding(minilm))
+    index = VectorStoreIndex.from_vector_store(
+        ChromaVectorStore(chroma_collection=col), embed_model=AdaptRankEmbedding(minilm)
+    )
     found = index.as_retriever(similarity_top_k=1).retrieve("What triggers asthma attacks?")
     assert found[0].node.node_id == "asthma-cause"
 

@@ -34,8 +34,14 @@ TOKEN = "integration-token"
 
 def _env(tmp_path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTRANK_")}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               ADAPTRANK_HOME=str(tmp_path / "home"), ADAPTRANK_MAX_DOCUMENTS="10", **extra)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        ADAPTRANK_HOME=str(tmp_path / "home"),
+        ADAPTRANK_MAX_DOCUMENTS="10",
+        **extra,
+    )
     return env
 
 
@@ -78,9 +84,21 @@ def http_server(tmp_path, **env: str) -> Iterator[str]:
     port = free_port()
     log = open(tmp_path / "server.log", "w+")  # noqa: SIM115 -- the server writes to it until the fixture ends
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adaptrank.server", "serve", "--transport", "http", "--host", "127.0.0.1",
-         "--port", str(port)],
-        env=_env(tmp_path, **env), stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "adaptrank.server",
+            "serve",
+            "--transport",
+            "http",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=_env(tmp_path, **env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -112,8 +130,11 @@ async def test_streamable_http_with_official_client_and_cohere_route(tmp_path):
     with http_server(tmp_path) as url:
         async with Client(f"{url}/mcp", read_timeout_seconds=120) as client:
             await _exercise(client)
-        r = httpx.post(f"{url}/v1/rerank", json={"query": QUERY, "documents": DOCS, "top_n": 2,
-                                                  "return_documents": True}, timeout=60)
+        r = httpx.post(
+            f"{url}/v1/rerank",
+            json={"query": QUERY, "documents": DOCS, "top_n": 2, "return_documents": True},
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
         assert next(x["index"] for x in r.json()["results"]) == 1
         assert r.json()["results"][0]["document"] == {"text": DOCS[1]}
@@ -124,7 +145,9 @@ async def test_streamable_http_with_token(tmp_path):
         assert httpx.post(f"{url}/v1/rerank", json={"query": QUERY, "documents": DOCS}, timeout=60).status_code == 401
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with httpx2.AsyncClient(headers=headers, timeout=120) as http:
-            async with Client(streamable_http_client(f"{url}/mcp", http_client=http), read_timeout_seconds=120) as client:
+            async with Client(
+                streamable_http_client(f"{url}/mcp", http_client=http), read_timeout_seconds=120
+            ) as client:
                 _check_rerank(await client.call_tool("rerank", {"query": QUERY, "documents": DOCS}))
         ok = httpx.post(f"{url}/v1/rerank", json={"query": QUERY, "documents": DOCS}, headers=headers, timeout=60)
         assert ok.status_code == 200

@@ -54,8 +54,12 @@ def app_server(tmp_path, tiny_cross_encoder):
     servers = []
 
     def start(**overrides):
-        settings = Settings(home=tmp_path / f"home{len(servers)}", default_model=f"cross-encoder:{tiny_cross_encoder}",
-                            port=0, **overrides)
+        settings = Settings(
+            home=tmp_path / f"home{len(servers)}",
+            default_model=f"cross-encoder:{tiny_cross_encoder}",
+            port=0,
+            **overrides,
+        )
         services = Services(settings)
         ctx = serve_in_thread(create_app(services=services), settings, timeout=30)
         url = ctx.__enter__()
@@ -85,7 +89,9 @@ async def test_metrics_move_by_exactly_what_the_requests_did(app_server):
     bad = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"], "top_n": 0}, timeout=60)
     assert bad.status_code == 400
     async with Client(f"{url}/mcp", timeout=60) as client:
-        res = await client.call_tool("rerank", {"query": "what is gout?", "documents": [f"other {i}" for i in range(M)]})
+        res = await client.call_tool(
+            "rerank", {"query": "what is gout?", "documents": [f"other {i}" for i in range(M)]}
+        )
         assert len(res.structured_content["results"]) == M
         with pytest.raises(ToolError, match="top_n"):
             await client.call_tool("rerank", {"query": "q", "documents": ["a"], "top_n": 0})
@@ -122,8 +128,10 @@ async def test_jobs_and_active_models_are_gauges(app_server, tmp_path):
     home.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(home / "jobs.sqlite")
     db.execute("CREATE TABLE jobs (id TEXT, kind TEXT, state TEXT)")
-    db.executemany("INSERT INTO jobs VALUES (?,?,?)", [("a", "generate", "succeeded"), ("b", "generate", "succeeded"),
-                                                       ("c", "finetune", "failed")])
+    db.executemany(
+        "INSERT INTO jobs VALUES (?,?,?)",
+        [("a", "generate", "succeeded"), ("b", "generate", "succeeded"), ("c", "finetune", "failed")],
+    )
     db.commit()
     db.close()
     (home / "models" / "med" / "v1").mkdir(parents=True)
@@ -154,8 +162,17 @@ async def test_the_loopback_setting_does_not_open_metrics_to_other_clients(tmp_p
     route = next(r for r in mcp._get_additional_http_routes() if getattr(r, "path", None) == "/metrics")
 
     def request(client_host: str) -> Request:
-        return Request({"type": "http", "method": "GET", "path": "/metrics", "headers": [], "query_string": b"",
-                        "client": (client_host, 40000), "user": UnauthenticatedUser()})
+        return Request(
+            {
+                "type": "http",
+                "method": "GET",
+                "path": "/metrics",
+                "headers": [],
+                "query_string": b"",
+                "client": (client_host, 40000),
+                "user": UnauthenticatedUser(),
+            }
+        )
 
     assert (await route.endpoint(request("10.1.2.3"))).status_code == 401
     assert (await route.endpoint(request("127.0.0.1"))).status_code == 200
@@ -186,8 +203,7 @@ def test_readyz_names_an_unwritable_jobs_db(tmp_path, tiny_cross_encoder):
     """The jobs database's folder is under a regular file: no one, root included, can create it."""
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder")
-    settings = Settings(home=blocker / "home", default_model=f"cross-encoder:{tiny_cross_encoder}", port=0,
-                        token=TOKEN)
+    settings = Settings(home=blocker / "home", default_model=f"cross-encoder:{tiny_cross_encoder}", port=0, token=TOKEN)
     services = Services(settings)
     with serve_in_thread(create_app(services=services), settings, timeout=30) as url:
         r = httpx.get(f"{url}/readyz", timeout=60)
@@ -201,7 +217,8 @@ def test_readyz_names_an_unwritable_jobs_db(tmp_path, tiny_cross_encoder):
 def test_serve_writes_json_logs(tmp_path, tiny_cross_encoder):
     server = AdaptrankServer(
         {"ADAPTRANK_HOME": str(tmp_path / "home"), "ADAPTRANK_LOG_FORMAT": "json"},
-        tmp_path / "serve.log", timeout=120,
+        tmp_path / "serve.log",
+        timeout=120,
         extra_args=["--model", f"cross-encoder:{tiny_cross_encoder}", "--log-level", "info"],
     )
     try:

@@ -70,9 +70,15 @@ def write_toy_dataset(home: Path) -> None:
     rng = random.Random(0)
     words = ["apple", "river", "engine", "violin", "glacier", "tomato", "saturn", "copper"]
     passages = {(w, k): f"{w} {w} {w} notes {k} {w}" for w in words for k in range(3)}
-    groups = [Group(query=f"tell me about {w}", positive=text,
-                    negatives=rng.sample([v for (w2, _), v in passages.items() if w2 != w], 3), doc_id=f"{w}-{k}")
-              for (w, k), text in passages.items()]
+    groups = [
+        Group(
+            query=f"tell me about {w}",
+            positive=text,
+            negatives=rng.sample([v for (w2, _), v in passages.items() if w2 != w], 3),
+            doc_id=f"{w}-{k}",
+        )
+        for (w, k), text in passages.items()
+    ]
     DatasetStore(Settings(home=home)).write("toy", groups, {"source": {"kind": "toy"}}, dev_fraction=0.25, seed=0)
 
 
@@ -97,8 +103,11 @@ async def test_two_replicas_share_promotions_and_take_over_a_dead_replicas_job(t
         b = None
         try:
             # -- a job on A, then B starts: B leaves A's running job alone ---------------------------
-            job = await tool(a, "generate_training_data", {"source": "folder", "path": str(corpus), "output_name": "gen",
-                                                           "max_documents": 48, "negatives": 3})
+            job = await tool(
+                a,
+                "generate_training_data",
+                {"source": "folder", "path": str(corpus), "output_name": "gen", "max_documents": 48, "negatives": 3},
+            )
             deadline = time.monotonic() + 30
             while (st := await status(a, job["id"]))["state"] != "running":
                 assert st["state"] == "queued" and time.monotonic() < deadline, st
@@ -110,17 +119,33 @@ async def test_two_replicas_share_promotions_and_take_over_a_dead_replicas_job(t
             assert st["state"] == "running" and st["owner"] == a_owner, st
 
             # -- a promotion through B is served by A on its next request (and by B) ------------------
-            before = await tool(a, "rerank", {"query": "apple", "documents": ["apple apple", "river"], "model": "tuned"})
+            before = await tool(
+                a, "rerank", {"query": "apple", "documents": ["apple apple", "river"], "model": "tuned"}
+            )
             assert before["version"] == "v1"  # A has v1 loaded now
-            tune = await tool(b, "finetune_reranker", {"dataset": "toy", "base_model": str(root / "bi"),
-                                                       "method": "query-encoder", "epochs": 1, "group_size": 4,
-                                                       "output_name": "tuned", "promote": True})
+            tune = await tool(
+                b,
+                "finetune_reranker",
+                {
+                    "dataset": "toy",
+                    "base_model": str(root / "bi"),
+                    "method": "query-encoder",
+                    "epochs": 1,
+                    "group_size": 4,
+                    "output_name": "tuned",
+                    "promote": True,
+                },
+            )
             tuned = await until_finished(b, tune["id"])
             assert tuned["state"] == "succeeded", tuned
             v2 = tuned["result"]["version"]
             assert v2 != "v1" and store.active_version("tuned") == v2
-            after_a = await tool(a, "rerank", {"query": "apple", "documents": ["apple apple", "river"], "model": "tuned"})
-            after_b = await tool(b, "rerank", {"query": "apple", "documents": ["apple apple", "river"], "model": "tuned"})
+            after_a = await tool(
+                a, "rerank", {"query": "apple", "documents": ["apple apple", "river"], "model": "tuned"}
+            )
+            after_b = await tool(
+                b, "rerank", {"query": "apple", "documents": ["apple apple", "river"], "model": "tuned"}
+            )
             assert after_a["version"] == after_b["version"] == v2, (after_a, after_b)
 
             # -- A's job stayed running for B the whole time: at least two leases went by --------------
@@ -136,7 +161,9 @@ async def test_two_replicas_share_promotions_and_take_over_a_dead_replicas_job(t
             killed = time.monotonic()
             stub.mode = "ok"  # the resumed run needs no slow LLM
             while (st := await status(b, job["id"]))["state"] == "running":
-                assert time.monotonic() - killed < LEASE + 10, f"still running {time.monotonic() - killed:.1f} s after the kill"
+                assert time.monotonic() - killed < LEASE + 10, (
+                    f"still running {time.monotonic() - killed:.1f} s after the kill"
+                )
                 await asyncio.sleep(0.2)
             took = time.monotonic() - killed
             assert st["state"] == "interrupted" and f"{a_owner} stopped renewing its lease" in st["error"], st
@@ -147,13 +174,18 @@ async def test_two_replicas_share_promotions_and_take_over_a_dead_replicas_job(t
             again = await call(b, "resume_job", {"job_id": job["id"]})
             assert again.is_error
             text = again.content[0].text
-            assert f"job {job['id']} is already being resumed by {resumed['owner']}" in text or "is succeeded; only" in text, text
+            assert (
+                f"job {job['id']} is already being resumed by {resumed['owner']}" in text
+                or "is succeeded; only" in text
+            ), text
             done = await until_finished(b, job["id"])
             assert done["state"] == "succeeded" and done["attempts"] == 2, done
             assert done["result"]["counts"]["groups"] > 0
             last = await call(b, "resume_job", {"job_id": job["id"]})
             assert last.is_error and f"job {job['id']} is succeeded; only" in last.content[0].text
-            print(f"\ninterrupted {took:.1f} s after kill -9 (lease {LEASE} s); test took {time.monotonic() - t_start:.0f} s")
+            print(
+                f"\ninterrupted {took:.1f} s after kill -9 (lease {LEASE} s); test took {time.monotonic() - t_start:.0f} s"
+            )
         finally:
             a.kill()
             if b is not None:

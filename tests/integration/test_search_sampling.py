@@ -53,8 +53,9 @@ async def test_sampling_decomposes_with_the_callers_llm(app, corpus):
         schema = next(t for t in await client.list_tools() if t.name == "search").input_schema
         assert "ctx" not in schema["properties"]
         assert "sampling" in json.dumps(schema["properties"]["llm"])
-        res = (await client.call_tool("search", {"question": Q, "collection": "notes", "k": 1,
-                                                 "llm": "sampling"})).structured_content
+        res = (
+            await client.call_tool("search", {"question": Q, "collection": "notes", "k": 1, "llm": "sampling"})
+        ).structured_content
     assert res["decomposition"] == "llm", res["decomposition_error"]
     assert res["decomposition_error"] is None
     assert res["queries"] == [Q, *SUBS]
@@ -70,8 +71,11 @@ async def test_sampling_also_writes_the_answer(app, corpus):
     await _ingest(app, corpus)
     caller = Caller(json.dumps({"sub_questions": SUBS}))
     async with Client(app, sampling_handler=caller, mode="legacy") as client:
-        res = (await client.call_tool("search", {"question": Q, "collection": "notes", "k": 1, "top_n": 2,
-                                                 "llm": "sampling", "answer": True})).structured_content
+        res = (
+            await client.call_tool(
+                "search", {"question": Q, "collection": "notes", "k": 1, "top_n": 2, "llm": "sampling", "answer": True}
+            )
+        ).structured_content
     assert [a["kind"] for a in caller.asked] == ["decompose", "answer"]
     assert res["answer"]["valid"] and res["answer"]["text"] == "Uric acid crystals [1]."
     assert res["answer"]["citations"] == [res["results"][0]["id"]]
@@ -81,8 +85,9 @@ async def test_junk_from_the_caller_falls_back_to_rules(app, corpus):
     await _ingest(app, corpus)
     caller = Caller("Sure! Here are some thoughts about gout and asthma, no JSON though.")
     async with Client(app, sampling_handler=caller, mode="legacy") as client:
-        res = (await client.call_tool("search", {"question": Q, "collection": "notes", "k": 1,
-                                                 "llm": "sampling"})).structured_content
+        res = (
+            await client.call_tool("search", {"question": Q, "collection": "notes", "k": 1, "llm": "sampling"})
+        ).structured_content
     assert caller.asked and all(a["kind"] == "decompose" for a in caller.asked)
     assert res["decomposition"] == "rule"
     assert res["decomposition_error"] and "does not support sampling" not in res["decomposition_error"]
@@ -98,8 +103,9 @@ async def test_caller_that_fails_the_request_falls_back_to_rules(app, corpus):
 
     await _ingest(app, corpus)
     async with Client(app, sampling_handler=refuse, mode="legacy") as client:
-        res = (await client.call_tool("search", {"question": Q, "collection": "notes", "k": 1,
-                                                 "llm": "sampling"})).structured_content
+        res = (
+            await client.call_tool("search", {"question": Q, "collection": "notes", "k": 1, "llm": "sampling"})
+        ).structured_content
     assert res["decomposition"] == "rule"
     assert "declined" in res["decomposition_error"]
 
@@ -107,8 +113,11 @@ async def test_caller_that_fails_the_request_falls_back_to_rules(app, corpus):
 async def test_client_without_sampling_gets_rules_and_the_reason(app, corpus):
     await _ingest(app, corpus)
     async with Client(app, mode="legacy") as client:  # handshake-era, but no sampling capability
-        res = (await client.call_tool("search", {"question": Q, "collection": "notes", "k": 1, "top_n": 2,
-                                                 "llm": "sampling", "answer": True})).structured_content
+        res = (
+            await client.call_tool(
+                "search", {"question": Q, "collection": "notes", "k": 1, "top_n": 2, "llm": "sampling", "answer": True}
+            )
+        ).structured_content
     assert res["decomposition"] == "rule"
     assert "the MCP client does not support sampling" in res["decomposition_error"]
     assert "did not declare" in res["decomposition_error"]
@@ -119,8 +128,9 @@ async def test_client_without_sampling_gets_rules_and_the_reason(app, corpus):
 
     caller = Caller(json.dumps({"sub_questions": SUBS}))
     async with Client(app, sampling_handler=caller) as client:  # modern protocol: no server requests
-        res = (await client.call_tool("search", {"question": Q, "collection": "notes", "k": 1,
-                                                 "llm": "sampling"})).structured_content
+        res = (
+            await client.call_tool("search", {"question": Q, "collection": "notes", "k": 1, "llm": "sampling"})
+        ).structured_content
     assert caller.asked == []
     assert res["decomposition"] == "rule" and "does not support sampling" in res["decomposition_error"]
     assert "2026-07-28" in res["decomposition_error"]
@@ -131,31 +141,50 @@ async def test_caller_sub_questions_need_no_sampling(app, corpus):
     await _ingest(app, corpus)
     caller = Caller(json.dumps({"sub_questions": SUBS}))
     async with Client(app, sampling_handler=caller, mode="legacy") as client:
-        res = (await client.call_tool("search", {"question": Q, "collection": "notes", "k": 1, "llm": "sampling",
-                                                 "sub_questions": ["Which city is the capital of France?"]})
-               ).structured_content
+        res = (
+            await client.call_tool(
+                "search",
+                {
+                    "question": Q,
+                    "collection": "notes",
+                    "k": 1,
+                    "llm": "sampling",
+                    "sub_questions": ["Which city is the capital of France?"],
+                },
+            )
+        ).structured_content
     assert res["decomposition"] == "caller" and res["queries"][1:] == ["Which city is the capital of France?"]
     assert caller.asked == [] and res["decomposition_error"] is None
 
 
 async def test_llm_choices_stay_backwards_compatible(tmp_path, corpus, minilm):
     """true and 'server' both mean the server's LLM; false means rules; anything else is refused."""
+
     class WithLLM(Services):
         @property
         def llm(self):
             return ScriptedLLM(lambda p: '{"sub_questions": ["What is the cause of gout?", "Asthma treatment?"]}')
 
-    services = WithLLM(Settings(home=tmp_path / "home2", allowed_roots=[corpus], embedding_model=minilm,
-                                default_model=f"bi-encoder:{minilm}"))
+    services = WithLLM(
+        Settings(
+            home=tmp_path / "home2",
+            allowed_roots=[corpus],
+            embedding_model=minilm,
+            default_model=f"bi-encoder:{minilm}",
+        )
+    )
     try:
         async with Client(create_app(services=services)) as client:
             await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})
             for choice in (True, "server"):
-                res = (await client.call_tool("search", {"question": Q, "collection": "notes",
-                                                         "llm": choice})).structured_content
+                res = (
+                    await client.call_tool("search", {"question": Q, "collection": "notes", "llm": choice})
+                ).structured_content
                 assert res["decomposition"] == "llm", choice
                 assert res["queries"][1:] == ["What is the cause of gout?", "Asthma treatment?"]
-            res = (await client.call_tool("search", {"question": Q, "collection": "notes", "llm": False})).structured_content
+            res = (
+                await client.call_tool("search", {"question": Q, "collection": "notes", "llm": False})
+            ).structured_content
             assert res["decomposition"] == "rule" and res["decomposition_error"] is None
             with pytest.raises(ToolError, match="llm"):
                 await client.call_tool("search", {"question": Q, "collection": "notes", "llm": "gpt-5"})

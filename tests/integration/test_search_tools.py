@@ -17,7 +17,6 @@ from adaptrank.server.context import Services
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-
 async def test_ingest_then_search_with_provenance(app, corpus):
     progress = []
 
@@ -27,9 +26,13 @@ async def test_ingest_then_search_with_provenance(app, corpus):
     async with Client(app, progress_handler=on_progress) as client:
         tools = {t.name for t in await client.list_tools()}
         assert {"search", "ingest_documents", "list_collections"} <= tools
-        rep = (await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})).structured_content["report"]
+        rep = (
+            await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})
+        ).structured_content["report"]
         assert rep["documents"] == 3 and rep["added"] == 3 and rep["collection_count"] == 3
-        again = (await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})).structured_content["report"]
+        again = (
+            await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})
+        ).structured_content["report"]
         assert again["unchanged"] == 3 and again["chunks_written"] == 0
 
         listed = (await client.call_tool("list_collections", {})).structured_content
@@ -37,7 +40,9 @@ async def test_ingest_then_search_with_provenance(app, corpus):
         resource = await client.read_resource("adaptrank://collections")
         assert json.loads(resource[0].text)["collections"][0]["name"] == "notes"
 
-        res = (await client.call_tool("search", {"question": Q, "collection": "notes", "top_n": 2, "k": 1})).structured_content
+        res = (
+            await client.call_tool("search", {"question": Q, "collection": "notes", "top_n": 2, "k": 1})
+        ).structured_content
     assert progress and progress[-1] == (3, 3)
     assert res["decomposition"] == "rule"  # llm=false (default): rules split the question
     assert res["queries"] == [Q, "What causes gout?", "How is asthma treated?"]
@@ -51,11 +56,22 @@ async def test_ingest_then_search_with_provenance(app, corpus):
 async def test_caller_sub_questions_and_no_decomposition(app, corpus):
     async with Client(app) as client:
         await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})
-        res = (await client.call_tool("search", {"question": Q, "collection": "notes", "k": 1,
-                                                 "sub_questions": ["Which city is the capital of France?"]})).structured_content
+        res = (
+            await client.call_tool(
+                "search",
+                {
+                    "question": Q,
+                    "collection": "notes",
+                    "k": 1,
+                    "sub_questions": ["Which city is the capital of France?"],
+                },
+            )
+        ).structured_content
         assert res["decomposition"] == "caller" and res["queries"][1] == "Which city is the capital of France?"
         assert "paris.txt" in {r["metadata"]["doc_id"] for r in res["results"]}
-        off = (await client.call_tool("search", {"question": Q, "collection": "notes", "decompose": False})).structured_content
+        off = (
+            await client.call_tool("search", {"question": Q, "collection": "notes", "decompose": False})
+        ).structured_content
         assert off["queries"] == [Q] and off["decomposition"] == "off"
 
 
@@ -65,13 +81,24 @@ async def test_search_uses_the_services_llm_when_there_is_one(tmp_path, corpus, 
         def llm(self):
             return ScriptedLLM(lambda p: '{"sub_questions": ["What is the cause of gout?", "Asthma treatment?"]}')
 
-    services = WithLLM(Settings(home=tmp_path / "home2", allowed_roots=[corpus], embedding_model=minilm,
-                                default_model=f"bi-encoder:{minilm}"))
+    services = WithLLM(
+        Settings(
+            home=tmp_path / "home2",
+            allowed_roots=[corpus],
+            embedding_model=minilm,
+            default_model=f"bi-encoder:{minilm}",
+        )
+    )
     try:
         async with Client(create_app(services=services)) as client:
             await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})
-            res = (await client.call_tool("search", {"question": Q, "collection": "notes", "llm": True})).structured_content
-        assert res["decomposition"] == "llm" and res["queries"][1:] == ["What is the cause of gout?", "Asthma treatment?"]
+            res = (
+                await client.call_tool("search", {"question": Q, "collection": "notes", "llm": True})
+            ).structured_content
+        assert res["decomposition"] == "llm" and res["queries"][1:] == [
+            "What is the cause of gout?",
+            "Asthma treatment?",
+        ]
     finally:
         services.close()
 
@@ -93,16 +120,28 @@ async def test_a_message_is_cleaned_and_the_llm_only_answers_when_llm_is_false(t
         def llm(self):
             return ScriptedLLM(respond)
 
-    services = WithLLM(Settings(home=tmp_path / "home3", allowed_roots=[corpus], embedding_model=minilm,
-                                default_model=f"bi-encoder:{minilm}"))
+    services = WithLLM(
+        Settings(
+            home=tmp_path / "home3",
+            allowed_roots=[corpus],
+            embedding_model=minilm,
+            default_model=f"bi-encoder:{minilm}",
+        )
+    )
     message = "Hi there! My son has it. What causes gout? Thanks in advance, Ann"
     try:
         async with Client(create_app(services=services)) as client:
             await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "notes"})
-            res = (await client.call_tool("search", {"question": message, "collection": "notes", "answer": True,
-                                                     "top_n": 2})).structured_content
-            raw = (await client.call_tool("search", {"question": message, "collection": "notes", "clean": False,
-                                                     "decompose": False})).structured_content
+            res = (
+                await client.call_tool(
+                    "search", {"question": message, "collection": "notes", "answer": True, "top_n": 2}
+                )
+            ).structured_content
+            raw = (
+                await client.call_tool(
+                    "search", {"question": message, "collection": "notes", "clean": False, "decompose": False}
+                )
+            ).structured_content
         assert res["question"] == message and res["cleaned_question"] == "What causes gout?"
         assert res["decomposition"] == "single" and res["queries"] == ["What causes gout?"]
         assert res["results"][0]["metadata"]["doc_id"].startswith("gout")
@@ -174,8 +213,11 @@ async def test_background_ingest_job(app, services, corpus):
     import asyncio
 
     async with Client(app) as client:
-        job = (await client.call_tool("ingest_documents", {"path": str(corpus), "collection": "bg-notes",
-                                                           "background": True})).structured_content["job"]
+        job = (
+            await client.call_tool(
+                "ingest_documents", {"path": str(corpus), "collection": "bg-notes", "background": True}
+            )
+        ).structured_content["job"]
         assert job["kind"] == "ingest" and job["state"] in ("queued", "running", "succeeded")
         info = await asyncio.to_thread(services.jobs.wait, job["id"], 120)
         assert info.state.value == "succeeded", info.error

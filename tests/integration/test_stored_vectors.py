@@ -44,9 +44,15 @@ def _adapted_model(settings: Settings, minilm: str) -> str:
     with torch.no_grad():
         w = tower[0].auto_model.encoder.layer[5].output.dense.weight
         w.add_(0.02 * torch.randn_like(w))
-    card = {"backend": "residual", "base_model": "zero-shot", "dataset": "toy@1", "loss": "lce",
-            "extra": {"residual": {"prior": "zero-shot", "tau": 0.05, "query_encoder": "query_encoder",
-                                   "cross_encoder": None}}}
+    card = {
+        "backend": "residual",
+        "base_model": "zero-shot",
+        "dataset": "toy@1",
+        "loss": "lce",
+        "extra": {
+            "residual": {"prior": "zero-shot", "tau": 0.05, "query_encoder": "query_encoder", "cross_encoder": None}
+        },
+    }
     store = ModelStore(settings.models_dir)
     with store.writing("adapted", card) as tmp:
         tower.save(str(tmp / "query_encoder"))
@@ -126,8 +132,9 @@ def test_other_passage_towers_never_reuse_the_vectors(setup, tiny_bi_encoder):
     res = DecompositionAgent(reranker, None, AgentConfig(k=3, model=other)).run(Q, retriever)
     assert next(s for s in res.trace.stages if s.name == "rerank").detail["passages"] == "texts"
     # a collection without a recorded fingerprint (made by another tool) never hands out vectors
-    col = store.client.create_collection("legacy", embedding_function=store.embedding_function,
-                                         configuration={"hnsw": {"space": "cosine"}})
+    col = store.client.create_collection(
+        "legacy", embedding_function=store.embedding_function, configuration={"hnsw": {"space": "cosine"}}
+    )
     col.add(ids=["a"], documents=["gout"], embeddings=store.embedding_function.embed(["gout"]))
     assert FINGERPRINT_KEY not in (col.metadata or {})
     legacy = ChromaRetriever.for_reranker(store, "legacy", reranker)

@@ -33,7 +33,13 @@ def test_wheel_contents_and_import(tmp_path):
         timeout=300,
     )
     out = subprocess.run(
-        [sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); import adaptrank.core, adaptrank.server; print(adaptrank.core.__file__)", str(target)],
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); import adaptrank.core, adaptrank.server; print(adaptrank.core.__file__)",
+            str(target),
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,

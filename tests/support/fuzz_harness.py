@@ -56,26 +56,85 @@ class Layout:
     def paths(self) -> list[str]:
         r, o = self.root, self.outside
         return [
-            str(r / "notes"), str(r / "beir"), str(r / "docs.jsonl"), str(r / "model"), str(r),
-            str(r / "trap"), str(r / "trap" / "passwd.txt"), str(r / "trapdir"), str(r / "trap" / "dirlink"),
-            str(r / "notes") + "/", str(r / "notes") + "//", str(r / "notes") + "/.", str(r / "notes" / ".." / "notes"),
-            str(r / "notes" / ".." / ".." / o.name / "secret.txt"), str(r / ".." / o.name),
-            str(o), str(o / "secret.txt"), str(o / "model"), str(o / "corpus.jsonl"), str(o / "notes"),
-            "../" * 12 + "etc/passwd", "/etc/passwd", "/etc", "/", ".", "..", "~", "~/.ssh", "~root",
-            "/proc/self/environ", "/dev/zero", "/dev/urandom", str(r / "notes") + "\0", "notes\0/../../etc",
-            f"file://{o}/secret.txt", "\\\\server\\share\\x", "C:\\Windows\\win.ini", "%2e%2e%2fetc%2fpasswd",
-            "tests", "core/engine", "a" * 5000, "\u202e" + "txt.etc", str(self.home), str(self.home / "jobs.sqlite"),
-            str(self.home / "chroma"), "no-such-folder", str(r / "missing"),
+            str(r / "notes"),
+            str(r / "beir"),
+            str(r / "docs.jsonl"),
+            str(r / "model"),
+            str(r),
+            str(r / "trap"),
+            str(r / "trap" / "passwd.txt"),
+            str(r / "trapdir"),
+            str(r / "trap" / "dirlink"),
+            str(r / "notes") + "/",
+            str(r / "notes") + "//",
+            str(r / "notes") + "/.",
+            str(r / "notes" / ".." / "notes"),
+            str(r / "notes" / ".." / ".." / o.name / "secret.txt"),
+            str(r / ".." / o.name),
+            str(o),
+            str(o / "secret.txt"),
+            str(o / "model"),
+            str(o / "corpus.jsonl"),
+            str(o / "notes"),
+            "../" * 12 + "etc/passwd",
+            "/etc/passwd",
+            "/etc",
+            "/",
+            ".",
+            "..",
+            "~",
+            "~/.ssh",
+            "~root",
+            "/proc/self/environ",
+            "/dev/zero",
+            "/dev/urandom",
+            str(r / "notes") + "\0",
+            "notes\0/../../etc",
+            f"file://{o}/secret.txt",
+            "\\\\server\\share\\x",
+            "C:\\Windows\\win.ini",
+            "%2e%2e%2fetc%2fpasswd",
+            "tests",
+            "core/engine",
+            "a" * 5000,
+            "\u202e" + "txt.etc",
+            str(self.home),
+            str(self.home / "jobs.sqlite"),
+            str(self.home / "chroma"),
+            "no-such-folder",
+            str(r / "missing"),
         ]
 
     def models(self) -> list[str]:
         r, o = self.root, self.outside
         return [
-            "zero-shot", f"bi-encoder:{self.tiny_bi}", f"bi-encoder:{self.tiny_bi}/", f"bi-encoder:{self.tiny_bi}/.",
-            "rerank-english-v3.0", "rerank-v3.5", str(r / "model"), f"cross-encoder:{r}/model/", f"bi-encoder:{r}/model//",
-            str(r / "notes"), str(o / "model"), f"cross-encoder:{o}/model", "org/name", "cross-encoder/ms-marco-MiniLM-L6-v2",
-            "bi-encoder:/etc", "cross-encoder:", "bi-encoder:", "@", "name@", "nope@v1", "..", "/dev/zero", "model",
-            "tests/unit", "default", "med", "med@v1",
+            "zero-shot",
+            f"bi-encoder:{self.tiny_bi}",
+            f"bi-encoder:{self.tiny_bi}/",
+            f"bi-encoder:{self.tiny_bi}/.",
+            "rerank-english-v3.0",
+            "rerank-v3.5",
+            str(r / "model"),
+            f"cross-encoder:{r}/model/",
+            f"bi-encoder:{r}/model//",
+            str(r / "notes"),
+            str(o / "model"),
+            f"cross-encoder:{o}/model",
+            "org/name",
+            "cross-encoder/ms-marco-MiniLM-L6-v2",
+            "bi-encoder:/etc",
+            "cross-encoder:",
+            "bi-encoder:",
+            "@",
+            "name@",
+            "nope@v1",
+            "..",
+            "/dev/zero",
+            "model",
+            "tests/unit",
+            "default",
+            "med",
+            "med@v1",
         ]
 
 
@@ -100,9 +159,14 @@ def make_layout(base: Path, tiny_ce: str, tiny_bi: str) -> Layout:
     with open(root / "beir" / "queries.jsonl", "w") as f:
         for i, topic in enumerate(topics):
             f.write(json.dumps({"_id": f"q{i}", "text": f"what about {topic.split()[0]}?"}) + "\n")
-    (root / "beir" / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(4)))
-    links = {root / "trap" / "passwd.txt": outside / "secret.txt", root / "trap" / "dirlink": outside,
-             root / "trapdir": outside}
+    (root / "beir" / "qrels.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(4))
+    )
+    links = {
+        root / "trap" / "passwd.txt": outside / "secret.txt",
+        root / "trap" / "dirlink": outside,
+        root / "trapdir": outside,
+    }
     for link, target in links.items():
         if not link.is_symlink():
             link.symlink_to(target)
@@ -114,10 +178,20 @@ def make_settings(layout: Layout, llm_url: str):
     from adaptrank.core.settings import Settings
 
     return Settings(
-        home=layout.home, allowed_roots=[layout.root], default_model=f"bi-encoder:{layout.tiny_bi}",
-        embedding_model=layout.tiny_bi, llm_backend="openai", openai_base_url=llm_url, host="127.0.0.1", port=0,
-        max_documents=40, max_query_chars=200, max_document_chars=2000, max_total_chars=20_000,
-        max_request_bytes=256 * 1024, microbatch_wait_ms=1.0,
+        home=layout.home,
+        allowed_roots=[layout.root],
+        default_model=f"bi-encoder:{layout.tiny_bi}",
+        embedding_model=layout.tiny_bi,
+        llm_backend="openai",
+        openai_base_url=llm_url,
+        host="127.0.0.1",
+        port=0,
+        max_documents=40,
+        max_query_chars=200,
+        max_document_chars=2000,
+        max_total_chars=20_000,
+        max_request_bytes=256 * 1024,
+        microbatch_wait_ms=1.0,
     )
 
 
@@ -129,8 +203,18 @@ class FileWatch:
     seen; their paths pass through Python checks first, which are."""
 
     READS = {"open", "os.listdir", "os.scandir", "sqlite3.connect", "shutil.copyfile", "os.chdir"}
-    WRITES = {"os.mkdir", "os.rename", "os.replace", "os.remove", "os.rmdir", "os.symlink", "os.truncate",
-              "os.chmod", "shutil.rmtree", "shutil.move"}
+    WRITES = {
+        "os.mkdir",
+        "os.rename",
+        "os.replace",
+        "os.remove",
+        "os.rmdir",
+        "os.symlink",
+        "os.truncate",
+        "os.chmod",
+        "shutil.rmtree",
+        "shutil.move",
+    }
     _active: list[FileWatch] = []
     _installed = False
 
@@ -144,8 +228,9 @@ class FileWatch:
     def _hook(cls, event: str, args: tuple) -> None:
         if not cls._active or (event not in cls.READS and event not in cls.WRITES):
             return
-        writing = event in cls.WRITES or (event == "open" and len(args) > 1 and isinstance(args[1], str)
-                                          and any(c in args[1] for c in "wax+"))
+        writing = event in cls.WRITES or (
+            event == "open" and len(args) > 1 and isinstance(args[1], str) and any(c in args[1] for c in "wax+")
+        )
         two = event in ("os.rename", "os.replace", "os.symlink", "shutil.move", "shutil.copyfile")
         for arg in args[: 2 if two else 1]:  # open's second argument is its mode
             if isinstance(arg, bytes):
@@ -357,13 +442,62 @@ def _short(value: Any) -> str:
 
 # -- strategies -----------------------------------------------------------------------------------
 NASTY_TEXT = [
-    "", " ", "\n", "\t\r\n", "\0", "a\0b", "\ud800", "x\udfffy", "\ud83d", "\u202eevil\u202c", "\u200b\u200d\ufeff",
-    "e" + "\u0301" * 3000, "\U0001f600" * 50, "ℌ𝔢𝔩𝔩𝔬", "null", "None", "true", "0", "-1", "1e309", "NaN",
-    "<script>alert(1)</script>", "'; DROP TABLE jobs; --", "${HOME}", "$(id)", "%s%n", "{}", "[]", "\\", '"',
-    "x" * 4097, "y" * 2001, "z" * 513,
+    "",
+    " ",
+    "\n",
+    "\t\r\n",
+    "\0",
+    "a\0b",
+    "\ud800",
+    "x\udfffy",
+    "\ud83d",
+    "\u202eevil\u202c",
+    "\u200b\u200d\ufeff",
+    "e" + "\u0301" * 3000,
+    "\U0001f600" * 50,
+    "ℌ𝔢𝔩𝔩𝔬",
+    "null",
+    "None",
+    "true",
+    "0",
+    "-1",
+    "1e309",
+    "NaN",
+    "<script>alert(1)</script>",
+    "'; DROP TABLE jobs; --",
+    "${HOME}",
+    "$(id)",
+    "%s%n",
+    "{}",
+    "[]",
+    "\\",
+    '"',
+    "x" * 4097,
+    "y" * 2001,
+    "z" * 513,
 ]
-NASTY_SCALARS: list[Any] = [None, True, False, 0, -1, 1, 2**31, -(2**63), 2**64, 1.5, -0.0, 1e308, float("inf"),
-                            float("-inf"), float("nan"), [], {}, [None], {"a": 1}, ["x"] * 3]
+NASTY_SCALARS: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2**31,
+    -(2**63),
+    2**64,
+    1.5,
+    -0.0,
+    1e308,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    [],
+    {},
+    [None],
+    {"a": 1},
+    ["x"] * 3,
+]
 
 
 def deep(depth: int) -> Any:
@@ -396,7 +530,9 @@ def domain(name: str, layout: Layout) -> st.SearchStrategy[Any] | None:
         return st.lists(st.sampled_from(layout.models()), min_size=1, max_size=4)
     if name in ("collection", "first_stage"):
         names = ["notes", "nope", "ab", "a" * 600, "../x", "notes\0", "no tes", "-x-", "chroma:notes", "bm25"]
-        return st.sampled_from(names if name == "collection" else ["bm25", "chroma:notes", "chroma:nope", "chroma:../x"])
+        return st.sampled_from(
+            names if name == "collection" else ["bm25", "chroma:notes", "chroma:nope", "chroma:../x"]
+        )
     if name == "job_id":
         return st.sampled_from(["@known-job", "nope", "0" * 64, "a" * 65, "../jobs", "x\0", "' OR 1=1 --"])
     if name in ("dataset", "output_name"):
@@ -404,14 +540,29 @@ def domain(name: str, layout: Layout) -> st.SearchStrategy[Any] | None:
     if name == "wait_seconds":
         return st.sampled_from([0, 0.05, -1, 51, float("nan"), "1"])
     if name == "documents":
-        doc = st.one_of(st.text(max_size=60), st.sampled_from(NASTY_TEXT),
-                        st.fixed_dictionaries({"text": st.text(max_size=60)},
-                                              optional={"id": st.one_of(st.text(max_size=10), st.integers()),
-                                                        "metadata": st.one_of(st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
-                                                                              st.just(deep(40)), st.text(max_size=3),
-                                                                              st.just({"\udc00": "\ud800"}))}))
-        return st.one_of(st.lists(doc, min_size=1, max_size=12), st.just(["d"] * 41), st.just(["w " * 1000] * 25),
-                         st.just([]), st.lists(st.sampled_from(NASTY_SCALARS), max_size=3))
+        doc = st.one_of(
+            st.text(max_size=60),
+            st.sampled_from(NASTY_TEXT),
+            st.fixed_dictionaries(
+                {"text": st.text(max_size=60)},
+                optional={
+                    "id": st.one_of(st.text(max_size=10), st.integers()),
+                    "metadata": st.one_of(
+                        st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+                        st.just(deep(40)),
+                        st.text(max_size=3),
+                        st.just({"\udc00": "\ud800"}),
+                    ),
+                },
+            ),
+        )
+        return st.one_of(
+            st.lists(doc, min_size=1, max_size=12),
+            st.just(["d"] * 41),
+            st.just(["w " * 1000] * 25),
+            st.just([]),
+            st.lists(st.sampled_from(NASTY_SCALARS), max_size=3),
+        )
     return None
 
 
@@ -443,14 +594,18 @@ def from_schema(schema: dict[str, Any], defs: dict[str, Any], name: str = "") ->
     if kind == "object":
         props = schema.get("properties", {})
         req = set(schema.get("required", []))
-        return st.fixed_dictionaries({k: from_schema(v, defs, k) for k, v in props.items() if k in req},
-                                     optional={k: from_schema(v, defs, k) for k, v in props.items() if k not in req})
+        return st.fixed_dictionaries(
+            {k: from_schema(v, defs, k) for k, v in props.items() if k in req},
+            optional={k: from_schema(v, defs, k) for k, v in props.items() if k not in req},
+        )
     lo, hi = schema.get("minLength", 0), schema.get("maxLength", 40)
     pattern = schema.get("pattern")
     if pattern:
         return st.from_regex(pattern, fullmatch=True).filter(lambda s: lo <= len(s) <= hi)
-    return st.one_of(st.text(min_size=lo, max_size=min(hi, lo + 30)),
-                     st.sampled_from(["x" * lo, "x" * hi, "x" * (hi + 1)] if hi < 10_000 else ["x" * lo]))
+    return st.one_of(
+        st.text(min_size=lo, max_size=min(hi, lo + 30)),
+        st.sampled_from(["x" * lo, "x" * hi, "x" * (hi + 1)] if hi < 10_000 else ["x" * lo]),
+    )
 
 
 def arguments(schema: dict[str, Any], layout: Layout) -> st.SearchStrategy[dict[str, Any]]:
@@ -484,7 +639,9 @@ def arguments(schema: dict[str, Any], layout: Layout) -> st.SearchStrategy[dict[
         base,
         base,
         st.tuples(base, extra).map(lambda t: {**t[0], **t[1]}),
-        base.flatmap(lambda d: st.sampled_from(sorted(d) or [""]).map(lambda k: {x: v for x, v in d.items() if x != k})),
+        base.flatmap(
+            lambda d: st.sampled_from(sorted(d) or [""]).map(lambda k: {x: v for x, v in d.items() if x != k})
+        ),
     )
 
 
@@ -492,16 +649,28 @@ def tool_case(
     target: Target, layout: Layout, only: set[str] | None = None
 ) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
     """A tool (uniformly, among ``only`` when given) and its arguments."""
-    per_tool = {name: arguments(schema, layout) for name, schema in target.schemas.items()
-                if only is None or name in only}
+    per_tool = {
+        name: arguments(schema, layout) for name, schema in target.schemas.items() if only is None or name in only
+    }
     return st.sampled_from(sorted(per_tool)).flatmap(lambda n: per_tool[n].map(lambda a: (n, a)))
 
 
 def resource_uri(layout: Layout) -> st.SearchStrategy[str]:
-    names = st.one_of(st.sampled_from(layout.models() + NASTY_TEXT[:12] + ["../../etc/passwd", "%2e%2e"]), st.text(max_size=20))
-    return st.one_of(st.sampled_from(["adaptrank://models", "adaptrank://collections", "adaptrank://datasets",
-                                      "adaptrank://nope", "file:///etc/passwd"]),
-                     names.map(lambda n: f"adaptrank://models/{n}"))
+    names = st.one_of(
+        st.sampled_from(layout.models() + NASTY_TEXT[:12] + ["../../etc/passwd", "%2e%2e"]), st.text(max_size=20)
+    )
+    return st.one_of(
+        st.sampled_from(
+            [
+                "adaptrank://models",
+                "adaptrank://collections",
+                "adaptrank://datasets",
+                "adaptrank://nope",
+                "file:///etc/passwd",
+            ]
+        ),
+        names.map(lambda n: f"adaptrank://models/{n}"),
+    )
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -525,37 +694,72 @@ def cohere_body(layout: Layout) -> st.SearchStrategy[bytes]:
     }
     body = st.fixed_dictionaries(fields, optional=optional).map(_json_bytes)
     mangled = st.one_of(
-        st.just(b""), st.just(b"{"), st.just(b"null"), st.just(b"[]"), st.just(b'"x"'), st.just(b"\xff\xfe\x00"),
+        st.just(b""),
+        st.just(b"{"),
+        st.just(b"null"),
+        st.just(b"[]"),
+        st.just(b'"x"'),
+        st.just(b"\xff\xfe\x00"),
         st.sampled_from([b"@deep", b"@big"]),  # expanded when sent (see Target.request), short when printed
-        st.just(b'{"query": "q", "documents": ["\\ud800"]}'), st.just(b'{"query": "q", "documents": ["a"], "top_n": 1e999}'),
-        st.just(b'{"query": "q", "documents": ["a"], "query": 5}'), st.binary(max_size=64),
+        st.just(b'{"query": "q", "documents": ["\\ud800"]}'),
+        st.just(b'{"query": "q", "documents": ["a"], "top_n": 1e999}'),
+        st.just(b'{"query": "q", "documents": ["a"], "query": 5}'),
+        st.binary(max_size=64),
         body.flatmap(lambda b: st.integers(0, max(len(b) - 1, 0)).map(lambda n: b[:n])),
     )
     return st.one_of(body, body, body, mangled)
 
 
 def http_case(layout: Layout) -> st.SearchStrategy[tuple[str, str, bytes | None, dict[str, str]]]:
-    content_types = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", "",
-                                     "application/x-www-form-urlencoded", "application/vnd.api+json", "multipart/form-data"])
-    headers = st.fixed_dictionaries({"content-type": content_types}, optional={
-        "authorization": st.sampled_from(["Bearer x", "Basic Zm9vOmJhcg==", "Bearer " + "a" * 5000, ""]),
-        "origin": st.sampled_from(["http://evil.example", "null", "http://127.0.0.1"]),
-        "accept": st.sampled_from(["application/json, text/event-stream", "*/*", "text/html"]),
-        "x-forwarded-for": st.just("1.2.3.4"),
-    }).map(lambda h: {k: v for k, v in h.items() if v != ""})
-    rerank = st.tuples(st.sampled_from(["POST"] * 6 + ["GET", "PUT", "DELETE", "OPTIONS", "HEAD"]),
-                       st.sampled_from([*list(RERANK_ROUTES), "/v1/rerank/", "/v1/rerank?x=1"]),
-                       cohere_body(layout), headers)
+    content_types = st.sampled_from(
+        [
+            "application/json",
+            "application/json; charset=utf-8",
+            "text/plain",
+            "",
+            "application/x-www-form-urlencoded",
+            "application/vnd.api+json",
+            "multipart/form-data",
+        ]
+    )
+    headers = st.fixed_dictionaries(
+        {"content-type": content_types},
+        optional={
+            "authorization": st.sampled_from(["Bearer x", "Basic Zm9vOmJhcg==", "Bearer " + "a" * 5000, ""]),
+            "origin": st.sampled_from(["http://evil.example", "null", "http://127.0.0.1"]),
+            "accept": st.sampled_from(["application/json, text/event-stream", "*/*", "text/html"]),
+            "x-forwarded-for": st.just("1.2.3.4"),
+        },
+    ).map(lambda h: {k: v for k, v in h.items() if v != ""})
+    rerank = st.tuples(
+        st.sampled_from(["POST"] * 6 + ["GET", "PUT", "DELETE", "OPTIONS", "HEAD"]),
+        st.sampled_from([*list(RERANK_ROUTES), "/v1/rerank/", "/v1/rerank?x=1"]),
+        cohere_body(layout),
+        headers,
+    )
     mcp_messages = st.one_of(
-        st.fixed_dictionaries({"jsonrpc": st.just("2.0"), "id": st.integers(0, 9),
-                               "method": st.sampled_from(["initialize", "tools/call", "tools/list", "resources/read", "nope"]),
-                               "params": st.one_of(st.none(), st.dictionaries(st.text(max_size=8), nasty(layout), max_size=3))}),
+        st.fixed_dictionaries(
+            {
+                "jsonrpc": st.just("2.0"),
+                "id": st.integers(0, 9),
+                "method": st.sampled_from(["initialize", "tools/call", "tools/list", "resources/read", "nope"]),
+                "params": st.one_of(st.none(), st.dictionaries(st.text(max_size=8), nasty(layout), max_size=3)),
+            }
+        ),
         nasty(layout),
     ).map(_json_bytes)
-    mcp = st.tuples(st.sampled_from(["POST", "GET", "DELETE"]), st.just("/mcp"),
-                    st.one_of(mcp_messages, st.sampled_from([b"", b"{", b"@deep", b"@big"])), headers)
-    other = st.tuples(st.sampled_from(["GET", "POST", "HEAD"]),
-                      st.sampled_from(["/healthz", "/", "/nope", "/../../etc/passwd", "/healthz?" + "x" * 2000, "/%00"]),
-                      st.sampled_from([None, b"{}"]), headers)
+    mcp = st.tuples(
+        st.sampled_from(["POST", "GET", "DELETE"]),
+        st.just("/mcp"),
+        st.one_of(mcp_messages, st.sampled_from([b"", b"{", b"@deep", b"@big"])),
+        headers,
+    )
+    other = st.tuples(
+        st.sampled_from(["GET", "POST", "HEAD"]),
+        st.sampled_from(["/healthz", "/", "/nope", "/../../etc/passwd", "/healthz?" + "x" * 2000, "/%00"]),
+        st.sampled_from([None, b"{}"]),
+        headers,
+    )
     return st.sampled_from(["rerank"] * 6 + ["mcp"] * 3 + ["other"]).flatmap(
-        {"rerank": rerank, "mcp": mcp, "other": other}.__getitem__)
+        {"rerank": rerank, "mcp": mcp, "other": other}.__getitem__
+    )

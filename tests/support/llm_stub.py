@@ -88,7 +88,9 @@ class LLMStub:
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, json.dumps({"object": "list", "data": [{"id": "stub", "object": "model"}]}).encode())
+                    self._send(
+                        200, json.dumps({"object": "list", "data": [{"id": "stub", "object": "model"}]}).encode()
+                    )
                 else:
                     self._send(404, b'{"error": "not found"}')
 
@@ -117,8 +119,9 @@ class LLMStub:
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": request.get("model", "stub"),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": content}}],
+                    "choices": [
+                        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                    ],
                     "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
                 }
                 self._send(200, json.dumps(body).encode())

@@ -14,15 +14,29 @@ from pathlib import Path
 from adaptrank.core.llm import ScriptedLLM
 
 CONDITIONS = [
-    "Alder fever", "Birch syndrome", "Cedar disease", "Dogwood palsy", "Elm anemia", "Fir dystrophy",
-    "Ginkgo ataxia", "Hazel neuropathy", "Ivy myopathy", "Juniper dermatitis", "Larch arthritis", "Maple retinopathy",
+    "Alder fever",
+    "Birch syndrome",
+    "Cedar disease",
+    "Dogwood palsy",
+    "Elm anemia",
+    "Fir dystrophy",
+    "Ginkgo ataxia",
+    "Hazel neuropathy",
+    "Ivy myopathy",
+    "Juniper dermatitis",
+    "Larch arthritis",
+    "Maple retinopathy",
 ]
 ASPECTS = {
     "causes": "{c} is caused by a change in one gene and by infections in early childhood.",
     "symptoms": "The symptoms of {c} include fever, skin rash, tiredness and pain in the joints.",
     "treatment": "Treatment of {c} involves rest, medication for the pain and physical therapy.",
 }
-QUESTION = {"causes": "What causes {c}?", "symptoms": "What are the symptoms of {c}?", "treatment": "How is {c} treated?"}
+QUESTION = {
+    "causes": "What causes {c}?",
+    "symptoms": "What are the symptoms of {c}?",
+    "treatment": "How is {c} treated?",
+}
 
 
 def write_corpus(folder: Path, n_conditions: int = 8) -> Path:
@@ -83,4 +97,3 @@ def judge_score(prompt) -> float:
 
 def scripted() -> ScriptedLLM:
     return ScriptedLLM(respond, score=judge_score)
-

@@ -92,13 +92,30 @@ class _Process:
 class AdaptrankServer(_Process):
     """``python -m adaptrank.server serve --transport http`` with ``env`` (ADAPTRANK_* settings)."""
 
-    def __init__(self, env: dict[str, str], log: Path, port: int | None = None, timeout: float = 120,
-                 extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        port: int | None = None,
+        timeout: float = 120,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env}
-        argv = [sys.executable, "-m", "adaptrank.server", "serve", "--transport", "http",
-                "--host", "127.0.0.1", "--port", str(self.port), *(extra_args or [])]
+        argv = [
+            sys.executable,
+            "-m",
+            "adaptrank.server",
+            "serve",
+            "--transport",
+            "http",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *(extra_args or []),
+        ]
         super().__init__(argv, log, full_env)
         self.wait_ready(f"{self.url}/healthz", timeout)
 

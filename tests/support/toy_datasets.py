@@ -9,8 +9,26 @@ from __future__ import annotations
 import random
 
 TOPICS = [
-    "apple", "river", "engine", "violin", "glacier", "tomato", "saturn", "copper", "falcon", "cactus",
-    "harbor", "pencil", "volcano", "lemon", "tiger", "marble", "rocket", "walnut", "desert", "anchor",
+    "apple",
+    "river",
+    "engine",
+    "violin",
+    "glacier",
+    "tomato",
+    "saturn",
+    "copper",
+    "falcon",
+    "cactus",
+    "harbor",
+    "pencil",
+    "volcano",
+    "lemon",
+    "tiger",
+    "marble",
+    "rocket",
+    "walnut",
+    "desert",
+    "anchor",
 ]
 FILLERS = ["facts", "notes", "story"]
 

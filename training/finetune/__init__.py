@@ -43,6 +43,18 @@ from adaptrank.training.finetune.params import (
 from adaptrank.training.finetune.pipeline import METHODS, finetune
 
 __all__ = [
-    "DEFAULT_LR", "DEFAULT_MAX_LENGTH", "DEFAULT_METHOD", "METHODS", "Base", "FinetuneParams", "FinetuneResult",
-    "dev_metrics", "finetune", "load_dataset_groups", "parse_params", "resolve_base", "resolve_method", "select_groups",
+    "DEFAULT_LR",
+    "DEFAULT_MAX_LENGTH",
+    "DEFAULT_METHOD",
+    "METHODS",
+    "Base",
+    "FinetuneParams",
+    "FinetuneResult",
+    "dev_metrics",
+    "finetune",
+    "load_dataset_groups",
+    "parse_params",
+    "resolve_base",
+    "resolve_method",
+    "select_groups",
 ]

@@ -33,7 +33,11 @@ def _local_kind(path: Path) -> Literal["cross-encoder", "sentence-transformer", 
         raise InputError("base_model", f"{path} has no config.json (not a transformers model folder)")
     cfg = json.loads(cfg_path.read_text())
     archs = cfg.get("architectures") or []
-    if archs and archs[0].endswith("ForSequenceClassification") and cfg.get("num_labels", len(cfg.get("id2label") or {0: 0})) == 1:
+    if (
+        archs
+        and archs[0].endswith("ForSequenceClassification")
+        and cfg.get("num_labels", len(cfg.get("id2label") or {0: 0})) == 1
+    ):
         return "cross-encoder"
     if (path / "modules.json").is_file():
         return "sentence-transformer"
@@ -76,7 +80,9 @@ def load_bi_encoder(base: Base, device: str | None):
     from adaptrank.core.engine.biencoder import load_sentence_transformer
 
     if base.kind == "cross-encoder":
-        raise InputError("base_model", f"{base.spec!r} is a cross-encoder; this method needs a bi-encoder or an encoder")
+        raise InputError(
+            "base_model", f"{base.spec!r} is a cross-encoder; this method needs a bi-encoder or an encoder"
+        )
     try:
         return load_sentence_transformer(base.path, device)
     except Exception as exc:
@@ -113,7 +119,9 @@ def freeze_bottom(hf_model, layers: int) -> int:
         if encoder is not None:
             break
     encoder = encoder or hf_model
-    blocks = getattr(getattr(encoder, "encoder", None), "layer", None) or getattr(getattr(encoder, "transformer", None), "layer", None)
+    blocks = getattr(getattr(encoder, "encoder", None), "layer", None) or getattr(
+        getattr(encoder, "transformer", None), "layer", None
+    )
     if blocks is None:
         raise InputError("freeze_layers", "this architecture's layers are not recognised; use freeze_layers=0")
     if layers > len(blocks):

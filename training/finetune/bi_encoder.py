@@ -37,7 +37,12 @@ def train_bi_encoder(run: Run, out_dir: str) -> Trained:
     from sentence_transformers.base.sampler import BatchSamplers
 
     args = training_args(
-        SentenceTransformerTrainingArguments, run.p, "bi-encoder", out_dir, run.steps_per_epoch(), bool(run.dev),
+        SentenceTransformerTrainingArguments,
+        run.p,
+        "bi-encoder",
+        out_dir,
+        run.steps_per_epoch(),
+        bool(run.dev),
         batch_sampler=BatchSamplers.NO_DUPLICATES,
     )
     trainer = SentenceTransformerTrainer(
@@ -52,4 +57,12 @@ def train_bi_encoder(run: Run, out_dir: str) -> Trained:
     def save(path: Path) -> None:
         model.save(str(path))
 
-    return Trained("bi-encoder", save, {}, "multiple negatives ranking (in-batch + hard negatives)", mon.step, mon.best_step, mon.history)
+    return Trained(
+        "bi-encoder",
+        save,
+        {},
+        "multiple negatives ranking (in-batch + hard negatives)",
+        mon.step,
+        mon.best_step,
+        mon.history,
+    )

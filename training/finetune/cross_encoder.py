@@ -69,7 +69,13 @@ def _train_cross(run: Run, out_dir: str, residual: bool) -> Trained:
     def score_groups(model) -> dict[str, float]:
         def score_pairs(pairs):
             with torch.inference_mode():
-                s = model.predict(pairs, batch_size=32, activation_fn=torch.nn.Identity(), show_progress_bar=False, convert_to_numpy=True)
+                s = model.predict(
+                    pairs,
+                    batch_size=32,
+                    activation_fn=torch.nn.Identity(),
+                    show_progress_bar=False,
+                    convert_to_numpy=True,
+                )
             s = np.asarray(s, dtype=np.float64).reshape(-1)
             return s + prior_of(pairs) if prior_of is not None else s
 
@@ -77,7 +83,12 @@ def _train_cross(run: Run, out_dir: str, residual: bool) -> Trained:
 
     method = "residual" if residual else "cross-encoder"
     args = training_args(
-        CrossEncoderTrainingArguments, run.p, method, out_dir, run.steps_per_epoch(), bool(run.dev),
+        CrossEncoderTrainingArguments,
+        run.p,
+        method,
+        out_dir,
+        run.steps_per_epoch(),
+        bool(run.dev),
         # every parameter takes part in each step; searching for unused ones trips DDP's hooks here
         ddp_find_unused_parameters=False if is_distributed() else None,
     )
@@ -90,11 +101,20 @@ def _train_cross(run: Run, out_dir: str, residual: bool) -> Trained:
     )
     mon = run.fit(trainer, ce)
     if residual:
+
         def save(path: Path) -> None:
             ce.save(str(path / "cross_encoder"))
 
         extra = {"residual": {"prior": ZERO_SHOT, "tau": tau, "query_encoder": None, "cross_encoder": "cross_encoder"}}
-        return Trained("residual", save, extra, "lce (residual: cosine/tau prior + cross-encoder)", mon.step, mon.best_step, mon.history)
+        return Trained(
+            "residual",
+            save,
+            extra,
+            "lce (residual: cosine/tau prior + cross-encoder)",
+            mon.step,
+            mon.best_step,
+            mon.history,
+        )
 
     def save_ce(path: Path) -> None:
         ce.save(str(path))

@@ -37,11 +37,18 @@ class FinetuneParams(BaseModel):
     )
     tau: float = Field(0.05, gt=0, le=1, description="temperature of the residual prior (cosine / tau)")
     freeze_layers: int = Field(0, ge=0, le=128, description="bottom encoder layers (and embeddings) kept frozen")
-    in_batch_negatives: bool = Field(False, description="query-encoder: other queries' passages in the batch as extra negatives")
+    in_batch_negatives: bool = Field(
+        False, description="query-encoder: other queries' passages in the batch as extra negatives"
+    )
     eval_every: int | None = Field(None, ge=1, description="steps between dev evaluations (default: 4 per epoch)")
     # Default 0: the generated dev split is small and noisy, and early stopping gained nothing on it
     # (docs/finetuning.md, the "Levers" table). The best dev checkpoint is kept either way.
-    patience: int = Field(0, ge=0, le=1000, description="evaluations without a dev gain before stopping (0: never; the best dev checkpoint is kept)")
+    patience: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="evaluations without a dev gain before stopping (0: never; the best dev checkpoint is kept)",
+    )
     max_groups: int | None = Field(None, ge=1, description="use at most this many training groups")
     metric: Literal["mrr@10", "ndcg@10"] = "mrr@10"
     precision: Literal["auto", "fp32", "bf16"] = Field(

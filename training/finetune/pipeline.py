@@ -79,9 +79,17 @@ def finetune(
     seconds["train"] = time.perf_counter() - t0
     check()
     result = FinetuneResult(
-        name=name, method=method, base_model=base.spec, dataset=dataset, baseline=baseline,
-        train_groups=len(train), dev_groups=len(dev), dropped_groups=dropped,
-        steps=trained.steps, best_step=trained.best_step, rank=rank,
+        name=name,
+        method=method,
+        base_model=base.spec,
+        dataset=dataset,
+        baseline=baseline,
+        train_groups=len(train),
+        dev_groups=len(dev),
+        dropped_groups=dropped,
+        steps=trained.steps,
+        best_step=trained.best_step,
+        rank=rank,
     )
     if rank != 0:  # DDP: rank 0 writes and promotes; the other ranks only trained
         result.seconds = {k: round(v, 2) for k, v in seconds.items()}
@@ -96,9 +104,16 @@ def finetune(
         before, per_group["before"] = dev_metrics(load_scorer(baseline, store, settings).score_pairs, dev)
     check()
     hyper = p.model_dump(exclude={"dataset", "output_name", "promote", "min_delta"})
-    hyper.update(method=method, learning_rate=p.learning_rate or DEFAULT_LR[method],
-                 max_length=p.max_length or DEFAULT_MAX_LENGTH[method], train_groups=len(train),
-                 dev_groups=len(dev), dropped_groups=dropped, steps=trained.steps, best_step=trained.best_step)
+    hyper.update(
+        method=method,
+        learning_rate=p.learning_rate or DEFAULT_LR[method],
+        max_length=p.max_length or DEFAULT_MAX_LENGTH[method],
+        train_groups=len(train),
+        dev_groups=len(dev),
+        dropped_groups=dropped,
+        steps=trained.steps,
+        best_step=trained.best_step,
+    )
     card: dict[str, Any] = {
         "backend": trained.backend,
         "base_model": base.spec,
@@ -116,8 +131,14 @@ def finetune(
             check()
             if dev:
                 report(0, None, "scoring the dev split with the saved model")
-                saved = load_version_folder(tmp, name=name, version=version, backend=trained.backend,
-                                            card={**card, "name": name, "version": version}, settings=settings)
+                saved = load_version_folder(
+                    tmp,
+                    name=name,
+                    version=version,
+                    backend=trained.backend,
+                    card={**card, "name": name, "version": version},
+                    settings=settings,
+                )
                 card["metrics_after"], per_group["after"] = dev_metrics(saved.score_pairs, dev)
             check()
     except Cancelled:
@@ -134,7 +155,12 @@ def finetune(
     ref = store.get(name, version)
     column = 0 if p.metric.startswith("mrr") else 1
     decision = promotion.decide(
-        p.metric, card.get("metrics_after", {}), before, baseline=baseline, force=p.promote, min_delta=p.min_delta,
+        p.metric,
+        card.get("metrics_after", {}),
+        before,
+        baseline=baseline,
+        force=p.promote,
+        min_delta=p.min_delta,
         paired=(per_group["after"][:, column], per_group["before"][:, column]) if len(per_group) == 2 else None,
     )
     promotion.apply(store, name, version, decision)

@@ -41,7 +41,9 @@ def train_query_encoder(run: Run, out_dir: str) -> Trained:
 
         return run.dev_rank(score_pairs)
 
-    args = training_args(SentenceTransformerTrainingArguments, run.p, "query-encoder", out_dir, run.steps_per_epoch(), bool(run.dev))
+    args = training_args(
+        SentenceTransformerTrainingArguments, run.p, "query-encoder", out_dir, run.steps_per_epoch(), bool(run.dev)
+    )
     trainer = SentenceTransformerTrainer(
         model=query_model,
         args=args,
@@ -58,4 +60,6 @@ def train_query_encoder(run: Run, out_dir: str) -> Trained:
             prior.save(str(path / "prior"))
 
     extra = {"residual": {"prior": prior_spec, "tau": tau, "query_encoder": "query_encoder", "cross_encoder": None}}
-    return Trained("residual", save, extra, "lce (query tower vs frozen passages)", mon.step, mon.best_step, mon.history)
+    return Trained(
+        "residual", save, extra, "lce (query tower vs frozen passages)", mon.step, mon.best_step, mon.history
+    )

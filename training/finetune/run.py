@@ -77,8 +77,17 @@ def training_args(cls, p: FinetuneParams, method: str, out_dir: str, steps_per_e
 class Run:
     """One fine-tuning run: data, base model, method; ``train()`` returns a :class:`Trained`."""
 
-    def __init__(self, p: FinetuneParams, settings: Settings, train: list[Group], dev: list[Group], base: Base, method: str,
-                 report: StepProgress, check: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        p: FinetuneParams,
+        settings: Settings,
+        train: list[Group],
+        dev: list[Group],
+        base: Base,
+        method: str,
+        report: StepProgress,
+        check: Callable[[], None],
+    ) -> None:
         self.p = p
         self.settings = settings
         self.train_groups = train
@@ -104,8 +113,9 @@ class Run:
         bank = PassageBank(texts)
         cache = passage_vectors(prior_path)  # shared with generation's miner: adapt embeds a passage once
         self.report(0, None, f"embedding {len(bank)} passages with the prior")
-        bank.embed(prior, progress=lambda d, t: self.report(d, t, f"embedding passages {d}/{t}"), check=self.check,
-                   cache=cache)
+        bank.embed(
+            prior, progress=lambda d, t: self.report(d, t, f"embedding passages {d}/{t}"), check=self.check, cache=cache
+        )
         return bank
 
     def fit(self, trainer, model) -> Monitor:

@@ -26,20 +26,29 @@ class GenerateParams(BaseModel):
 
     source: Literal["chroma", "beir", "folder"] = Field(description="where the documents come from")
     collection: str | None = Field(None, validate_default=True, description="Chroma collection (source='chroma')")
-    path: str | None = Field(None, validate_default=True, description="BEIR folder / corpus.jsonl, or a folder of .txt/.md")
+    path: str | None = Field(
+        None, validate_default=True, description="BEIR folder / corpus.jsonl, or a folder of .txt/.md"
+    )
     output_name: str = Field(description="dataset name under ADAPTRANK_HOME/datasets")
     max_documents: MaxDocuments = 200
     queries_per_document: QueriesPerDocument = 2
     negatives: Negatives = 7
     mining_depth: int = Field(30, ge=1, le=1000, description="candidates mined per query")
     judge: Judge = True
-    judge_depth: int | None = Field(None, ge=0, le=1000, description="candidates judged per query (default: negatives; the judge is the costly step)")
+    judge_depth: int | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="candidates judged per query (default: negatives; the judge is the costly step)",
+    )
     judge_threshold: float | None = Field(None, ge=0.0, le=1.0, description="p(yes) cut-off instead of the label")
     judge_method: Literal["auto", "choice", "likelihood"] = Field(
         "auto", description="choice: yes/no; likelihood: query likelihood vs the own passage; auto: by model"
     )
     judge_margin: float = Field(
-        0.3, ge=-5.0, le=5.0,
+        0.3,
+        ge=-5.0,
+        le=5.0,
         description="likelihood judge: how much more likely (nats/token) the query must be given a candidate "
         "than given its own passage for the candidate to count as relevant (negative: slack)",
     )
@@ -54,7 +63,8 @@ class GenerateParams(BaseModel):
     dense: Literal["auto", "on", "off"] = "auto"
     grounding: bool = Field(True, description="drop queries whose corpus-rare words are not from the passage")
     specific: bool = Field(
-        True, description="drop queries that its passage's siblings (same title or document) answer as well: "
+        True,
+        description="drop queries that its passage's siblings (same title or document) answer as well: "
         "questions about the subject rather than about the passage",
     )
     consistency_depth: ConsistencyDepth = None

@@ -80,7 +80,11 @@ def generate_dataset(
     ckpt = Checkpoint(checkpoint_dir, params.fingerprint())
     todo = [d for d in doc_ids if d not in ckpt.done]
     total = len(doc_ids)
-    report(total - len(todo), total, f"{total - len(todo)} of {total} documents done (resumed)" if ckpt.done else "indexing candidates")
+    report(
+        total - len(todo),
+        total,
+        f"{total - len(todo)} of {total} documents done (resumed)" if ckpt.done else "indexing candidates",
+    )
 
     gen_llm, judge = _llms(params, settings, llm, judge_llm)
     retries_before = gen_llm.stats.retries + (judge.stats.retries if judge is not None and judge is not gen_llm else 0)
@@ -103,8 +107,9 @@ def generate_dataset(
     if params.queries:
         t0 = time.perf_counter()
         report(total - len(todo), total, "labelling the query log")
-        log_groups, log_counts, examples = _query_log(params, settings, corpus, ckpt, judge or gen_llm, restrict_paths,
-                                                      docstore, checkpoint_dir)
+        log_groups, log_counts, examples = _query_log(
+            params, settings, corpus, ckpt, judge or gen_llm, restrict_paths, docstore, checkpoint_dir
+        )
         seconds["query_log"] += time.perf_counter() - t0
     seen_queries: set[str] = {q for row in ckpt.done.values() for q in row.get("normalized", [])}
     seen_queries.update(normalize(g.query) for g in log_groups)  # generated copies of log queries add nothing
@@ -114,7 +119,16 @@ def generate_dataset(
             raise Cancelled(f"cancelled after {total - len(todo) + lo} of {total} documents")
         batch = todo[lo : lo + params.batch_documents]
         rows = _process_batch(
-            batch, corpus, params, gen_llm, judge, miner, seen_queries, [position[d] for d in batch], grounding, examples,
+            batch,
+            corpus,
+            params,
+            gen_llm,
+            judge,
+            miner,
+            seen_queries,
+            [position[d] for d in batch],
+            grounding,
+            examples,
             specificity,
         )
         ckpt.add(rows)
@@ -145,8 +159,11 @@ def generate_dataset(
         "judge": judge.name if judge is not None else None,
         "prompt_versions": {
             "querygen": f"{QUERYGEN_FOCUSED.id}+log" if examples else get_template(params.template).id,
-            **({"judge": (JUDGE_LIKELIHOOD if judge_method == "likelihood" else JUDGE_RELEVANCE).id}
-               if judge is not None else {}),
+            **(
+                {"judge": (JUDGE_LIKELIHOOD if judge_method == "likelihood" else JUDGE_RELEVANCE).id}
+                if judge is not None
+                else {}
+            ),
         },
         "parameters": params.model_dump(),
         "counts": {
@@ -163,14 +180,24 @@ def generate_dataset(
             "unjudged_negatives": counts.get("unjudged_negatives", 0),
         },
         "skipped": skipped,
-        "retried": gen_llm.stats.retries + (judge.stats.retries if judge is not None and judge is not gen_llm else 0) - retries_before,
+        "retried": gen_llm.stats.retries
+        + (judge.stats.retries if judge is not None and judge is not gen_llm else 0)
+        - retries_before,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
-        "extra": {"mining": mining_info, "llm_stats": gen_llm.stats.as_dict(),
-                  **({"query_log": {**dict(log_counts), "style_examples": [q for _, q in examples or ()]}}
-                     if params.queries else {})},
+        "extra": {
+            "mining": mining_info,
+            "llm_stats": gen_llm.stats.as_dict(),
+            **(
+                {"query_log": {**dict(log_counts), "style_examples": [q for _, q in examples or ()]}}
+                if params.queries
+                else {}
+            ),
+        },
     }
     report(total, total, "writing the dataset")
-    return DatasetStore(settings).write(params.output_name, groups, card, dev_fraction=params.dev_fraction, seed=params.seed)
+    return DatasetStore(settings).write(
+        params.output_name, groups, card, dev_fraction=params.dev_fraction, seed=params.seed
+    )
 
 
 def _process_batch(
@@ -268,8 +295,14 @@ def _process_batch(
 
 
 def _query_log(
-    params: GenerateParams, settings: Settings, corpus: Corpus, ckpt: Checkpoint, llm: LLM, restrict_paths: bool,
-    docstore: Any, checkpoint_dir: Path | None,
+    params: GenerateParams,
+    settings: Settings,
+    corpus: Corpus,
+    ckpt: Checkpoint,
+    llm: LLM,
+    restrict_paths: bool,
+    docstore: Any,
+    checkpoint_dir: Path | None,
 ) -> tuple[list[Group], Counter, tuple[tuple[str, str], ...]]:
     """The log's labelled groups, counters and style examples (checkpointed: a resumed job reads them)."""
     from adaptrank.core.embeddings import embed_passages, shared_model
@@ -279,10 +312,17 @@ def _query_log(
     saved = ckpt.folder / "query_log.json" if ckpt.folder is not None else None
     if saved is not None and saved.is_file():
         data = json.loads(saved.read_text())
-        return ([Group.model_validate(g) for g in data["groups"]], Counter(data["counts"]),
-                tuple(tuple(x) for x in data["examples"]))  # type: ignore[misc]
-    queries = read_queries(params.queries, allowed_roots(settings) if restrict_paths else None)[: params.max_log_queries]
-    miner = CandidateMiner(corpus, settings, depth=params.mining_depth, dense="on", docstore=docstore, cache_dir=checkpoint_dir)
+        return (
+            [Group.model_validate(g) for g in data["groups"]],
+            Counter(data["counts"]),
+            tuple(tuple(x) for x in data["examples"]),
+        )  # type: ignore[misc]
+    queries = read_queries(params.queries, allowed_roots(settings) if restrict_paths else None)[
+        : params.max_log_queries
+    ]
+    miner = CandidateMiner(
+        corpus, settings, depth=params.mining_depth, dense="on", docstore=docstore, cache_dir=checkpoint_dir
+    )
     model = shared_model(settings.embedding_model, settings.device)
     teacher = Teacher(
         llm,
@@ -294,8 +334,15 @@ def _query_log(
     examples = style_examples(groups)
     if saved is not None:
         tmp = saved.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"groups": [g.model_dump() for g in groups], "counts": dict(counts),
-                                   "examples": [list(e) for e in examples]}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "groups": [g.model_dump() for g in groups],
+                    "counts": dict(counts),
+                    "examples": [list(e) for e in examples],
+                }
+            )
+        )
         tmp.replace(saved)
     return groups, counts, examples
 

@@ -60,7 +60,11 @@ def reranker(settings, tiny_bi_encoder):
 def test_llm_decomposition_uses_the_template_and_schema():
     llm = scripted({"sub_questions": ["What causes gout?", "How is asthma treated?"]})
     dec = decompose(Q, llm, max_subquestions=3)
-    assert (dec.method, dec.sub_questions, dec.template) == ("llm", ["What causes gout?", "How is asthma treated?"], "decompose@2")
+    assert (dec.method, dec.sub_questions, dec.template) == (
+        "llm",
+        ["What causes gout?", "How is asthma treated?"],
+        "decompose@2",
+    )
     assert dec.queries == [Q, "What causes gout?", "How is asthma treated?"]  # the original is kept, first
     call = llm.calls[0]
     assert call["json_schema"]["properties"]["sub_questions"]["maxItems"] == 3
@@ -69,7 +73,11 @@ def test_llm_decomposition_uses_the_template_and_schema():
     assert prompt[0]["role"] == "system" and "at most 3 items" in prompt[0]["content"]
     assert prompt[-1] == {"role": "user", "content": f"Message: {Q}"}
     assert len(prompt) == 2 + 2 * len(DECOMPOSE.examples)  # few-shot turns
-    assert [get_template(t.name) for t in (DECOMPOSE, ANSWER, FOLLOW_UP)] == [DECOMPOSE, ANSWER, FOLLOW_UP]  # one registry
+    assert [get_template(t.name) for t in (DECOMPOSE, ANSWER, FOLLOW_UP)] == [
+        DECOMPOSE,
+        ANSWER,
+        FOLLOW_UP,
+    ]  # one registry
 
 
 def test_llm_answer_with_chatter_and_code_fences_still_parses():
@@ -130,7 +138,10 @@ def test_rule_split():
 
 def test_max_subquestions_caps_llm_output():
     llm = scripted({"sub_questions": ["What causes gout?", "How is gout treated?", "How is asthma treated?"]})
-    assert len(parse_subquestions(llm.respond([]), "What causes gout, how is gout treated and how is asthma treated?", 2)) == 2
+    assert (
+        len(parse_subquestions(llm.respond([]), "What causes gout, how is gout treated and how is asthma treated?", 2))
+        == 2
+    )
 
 
 # -- the loop ---------------------------------------------------------------------------------
@@ -170,8 +181,11 @@ def test_merge_dedup_provenance_and_rerank_against_the_original(reranker):
 
 
 def test_fusion_rerank_fuses_per_query_engine_rankings(reranker):
-    table = {Q: ["gout-cause", "paris"], "What causes gout?": ["gout-cause", "gout-treat"],
-             "How is asthma treated?": ["asthma-treat", "asthma-cause"]}
+    table = {
+        Q: ["gout-cause", "paris"],
+        "What causes gout?": ["gout-cause", "gout-treat"],
+        "How is asthma treated?": ["asthma-treat", "asthma-cause"],
+    }
     agent = DecompositionAgent(reranker, None, AgentConfig(rerank="fusion"))
     res = agent.run(Q, TableRetriever(table, TEXTS))
     ids = list(dict.fromkeys(i for q in res.queries for i in table[q]))
@@ -208,8 +222,12 @@ def test_top_n_pool_budget_and_decompose_off(reranker):
 
 
 def test_follow_up_round_for_thin_sub_questions(reranker):
-    table = {Q: ["gout-cause"], "What causes gout?": ["gout-cause"], "How is asthma treated?": [],
-             "Asthma inhaler therapy": ["asthma-treat"]}
+    table = {
+        Q: ["gout-cause"],
+        "What causes gout?": ["gout-cause"],
+        "How is asthma treated?": [],
+        "Asthma inhaler therapy": ["asthma-treat"],
+    }
     retriever = TableRetriever(table, TEXTS)
 
     def respond(prompt):

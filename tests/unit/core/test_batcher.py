@@ -56,8 +56,10 @@ def test_a_small_request_gets_into_the_next_pass_of_a_huge_one():
     first_with_small = next(i for i, p in enumerate(scorer.passes) if small_pairs[0] in p)
     served_before = sum(len(p) for p in scorer.passes[:first_with_small] if small_pairs[0] not in p)
     assert served_before <= 2 * 2000 // estimated_tokens(*huge[0]) + 2
-    print(f"\nsmall request: {small_latency * 1000:.0f} ms while a {len(huge)}-pair request took "
-          f"{len(scorer.passes)} passes")
+    print(
+        f"\nsmall request: {small_latency * 1000:.0f} ms while a {len(huge)}-pair request took "
+        f"{len(scorer.passes)} passes"
+    )
     assert small_latency < 0.5
     batcher.close()
 

@@ -77,7 +77,24 @@ def test_bad_arguments_name_the_field():
 # -- chunks start at a sentence start; no dangling separator for untitled passages ---------
 
 # sentences of uneven length (5 to 20 tokens), so chunk windows end and overlaps fall mid-sentence
-WORDS = ["uric", "acid", "crystals", "form", "in", "the", "joint", "and", "cause", "sudden", "severe", "pain", "with", "redness", "and", "swelling"]
+WORDS = [
+    "uric",
+    "acid",
+    "crystals",
+    "form",
+    "in",
+    "the",
+    "joint",
+    "and",
+    "cause",
+    "sudden",
+    "severe",
+    "pain",
+    "with",
+    "redness",
+    "and",
+    "swelling",
+]
 MIXED = " ".join(f"Case {i} " + " ".join(WORDS[: 2 + (i * 7) % 15]) + "." for i in range(80))
 SENTENCE_START = re.compile(r"[.!?]\s+[A-Z]")
 

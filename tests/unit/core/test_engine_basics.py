@@ -94,7 +94,10 @@ def test_truncate_matches_sentence_transformers_predict(tiny_cross_encoder):
 
     rng = np.random.default_rng(0)
     words = [f"w{i}" for i in range(50)]
-    pairs = [("query " + " ".join(rng.choice(words, 3)), " ".join(rng.choice(words, int(n)))) for n in rng.integers(1, 120, 40)]
+    pairs = [
+        ("query " + " ".join(rng.choice(words, 3)), " ".join(rng.choice(words, int(n))))
+        for n in rng.integers(1, 120, 40)
+    ]
     ours = CrossEncoderScorer(tiny_cross_encoder, max_length=64, mode="truncate", batch_tokens=512).score_pairs(pairs)
     ref = CrossEncoder(tiny_cross_encoder, max_length=64).predict(pairs, batch_size=7)
     assert np.max(np.abs(ours - ref)) < 1e-5

@@ -18,7 +18,20 @@ from adaptrank.core.settings import Settings
 
 pytest.importorskip("onnxruntime")
 
-WORDS = ["gene", "protein", "cell", "disease", "symptom", "treatment", "inherited", "rare", "syndrome", "mutation", "enzyme", "liver"]
+WORDS = [
+    "gene",
+    "protein",
+    "cell",
+    "disease",
+    "symptom",
+    "treatment",
+    "inherited",
+    "rare",
+    "syndrome",
+    "mutation",
+    "enzyme",
+    "liver",
+]
 
 
 def _pairs(n: int = 24, seed: int = 0) -> list[tuple[str, str]]:

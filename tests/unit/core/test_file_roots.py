@@ -98,8 +98,12 @@ def test_nul_bytes_name_the_field():
 async def test_ingest_documents_tool_refuses_and_keeps_serving(layout, tmp_path, tiny_bi_encoder):
     allowed, outside = layout
     (allowed / "notes" / "passwd.txt").symlink_to(outside / "secret.txt")
-    settings = Settings(home=tmp_path / "home", allowed_roots=[allowed], embedding_model=tiny_bi_encoder,
-                        default_model=f"bi-encoder:{tiny_bi_encoder}")
+    settings = Settings(
+        home=tmp_path / "home",
+        allowed_roots=[allowed],
+        embedding_model=tiny_bi_encoder,
+        default_model=f"bi-encoder:{tiny_bi_encoder}",
+    )
     assert allowed.resolve() in allowed_roots(settings)
     services = Services(settings)
     try:
@@ -108,7 +112,9 @@ async def test_ingest_documents_tool_refuses_and_keeps_serving(layout, tmp_path,
                 await client.call_tool("ingest_documents", {"path": str(allowed / "notes"), "collection": "notes"})
             (allowed / "notes" / "passwd.txt").unlink()
             await client.call_tool("ingest_documents", {"path": str(allowed / "notes"), "collection": "notes"})
-            res = (await client.call_tool("search", {"question": "what causes gout", "collection": "notes"})).structured_content
+            res = (
+                await client.call_tool("search", {"question": "what causes gout", "collection": "notes"})
+            ).structured_content
         texts = " ".join(r["text"] for r in res["results"])
         assert "uric acid" in texts and SECRET not in texts
     finally:

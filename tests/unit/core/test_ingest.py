@@ -79,12 +79,24 @@ def test_reingest_updates_instead_of_duplicating(store, folder):
 def test_jsonl_with_configurable_fields(store, tmp_path):
     path = tmp_path / "docs.jsonl"
     rows = [
-        {"key": "a", "body": "Colchicine helps during flares.", "heading": "Gout", "meta": {"lang": "en"}, "year": 2020},
+        {
+            "key": "a",
+            "body": "Colchicine helps during flares.",
+            "heading": "Gout",
+            "meta": {"lang": "en"},
+            "year": 2020,
+        },
         {"key": "b", "body": "Inhalers treat asthma.", "meta": {"lang": "en"}},
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     rep = ingest(
-        store, path, "j-docs", id_field="key", text_field="body", title_field="heading", metadata_field="meta",
+        store,
+        path,
+        "j-docs",
+        id_field="key",
+        text_field="body",
+        title_field="heading",
+        metadata_field="meta",
         progress=False,
     )
     assert (rep.format, rep.documents) == ("jsonl", 2)
@@ -201,7 +213,10 @@ def test_training_corpus_and_beir_text_skip_blank_titles(settings, tmp_path):
     ]
     (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     corpus = load_corpus(settings, "beir", path=str(tmp_path), restrict_paths=False)
-    assert sorted(p.text for p in corpus.passages) == ["Gout. Colchicine helps during flares.", "Inhalers treat asthma."]
+    assert sorted(p.text for p in corpus.passages) == [
+        "Gout. Colchicine helps during flares.",
+        "Inhalers treat asthma.",
+    ]
     data = BeirData(corpus={r["_id"]: {"title": r["title"], "text": r["text"]} for r in rows})
     assert data.doc_text("blank") == "Inhalers treat asthma."
     assert data.doc_text("gout") == "Gout. Colchicine helps during flares."

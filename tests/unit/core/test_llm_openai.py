@@ -43,7 +43,13 @@ class FakeOpenAI:
                 self.wfile.write(data)
 
             def do_GET(self):
-                self._send(200, {"object": "list", "data": [{"id": "served-model", "object": "model", "created": 0, "owned_by": "me"}]})
+                self._send(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [{"id": "served-model", "object": "model", "created": 0, "owned_by": "me"}],
+                    },
+                )
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -64,10 +70,17 @@ class FakeOpenAI:
                 choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
                 if logprobs is not None:
                     choice["logprobs"] = {"content": logprobs}
-                self._send(200, {
-                    "id": f"c{n}", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
-                })
+                self._send(
+                    200,
+                    {
+                        "id": f"c{n}",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [choice],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+                    },
+                )
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
@@ -132,23 +145,34 @@ def test_garbage_forever_is_an_error_or_a_counted_skip(fake):
 def test_judge_probability_from_logprobs(fake):
     import math
 
-    top = [{"token": "yes", "logprob": math.log(0.6), "bytes": None},
-           {"token": "no", "logprob": math.log(0.3), "bytes": None},
-           {"token": "Yes", "logprob": math.log(0.1), "bytes": None}]
-    tokens = [{"token": '{"', "logprob": 0.0, "bytes": None, "top_logprobs": []},
-              {"token": "answer", "logprob": 0.0, "bytes": None, "top_logprobs": []},
-              {"token": '":"', "logprob": 0.0, "bytes": None, "top_logprobs": []},
-              {"token": "yes", "logprob": math.log(0.6), "bytes": None, "top_logprobs": top}]
+    top = [
+        {"token": "yes", "logprob": math.log(0.6), "bytes": None},
+        {"token": "no", "logprob": math.log(0.3), "bytes": None},
+        {"token": "Yes", "logprob": math.log(0.1), "bytes": None},
+    ]
+    tokens = [
+        {"token": '{"', "logprob": 0.0, "bytes": None, "top_logprobs": []},
+        {"token": "answer", "logprob": 0.0, "bytes": None, "top_logprobs": []},
+        {"token": '":"', "logprob": 0.0, "bytes": None, "top_logprobs": []},
+        {"token": "yes", "logprob": math.log(0.6), "bytes": None, "top_logprobs": top},
+    ]
     server = fake(lambda body, n: (200, ('{"answer":"yes"}', tokens)))
     llm = _llm(server.url)
     [(label, p)] = llm.judge(P[:1], ["yes", "no"])
     assert label == "yes" and p == pytest.approx(0.7 / 1.0)
     body = server.requests[0]
-    assert body["logprobs"] is True and body["response_format"]["json_schema"]["schema"]["properties"]["answer"]["enum"] == ["yes", "no"]
+    assert body["logprobs"] is True and body["response_format"]["json_schema"]["schema"]["properties"]["answer"][
+        "enum"
+    ] == ["yes", "no"]
 
 
 def test_vllm_structured_outputs_never_guided_json(fake):
-    server = fake(lambda body, n: (200, "yes" if "structured_outputs" in body and "choice" in body["structured_outputs"] else '{"q": "x"}'))
+    server = fake(
+        lambda body, n: (
+            200,
+            "yes" if "structured_outputs" in body and "choice" in body["structured_outputs"] else '{"q": "x"}',
+        )
+    )
     llm = _llm(server.url, structured="vllm")
     assert llm.generate(P[:1], choices=["yes", "no"]) == ["yes"]
     assert llm.generate(P[:1], json_schema={"type": "object"}) == ['{"q": "x"}']

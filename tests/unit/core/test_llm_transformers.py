@@ -11,7 +11,10 @@ from adaptrank.core.llm.hf import TransformersLLM, resolve_model
 
 PROMPTS = [
     [{"role": "user", "content": "Write a question about gout."}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "A much longer prompt about asthma, " * 5}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "A much longer prompt about asthma, " * 5},
+    ],
     [{"role": "user", "content": "Hi"}],
 ]
 
@@ -71,8 +74,10 @@ def test_model_specs(tmp_path):
 
 def test_shared_prefix_cache_changes_nothing_but_the_work(tiny_chat_lm):
     system = {"role": "system", "content": "You judge search results. " * 8}  # a long shared prefix
-    prompts = [[system, {"role": "user", "content": f"Query {q}\nPassage: {p}"}]
-               for q, p in [("gout", "uric acid"), ("asthma causes", "airways narrow " * 4), ("x", "y")]]
+    prompts = [
+        [system, {"role": "user", "content": f"Query {q}\nPassage: {p}"}]
+        for q, p in [("gout", "uric acid"), ("asthma causes", "airways narrow " * 4), ("x", "y")]
+    ]
     cached = TransformersLLM(tiny_chat_lm, batch_size=2, threads=1)
     plain = TransformersLLM(tiny_chat_lm, batch_size=2, threads=1, prefix_cache=False)
     assert cached._prefix(cached._encode(prompts))[0] >= 32
@@ -88,12 +93,16 @@ def test_loglikelihood_matches_a_direct_computation(tiny_chat_lm):
 
     llm = TransformersLLM(tiny_chat_lm, batch_size=2, threads=1, dtype="float32")
     system = {"role": "system", "content": "You write the search question a user would type. " * 4}
-    prompts = [[system, {"role": "user", "content": f"Passage: {p}"}] for p in ("uric acid", "airways narrow in asthma", "x")]
+    prompts = [
+        [system, {"role": "user", "content": f"Passage: {p}"}] for p in ("uric acid", "airways narrow in asthma", "x")
+    ]
     conts = ["What causes gout?", "How is asthma treated?", "Why?"]
     got = llm.loglikelihood(prompts, conts)
     tok = llm.tokenizer
     for prompt, cont, value in zip(prompts, conts, got, strict=False):
-        head = tok(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
+        head = tok(
+            tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False), add_special_tokens=False
+        )["input_ids"]
         tail = tok(cont, add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
             logp = llm.model(input_ids=torch.tensor([head + tail])).logits[0].float().log_softmax(-1)

@@ -65,7 +65,11 @@ def fake_vllm(new_api: bool = True):
             for m in messages:
                 so = params.kw.get("structured_outputs") or params.kw.get("guided_decoding")
                 if so is not None and "choice" in so.kw:
-                    lp = {1: Logprob(math.log(0.2), "yes"), 2: Logprob(math.log(0.6), "no"), 3: Logprob(math.log(0.2), "maybe")}
+                    lp = {
+                        1: Logprob(math.log(0.2), "yes"),
+                        2: Logprob(math.log(0.6), "no"),
+                        3: Logprob(math.log(0.2), "maybe"),
+                    }
                     out.append(RequestOutput([Completion("no", [2], [lp])]))
                 elif so is not None and "json" in so.kw:
                     out.append(RequestOutput([Completion('{"q": "' + m[-1]["content"] + '"}')]))
@@ -94,7 +98,9 @@ def test_import_guard_names_the_extra(monkeypatch):
 def test_sampling_params_mapping_both_api_generations():
     for new_api, attr in ((True, "structured_outputs"), (False, "guided_decoding")):
         mod = fake_vllm(new_api)
-        p = sampling_params(mod, max_new_tokens=9, temperature=0.5, json_schema={"type": "object"}, stop=["\n"], seed=3, logprobs=5)
+        p = sampling_params(
+            mod, max_new_tokens=9, temperature=0.5, json_schema={"type": "object"}, stop=["\n"], seed=3, logprobs=5
+        )
         assert p.kw["max_tokens"] == 9 and p.kw["temperature"] == 0.5 and p.kw["stop"] == ["\n"]
         assert p.kw["seed"] == 3 and p.kw["logprobs"] == 5 and p.kw[attr].kw == {"json": {"type": "object"}}
         c = sampling_params(mod, max_new_tokens=2, temperature=0.0, choices=["yes", "no"], seed=3)

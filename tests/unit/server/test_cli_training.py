@@ -19,8 +19,27 @@ def home(tmp_path, monkeypatch, gen):
 
 def test_generate_jobs_and_datasets(home, corpus_dir):
     runner = CliRunner()
-    res = runner.invoke(app, ["generate", "--source", "folder", "--path", str(corpus_dir), "--output", "toy",
-                              "-k", "1", "--negatives", "2", "--question-types", "medical", "--dense", "off", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "generate",
+            "--source",
+            "folder",
+            "--path",
+            str(corpus_dir),
+            "--output",
+            "toy",
+            "-k",
+            "1",
+            "--negatives",
+            "2",
+            "--question-types",
+            "medical",
+            "--dense",
+            "off",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
     assert result["dataset"] == "toy" and result["counts"]["groups"] == 24

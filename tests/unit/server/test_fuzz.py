@@ -46,9 +46,12 @@ def fuzz(tmp_path_factory, tiny_cross_encoder, tiny_bi_encoder):
         try:
             ingest = target.call_tool("ingest_documents", {"path": str(layout.root / "notes"), "collection": "notes"})
             assert ingest.kind == "ok", ingest
-            with FileWatch(forbidden=[layout.outside], readonly=[layout.root],
-                           # hypothesis keeps its own caches in ./.hypothesis (the test, not the server)
-                           writable=[layout.home, Path(tempfile.gettempdir()), Path.cwd() / ".hypothesis"]) as watch:
+            with FileWatch(
+                forbidden=[layout.outside],
+                readonly=[layout.root],
+                # hypothesis keeps its own caches in ./.hypothesis (the test, not the server)
+                writable=[layout.home, Path(tempfile.gettempdir()), Path.cwd() / ".hypothesis"],
+            ) as watch:
                 yield target, layout, watch
         finally:
             target.close()
@@ -80,6 +83,7 @@ def test_mcp_tools_fuzz(fuzz):
     # undrawn by chance: give the ones it missed a round of their own rather than fail at random
     missing = set(target.schemas) - set(stats.per_target)
     if missing:
+
         @settings(QUICK, max_examples=10 * len(missing))
         @given(case=tool_case(target, layout, only=missing))
         def run_missing(case):

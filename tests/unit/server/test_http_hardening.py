@@ -27,8 +27,9 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture
 def server(tmp_path, tiny_cross_encoder):
-    settings = Settings(home=tmp_path / "home", default_model=f"cross-encoder:{tiny_cross_encoder}", port=0,
-                        max_request_bytes=64 * 1024)
+    settings = Settings(
+        home=tmp_path / "home", default_model=f"cross-encoder:{tiny_cross_encoder}", port=0, max_request_bytes=64 * 1024
+    )
     services = Services(settings)
     with serve_in_thread(create_app(services=services), settings, timeout=30) as url:
         yield url
@@ -110,8 +111,12 @@ def test_body_limit_is_a_413_naming_the_limit_on_both_routes(server):
 
     r = httpx.post(f"{server}/v1/rerank", content=chunks(), headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == 413 and "more than 65536 bytes" in r.json()["message"]
-    r = httpx.post(f"{server}/mcp", content=big, timeout=60,
-                   headers={"content-type": "application/json", "accept": "application/json, text/event-stream"})
+    r = httpx.post(
+        f"{server}/mcp",
+        content=big,
+        timeout=60,
+        headers={"content-type": "application/json", "accept": "application/json, text/event-stream"},
+    )
     assert r.status_code == 413
     assert "the limit is 65536 bytes (ADAPTRANK_MAX_REQUEST_BYTES)" in r.json()["error"]["message"]
     assert _post(server, b'{"query": "q", "documents": ["a"]}').status_code == 200  # still serving
@@ -154,7 +159,9 @@ async def test_mcp_reaches_its_documented_limits(tmp_path, tiny_cross_encoder):
         async with Client(f"{url}/mcp", timeout=120) as client:
             res = await client.call_tool("rerank", {"query": "q", "documents": documents, "top_n": 1})
             assert len(res.structured_content["results"]) == 1
-            over = await client.call_tool("rerank", {"query": "q", "documents": [*documents, "a"]}, raise_on_error=False)
+            over = await client.call_tool(
+                "rerank", {"query": "q", "documents": [*documents, "a"]}, raise_on_error=False
+            )
             assert over.is_error and "the limit is 1000000" in over.content[0].text
     services.close()
 
@@ -165,8 +172,12 @@ async def test_a_stop_lets_running_requests_finish_and_ends_mcp_sessions(tmp_pat
     import threading
     import time as clock
 
-    settings = Settings(home=tmp_path / "home", default_model=f"cross-encoder:{tiny_cross_encoder}", port=0,
-                        graceful_shutdown_seconds=30)
+    settings = Settings(
+        home=tmp_path / "home",
+        default_model=f"cross-encoder:{tiny_cross_encoder}",
+        port=0,
+        graceful_shutdown_seconds=30,
+    )
     services = Services(settings)
     loaded = services.reranker._get(services.reranker.default_model)
     original = loaded.batcher.fn
@@ -183,8 +194,11 @@ async def test_a_stop_lets_running_requests_finish_and_ends_mcp_sessions(tmp_pat
     url = ctx.__enter__()
     async with Client(f"{url}/mcp", timeout=60) as client:  # a session with its SSE stream open
         await client.list_tools()
-        request = threading.Thread(target=lambda: answers.append(
-            httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=60)))
+        request = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=60)
+            )
+        )
         request.start()
         assert started.wait(30)
         t0 = clock.monotonic()

@@ -26,8 +26,12 @@ def settings(tmp_path, tiny_bi_encoder):
     notes.mkdir(parents=True)
     for i in range(3):
         (notes / f"d{i}.md").write_text(f"# Doc {i}\n\nDocument number {i} is about topic {i}.")
-    return Settings(home=tmp_path / "home", allowed_roots=[tmp_path / "root"], embedding_model=tiny_bi_encoder,
-                    default_model=f"bi-encoder:{tiny_bi_encoder}")
+    return Settings(
+        home=tmp_path / "home",
+        allowed_roots=[tmp_path / "root"],
+        embedding_model=tiny_bi_encoder,
+        default_model=f"bi-encoder:{tiny_bi_encoder}",
+    )
 
 
 def test_every_job_kind_is_known_to_a_fresh_manager(settings):
@@ -40,8 +44,17 @@ def test_every_job_kind_is_known_to_a_fresh_manager(settings):
 
 async def test_an_ingest_job_resumes_after_a_restart(settings):
     path = str(settings.allowed_roots[0] / "notes")
-    params = dict(path=path, collection="notes", format="auto", chunk_tokens=200, overlap=40, prune=False,
-                  id_field="id", text_field="text", title_field="title")
+    params = dict(
+        path=path,
+        collection="notes",
+        format="auto",
+        chunk_tokens=200,
+        overlap=40,
+        prune=False,
+        id_field="id",
+        text_field="text",
+        title_field="title",
+    )
     first = JobManager(settings)
 
     def crashed(handle):
@@ -67,13 +80,24 @@ async def test_refused_ingest_creates_no_collection(settings):
     try:
         async with Client(create_app(services=services)) as client:
             for background in (False, True):
-                with pytest.raises(ToolError, match=r"overlap: is 300; it must be between 0 and half of chunk_tokens: 100"):
-                    await client.call_tool("ingest_documents", {"path": path, "collection": "notes", "chunk_tokens": 200,
-                                                                "overlap": 300, "background": background})
+                with pytest.raises(
+                    ToolError, match=r"overlap: is 300; it must be between 0 and half of chunk_tokens: 100"
+                ):
+                    await client.call_tool(
+                        "ingest_documents",
+                        {
+                            "path": path,
+                            "collection": "notes",
+                            "chunk_tokens": 200,
+                            "overlap": 300,
+                            "background": background,
+                        },
+                    )
             # capped by what the embedding model reads: still refused before anything is created
             with pytest.raises(ToolError, match="overlap: .*capped at"):
-                await client.call_tool("ingest_documents", {"path": path, "collection": "notes", "chunk_tokens": 2048,
-                                                            "overlap": 500})
+                await client.call_tool(
+                    "ingest_documents", {"path": path, "collection": "notes", "chunk_tokens": 2048, "overlap": 500}
+                )
             listed = (await client.call_tool("list_collections", {})).structured_content
             assert listed["collections"] == []
             assert services.jobs.list() == []

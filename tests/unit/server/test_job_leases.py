@@ -132,11 +132,13 @@ def test_two_replicas_resuming_at_once_exactly_one_wins(managers, settings, roun
     runs: list[str] = []
     gate = threading.Event()
     for m in replicas:
+
         def fn(h, owner=m.owner):
             runs.append(owner)
             assert h.resumed
             gate.wait(10)
             return {"by": owner}
+
         m.register("work", fn)
     barrier = threading.Barrier(2)
     outcomes: dict[str, object] = {}
@@ -207,10 +209,14 @@ def test_a_database_without_the_lease_column_is_migrated_on_open(settings):
                 attempts INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0, owner TEXT);
             CREATE INDEX jobs_created ON jobs (created);
         """)
-        db.execute("INSERT INTO jobs (id, kind, state, params, created, updated, owner, result) VALUES (?,?,?,?,?,?,?,?)",
-                   ("old", "x", "succeeded", "{}", now, now, "somehost:1", json.dumps({"n": 1})))
-        db.execute("INSERT INTO jobs (id, kind, state, params, created, updated, owner) VALUES (?,?,?,?,?,?,?)",
-                   ("legacy", "x", "running", "{}", now, now, "otherhost:1"))
+        db.execute(
+            "INSERT INTO jobs (id, kind, state, params, created, updated, owner, result) VALUES (?,?,?,?,?,?,?,?)",
+            ("old", "x", "succeeded", "{}", now, now, "somehost:1", json.dumps({"n": 1})),
+        )
+        db.execute(
+            "INSERT INTO jobs (id, kind, state, params, created, updated, owner) VALUES (?,?,?,?,?,?,?)",
+            ("legacy", "x", "running", "{}", now, now, "otherhost:1"),
+        )
     managers = [JobManager(settings, lease_seconds=LEASE), JobManager(settings, lease_seconds=LEASE)]  # opened twice
     try:
         m = managers[0]

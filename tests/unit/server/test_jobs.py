@@ -116,7 +116,15 @@ def test_orphans_become_interrupted_and_resume_with_checkpoint(settings):
     with sqlite3.connect(settings.jobs_db) as db:
         db.execute(
             "INSERT INTO jobs (id, kind, state, params, created, updated, owner) VALUES (?,?,?,?,?,?,?)",
-            ("deadjob", "resumable", "running", json.dumps({"a": 1}), time.time(), time.time(), f"{__import__('socket').gethostname()}:999999"),
+            (
+                "deadjob",
+                "resumable",
+                "running",
+                json.dumps({"a": 1}),
+                time.time(),
+                time.time(),
+                f"{__import__('socket').gethostname()}:999999",
+            ),
         )
     (settings.home / "jobs" / "deadjob").mkdir(parents=True)
     (settings.home / "jobs" / "deadjob" / "first_half").write_text("done")

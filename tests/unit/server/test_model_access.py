@@ -118,14 +118,20 @@ def test_cohere_route_refuses_alike_with_404(layout, monkeypatch):
     settings, root, outside = layout
     services = Services(settings)
     monkeypatch.chdir(outside)
-    with serve_in_thread(create_app(services=services), settings, timeout=30) as url, httpx.Client(base_url=url, timeout=60) as http:
+    with (
+        serve_in_thread(create_app(services=services), settings, timeout=30) as url,
+        httpx.Client(base_url=url, timeout=60) as http,
+    ):
         bodies = {}
         for spec in ["model", "missing", str(root / "broken"), "org/hub-model"]:
             r = http.post("/v1/rerank", json={"query": "q", "documents": ["a"], "model": spec})
             assert r.status_code == 404 and r.json()["field"] == "model", r.text
             bodies[spec] = r.json()["message"]
         _same_error(bodies)
-        assert http.post("/v1/rerank", json={"query": "q", "documents": ["a"], "model": str(root / "good")}).status_code == 200
+        assert (
+            http.post("/v1/rerank", json={"query": "q", "documents": ["a"], "model": str(root / "good")}).status_code
+            == 200
+        )
     services.close()
 
 
@@ -142,10 +148,16 @@ async def test_training_tools_apply_the_same_rule(layout, monkeypatch):
         ("evaluate_reranker", {"path": str(beir), "models": ["zero-shot", "model"]}, "models[1]: unknown model"),
         ("finetune_reranker", {"dataset": "toy", "base_model": "model"}, "base_model: unknown model"),
         ("finetune_reranker", {"dataset": "toy", "base_model": str(outside / "model")}, "base_model: unknown model"),
-        ("generate_training_data", {"source": "beir", "path": str(beir), "output_name": "x", "llm_model": "model"},
-         "llm_model: unknown model"),
-        ("generate_training_data", {"source": "beir", "path": str(beir), "output_name": "x", "llm_model": "org/llm"},
-         "llm_model: unknown model"),
+        (
+            "generate_training_data",
+            {"source": "beir", "path": str(beir), "output_name": "x", "llm_model": "model"},
+            "llm_model: unknown model",
+        ),
+        (
+            "generate_training_data",
+            {"source": "beir", "path": str(beir), "output_name": "x", "llm_model": "org/llm"},
+            "llm_model: unknown model",
+        ),
     ]
     async with Client(create_app(services=services)) as client:
         for tool, args, message in calls:
@@ -181,8 +193,13 @@ def test_cli_serve_builds_a_restricted_app_and_cli_rerank_is_not(layout, monkeyp
 # -- defect 3: one copy per model, a bounded cache ---------------------------------------------------
 def test_spellings_of_one_path_share_one_loaded_model(settings, tiny_bi_encoder):
     rr = Reranker("zero-shot", settings=settings)
-    spellings = [f"bi-encoder:{tiny_bi_encoder}", f"bi-encoder:{tiny_bi_encoder}/", f"bi-encoder:{tiny_bi_encoder}//",
-                 f"bi-encoder:{tiny_bi_encoder}/.", f"bi-encoder:{tiny_bi_encoder}/../{Path(tiny_bi_encoder).name}"]
+    spellings = [
+        f"bi-encoder:{tiny_bi_encoder}",
+        f"bi-encoder:{tiny_bi_encoder}/",
+        f"bi-encoder:{tiny_bi_encoder}//",
+        f"bi-encoder:{tiny_bi_encoder}/.",
+        f"bi-encoder:{tiny_bi_encoder}/../{Path(tiny_bi_encoder).name}",
+    ]
     names = {rr.rerank("q", ["a", "b"], model=s).model for s in spellings}
     assert len(rr._loaded) == 1
     assert names == {f"bi-encoder:{canonical_target(tiny_bi_encoder)}"}

@@ -21,12 +21,15 @@ def runner(tmp_path, monkeypatch) -> CliRunner:
     return CliRunner()
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    ([], ["serve", "rerank", "models"]),
-    (["serve"], ["--transport", "--host", "--port", "--model", "--token"]),
-    (["rerank"], ["QUERY", "--file", "--top-n", "--model", "--json"]),
-    (["models"], ["--json"]),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], ["serve", "rerank", "models"]),
+        (["serve"], ["--transport", "--host", "--port", "--model", "--token"]),
+        (["rerank"], ["QUERY", "--file", "--top-n", "--model", "--json"]),
+        (["models"], ["--json"]),
+    ],
+)
 def test_help(runner, args, expected):
     result = runner.invoke(app, [*args, "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
@@ -43,8 +46,19 @@ def _expected_order(model: str, query: str, texts: list[str]) -> list[int]:
 
 def test_rerank_arguments_json(runner, tiny_cross_encoder):
     docs = ["gout and uric acid", "paris", "joint pain in the toe", "green tea"]
-    result = runner.invoke(app, ["rerank", "what causes gout", *docs, "--model",
-                                 f"cross-encoder:{tiny_cross_encoder}", "--top-n", "3", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "rerank",
+            "what causes gout",
+            *docs,
+            "--model",
+            f"cross-encoder:{tiny_cross_encoder}",
+            "--top-n",
+            "3",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)  # stdout holds only the JSON (loading messages go to stderr)
     assert [r["index"] for r in body["results"]] == _expected_order(tiny_cross_encoder, "what causes gout", docs)[:3]
@@ -54,8 +68,11 @@ def test_rerank_arguments_json(runner, tiny_cross_encoder):
 def test_rerank_file_and_table(runner, tiny_cross_encoder, tmp_path):
     path = tmp_path / "docs.json"
     path.write_text(json.dumps({"documents": [{"id": "doc-a", "text": "alpha"}, {"id": "doc-b", "text": "beta"}]}))
-    result = runner.invoke(app, ["rerank", "alpha?", "gamma", "--file", str(path), "-m",
-                                 f"cross-encoder:{tiny_cross_encoder}"], terminal_width=200)
+    result = runner.invoke(
+        app,
+        ["rerank", "alpha?", "gamma", "--file", str(path), "-m", f"cross-encoder:{tiny_cross_encoder}"],
+        terminal_width=200,
+    )
     assert result.exit_code == 0, result.output
     assert "doc-a" in result.stdout and "doc-b" in result.stdout and "gamma" in result.stdout
     assert "score" in result.stdout and "index" in result.stdout
@@ -88,7 +105,9 @@ def test_models_lists_zero_shot_and_store(runner, tmp_path, tiny_cross_encoder):
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0, result.output
     assert [(m["name"], m["version"], m["active"]) for m in json.loads(result.stdout)] == [
-        ("zero-shot", "all-minilm-l6-v2", True), ("med", "v1", True)]
+        ("zero-shot", "all-minilm-l6-v2", True),
+        ("med", "v1", True),
+    ]
     table = runner.invoke(app, ["models"], terminal_width=200)
     assert table.exit_code == 0 and "med" in table.stdout and "zero-shot" in table.stdout
 
@@ -106,8 +125,11 @@ def test_serve_rejects_unknown_model_before_serving(runner):
 
 def test_rerank_reads_documents_from_stdin(runner, tiny_cross_encoder):
     docs = ["alpha", {"id": "b", "text": "beta"}]
-    result = runner.invoke(app, ["rerank", "alpha", "--file", "-", "--json", "-m", f"cross-encoder:{tiny_cross_encoder}"],
-                           input=json.dumps(docs))
+    result = runner.invoke(
+        app,
+        ["rerank", "alpha", "--file", "-", "--json", "-m", f"cross-encoder:{tiny_cross_encoder}"],
+        input=json.dumps(docs),
+    )
     assert result.exit_code == 0, result.output
     results = json.loads(result.stdout)["results"]
     assert sorted(r["index"] for r in results) == [0, 1]

@@ -35,8 +35,9 @@ def _expected(services, query):
 def test_cohere_v1_client(server):
     url, services = server
     client = cohere.Client(api_key=TOKEN, base_url=url, max_retries=0, timeout=60)
-    res = client.rerank(model="rerank-english-v3.0", query="what causes gout", documents=DOCS, top_n=2,
-                        return_documents=True)
+    res = client.rerank(
+        model="rerank-english-v3.0", query="what causes gout", documents=DOCS, top_n=2, return_documents=True
+    )
     order, scores = _expected(services, "what causes gout")
     assert [r.index for r in res.results] == order[:2]
     for r in res.results:

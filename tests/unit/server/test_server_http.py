@@ -21,8 +21,16 @@ TOKEN = "s3cret-token"
 
 
 def _settings(tmp_path, model: str, **kw) -> Settings:
-    return Settings(home=tmp_path / "home", default_model=f"cross-encoder:{model}", host="127.0.0.1", port=0,
-                    max_documents=5, max_query_chars=40, max_document_chars=60, **kw)
+    return Settings(
+        home=tmp_path / "home",
+        default_model=f"cross-encoder:{model}",
+        host="127.0.0.1",
+        port=0,
+        max_documents=5,
+        max_query_chars=40,
+        max_document_chars=60,
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -53,8 +61,17 @@ def test_healthz(server):
 def test_cohere_rerank_shape_and_scores(server, path):
     http, services = server
     docs = ["gout is caused by uric acid", {"text": "paris is in france", "title": "Paris"}, "joint pain", "tea"]
-    r = http.post(path, json={"query": "what causes gout", "documents": docs, "top_n": 2, "return_documents": True,
-                              "model": "rerank-english-v3.0", "rank_fields": ["text"]})
+    r = http.post(
+        path,
+        json={
+            "query": "what causes gout",
+            "documents": docs,
+            "top_n": 2,
+            "return_documents": True,
+            "model": "rerank-english-v3.0",
+            "rank_fields": ["text"],
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["id"] and body["meta"]["model"] == services.settings.default_model
@@ -93,8 +110,9 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("payload", "status", "field", "text"), BAD_REQUESTS,
-                         ids=[f"{b[1]}-{b[2]}" for b in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    ("payload", "status", "field", "text"), BAD_REQUESTS, ids=[f"{b[1]}-{b[2]}" for b in BAD_REQUESTS]
+)
 def test_bad_requests_are_4xx_naming_field_and_limit(server, payload, status, field, text):
     http, _ = server
     r = http.post("/v1/rerank", json=payload)
@@ -122,9 +140,16 @@ def test_auth_guards_cohere_route_and_mcp_endpoint(secured):
         assert wrong.status_code == 401
         ok = http.post("/v1/rerank", json=payload, headers={"Authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == 200 and len(ok.json()["results"]) == 2
-        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                           "clientInfo": {"name": "t", "version": "0"}}}
+        init = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            },
+        }
         mcp_headers = {"Accept": "application/json, text/event-stream"}
         assert http.post("/mcp", json=init, headers=mcp_headers).status_code == 401
         assert http.post("/mcp", json=init, headers={**mcp_headers, "Authorization": "Bearer nope"}).status_code == 401

@@ -22,8 +22,9 @@ LIMITS = dict(max_documents=5, max_query_chars=40, max_document_chars=60)
 
 @pytest.fixture
 def app_settings(tmp_path, tiny_cross_encoder) -> Settings:
-    return Settings(home=tmp_path / "home", default_model=f"cross-encoder:{tiny_cross_encoder}",
-                    microbatch_wait_ms=2.0, **LIMITS)
+    return Settings(
+        home=tmp_path / "home", default_model=f"cross-encoder:{tiny_cross_encoder}", microbatch_wait_ms=2.0, **LIMITS
+    )
 
 
 @pytest.fixture
@@ -50,8 +51,9 @@ async def test_lists_tools_with_limits_in_schema(app):
 async def test_rerank_matches_engine_and_keeps_caller_indices(app, services):
     docs = ["gout uric acid", {"id": "b", "text": "paris france", "metadata": {"src": "wiki"}}, "joint pain", "tea"]
     async with Client(app) as client:
-        res = await client.call_tool("rerank", {"query": "what causes gout", "documents": docs, "top_n": 3,
-                                                 "return_documents": True})
+        res = await client.call_tool(
+            "rerank", {"query": "what causes gout", "documents": docs, "top_n": 3, "return_documents": True}
+        )
     body = res.structured_content
     expected = services.reranker.scorer().score_pairs(
         [("what causes gout", d if isinstance(d, str) else d["text"]) for d in docs]
@@ -155,8 +157,9 @@ async def test_long_rerank_does_not_stall_other_calls(app, services):
 async def test_list_models_tool_and_resources_show_store_models(app, services, tiny_cross_encoder):
     import shutil
 
-    with services.store.writing("med", {"backend": "cross-encoder", "base_model": "tiny",
-                                        "metrics_after": {"ndcg@10": 0.8}}, version="v1") as d:
+    with services.store.writing(
+        "med", {"backend": "cross-encoder", "base_model": "tiny", "metrics_after": {"ndcg@10": 0.8}}, version="v1"
+    ) as d:
         shutil.copytree(tiny_cross_encoder, d, dirs_exist_ok=True)
     services.store.activate("med", "v1")
     async with Client(app) as client:

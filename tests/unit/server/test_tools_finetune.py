@@ -40,14 +40,20 @@ async def test_finetune_job_reports_progress_and_promotes(services, make_dataset
     async with Client(create_app(services=services)) as client:
         names = {t.name for t in await client.list_tools()}
         assert {"finetune_reranker", "evaluate_reranker"} <= names
-        job = (await client.call_tool("finetune_reranker", {**FAST, "base_model": tiny_zero_shot, "learning_rate": 3e-3})).structured_content
+        job = (
+            await client.call_tool("finetune_reranker", {**FAST, "base_model": tiny_zero_shot, "learning_rate": 3e-3})
+        ).structured_content
         assert job["kind"] == "finetune" and job["state"] in ("queued", "running")
         seen = []
 
         async def on_progress(progress, total, message):
             seen.append(message)
 
-        done = (await client.call_tool("job_status", {"job_id": job["id"], "wait_seconds": 50}, progress_handler=on_progress)).structured_content
+        done = (
+            await client.call_tool(
+                "job_status", {"job_id": job["id"], "wait_seconds": 50}, progress_handler=on_progress
+            )
+        ).structured_content
         while done["state"] in ("queued", "running"):
             done = (await client.call_tool("job_status", {"job_id": job["id"], "wait_seconds": 50})).structured_content
         assert done["state"] == "succeeded", done["error"]
@@ -112,7 +118,9 @@ def test_cancel_mid_training_leaves_the_store_as_it_was(app_settings, make_datas
 async def test_evaluate_reranker_job(services, tmp_path):
     beir = _toy_beir(tmp_path / "beir")
     async with Client(create_app(services=services)) as client:
-        job = (await client.call_tool("evaluate_reranker", {"path": str(beir), "models": ["zero-shot"], "depth": 5})).structured_content
+        job = (
+            await client.call_tool("evaluate_reranker", {"path": str(beir), "models": ["zero-shot"], "depth": 5})
+        ).structured_content
         done = (await client.call_tool("job_status", {"job_id": job["id"], "wait_seconds": 50})).structured_content
         assert done["state"] == "succeeded", done["error"]
         rows = {r["model"]: r["metrics"] for r in done["result"]["results"]}
@@ -123,15 +131,25 @@ async def test_evaluate_reranker_job(services, tmp_path):
 def _toy_beir(folder):
     folder.mkdir(parents=True)
     docs = {
-        "d1": "Gout is caused by uric acid crystals.", "d2": "Flu symptoms include fever and cough.",
-        "d3": "Paris is the capital of France.", "d4": "Treatment of gout includes rest and medication.",
+        "d1": "Gout is caused by uric acid crystals.",
+        "d2": "Flu symptoms include fever and cough.",
+        "d3": "Paris is the capital of France.",
+        "d4": "Treatment of gout includes rest and medication.",
         "d5": "Rivers flow to the sea.",
     }
-    qs = {"q1": ("what causes gout", "d1"), "q2": ("symptoms of flu", "d2"), "q3": ("capital of france", "d3"),
-          "q4": ("how is gout treated", "d4")}
-    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items()))
+    qs = {
+        "q1": ("what causes gout", "d1"),
+        "q2": ("symptoms of flu", "d2"),
+        "q3": ("capital of france", "d3"),
+        "q4": ("how is gout treated", "d4"),
+    }
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items())
+    )
     (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v[0]}) + "\n" for k, v in qs.items()))
-    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{k}\t{v[1]}\t1\n" for k, v in qs.items()))
+    (folder / "qrels.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{k}\t{v[1]}\t1\n" for k, v in qs.items())
+    )
     return folder
 
 
@@ -148,8 +166,22 @@ def test_cli_finetune_and_eval(app_settings, make_dataset, tiny_zero_shot, tmp_p
     out = json.loads(res.stdout)
     assert out["name"] == "toy-rr" and out["version"] and "dev_mrr@10" in out["metrics_after"]
     beir = _toy_beir(tmp_path / "beir")
-    res = runner.invoke(app, ["eval", str(beir), "-m", "zero-shot", "-m", f"toy-rr@{out['version']}", "--depth", "5", "--json",
-                              "--report", str(tmp_path / "report.html")])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            str(beir),
+            "-m",
+            "zero-shot",
+            "-m",
+            f"toy-rr@{out['version']}",
+            "--depth",
+            "5",
+            "--json",
+            "--report",
+            str(tmp_path / "report.html"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = [r["model"] for r in json.loads(res.stdout)["results"]]
     assert rows == ["bm25", "zero-shot", f"toy-rr@{out['version']}"]

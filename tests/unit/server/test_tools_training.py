@@ -47,7 +47,14 @@ ARGS = dict(source="folder", output_name="toy", queries_per_document=1, negative
 async def test_generate_returns_a_job_then_reports_progress(app, corpus_dir, gate):
     async with Client(app) as client:
         tools = {t.name for t in await client.list_tools()}
-        assert {"generate_training_data", "job_status", "list_jobs", "cancel_job", "resume_job", "list_datasets"} <= tools
+        assert {
+            "generate_training_data",
+            "job_status",
+            "list_jobs",
+            "cancel_job",
+            "resume_job",
+            "list_datasets",
+        } <= tools
         started = await client.call_tool("generate_training_data", {**ARGS, "path": str(corpus_dir)})
         job = started.structured_content
         assert job["state"] in ("queued", "running") and job["kind"] == "generate"
@@ -58,7 +65,9 @@ async def test_generate_returns_a_job_then_reports_progress(app, corpus_dir, gat
         async def on_progress(progress, total, message):
             seen.append((progress, total, message))
 
-        done = await client.call_tool("job_status", {"job_id": job["id"], "wait_seconds": 30}, progress_handler=on_progress)
+        done = await client.call_tool(
+            "job_status", {"job_id": job["id"], "wait_seconds": 30}, progress_handler=on_progress
+        )
         status = done.structured_content
         assert status["state"] == "succeeded", status["error"]
         assert status["result"]["dataset"] == "toy" and status["result"]["counts"]["groups"] == 24
@@ -92,11 +101,15 @@ async def test_bad_input_fails_before_a_job_starts(app, services, corpus_dir, tm
         with pytest.raises(ToolError, match="unknown collection 'nope'"):
             await client.call_tool("generate_training_data", {**ARGS, "source": "chroma", "collection": "nope"})
         with pytest.raises(ToolError, match="sampling"):
-            await client.call_tool("generate_training_data", {**ARGS, "path": str(corpus_dir), "llm_backend": "sampling"})
+            await client.call_tool(
+                "generate_training_data", {**ARGS, "path": str(corpus_dir), "llm_backend": "sampling"}
+            )
         with pytest.raises(ToolError, match="no job 'nope'"):
             await client.call_tool("job_status", {"job_id": "nope"})
         with pytest.raises(ToolError, match="queries_per_document"):
-            await client.call_tool("generate_training_data", {**ARGS, "path": str(corpus_dir), "queries_per_document": 0})
+            await client.call_tool(
+                "generate_training_data", {**ARGS, "path": str(corpus_dir), "queries_per_document": 0}
+            )
     assert services.jobs.list() == []
 
 
@@ -114,12 +127,16 @@ async def test_mcp_sampling_backend_uses_the_callers_llm(app, gen, corpus_dir, g
     gate.set()
     async with Client(app, sampling_handler=handler) as client:  # modern protocol: no server requests
         with pytest.raises(ToolError, match="2026-07-28 protocol"):
-            await client.call_tool("generate_training_data", {**ARGS, "path": str(corpus_dir), "llm_backend": "sampling"})
+            await client.call_tool(
+                "generate_training_data", {**ARGS, "path": str(corpus_dir), "llm_backend": "sampling"}
+            )
     async with Client(app, sampling_handler=handler, mode="legacy") as client:
-        job = (await client.call_tool(
-            "generate_training_data",
-            {**ARGS, "path": str(corpus_dir), "llm_backend": "sampling", "max_documents": 4, "wait_seconds": 40},
-        )).structured_content
+        job = (
+            await client.call_tool(
+                "generate_training_data",
+                {**ARGS, "path": str(corpus_dir), "llm_backend": "sampling", "max_documents": 4, "wait_seconds": 40},
+            )
+        ).structured_content
         assert job["state"] == "succeeded", job["error"]
     assert job["result"]["counts"]["groups"] == 4
     assert any(p[-1]["content"].startswith("Query:") for p in asked)  # the judge asked the client too

@@ -56,9 +56,20 @@ def test_adapt_end_to_end(settings, tiny_zero_shot, tmp_path):
     s = Settings(home=settings.home, embedding_model=tiny_zero_shot)
     stages = []
     result = adapt(
-        AdaptParams(path=str(beir), name="team", max_documents=18, queries_per_document=1, negatives=3,
-                    group_size=4, epochs=2, question_types="medical", promote=True),
-        s, llm=ScriptedLLM(_respond), restrict_paths=False,
+        AdaptParams(
+            path=str(beir),
+            name="team",
+            max_documents=18,
+            queries_per_document=1,
+            negatives=3,
+            group_size=4,
+            epochs=2,
+            question_types="medical",
+            promote=True,
+        ),
+        s,
+        llm=ScriptedLLM(_respond),
+        restrict_paths=False,
         progress=lambda d, t, m: stages.append(m.split(":")[0]),
         report=tmp_path / "report.html",
     )
@@ -96,9 +107,19 @@ def test_real_questions_make_the_promotion_decision(settings, tiny_zero_shot, tm
     beir = _beir(tmp_path / "team")
     s = Settings(home=settings.home, embedding_model=tiny_zero_shot)
     result = adapt(
-        AdaptParams(path=str(beir), name="team", max_documents=18, queries_per_document=1, negatives=3,
-                    group_size=4, epochs=1, question_types="medical"),
-        s, llm=ScriptedLLM(_respond), restrict_paths=False,
+        AdaptParams(
+            path=str(beir),
+            name="team",
+            max_documents=18,
+            queries_per_document=1,
+            negatives=3,
+            group_size=4,
+            epochs=1,
+            question_types="medical",
+        ),
+        s,
+        llm=ScriptedLLM(_respond),
+        restrict_paths=False,
     )
     assert result.gate == "real questions" and "mrr@10 on real questions (18 groups)" in result.decision
     rows = {r["model"]: r["metrics"]["mrr@10"] for r in result.evaluation["results"]}

@@ -12,8 +12,17 @@ from adaptrank.core.modelstore import ModelStore
 
 
 def _params(**kw):
-    base = dict(dataset="toy", output_name="toy-rr", epochs=6, batch_size=8, group_size=4, learning_rate=3e-3,
-                eval_every=5, patience=0, warmup_ratio=0.0)
+    base = dict(
+        dataset="toy",
+        output_name="toy-rr",
+        epochs=6,
+        batch_size=8,
+        group_size=4,
+        learning_rate=3e-3,
+        eval_every=5,
+        patience=0,
+        warmup_ratio=0.0,
+    )
     base.update(kw)
     return base
 
@@ -49,7 +58,9 @@ def test_cross_encoder_lce_learns_the_toy_task(settings, make_dataset, make_grou
     for g in groups:
         g.positive = "answer " + g.positive
     make_dataset(groups=groups)
-    res = finetune(_params(method="cross-encoder", base_model=tiny_cross_encoder, epochs=6, learning_rate=1e-2), settings)
+    res = finetune(
+        _params(method="cross-encoder", base_model=tiny_cross_encoder, epochs=6, learning_rate=1e-2), settings
+    )
     card = ModelStore(settings.models_dir).get("toy-rr", res.version).card
     losses = _losses(card.extra["history"])
     assert losses[-1] < losses[0] * 0.7, losses

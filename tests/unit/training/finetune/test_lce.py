@@ -90,7 +90,9 @@ def test_residual_prior_is_added_before_the_softmax(tiny_cross_encoder):
     assert got == pytest.approx(want, rel=1e-5)
     zero_head(ce)  # step 0 of the residual model: the loss is the prior's own LCE
     with torch.no_grad():
-        assert LCELoss(ce, prior_weight=1 / tau)(inputs, prior).item() == pytest.approx(lce(prior / tau).item(), rel=1e-5)
+        assert LCELoss(ce, prior_weight=1 / tau)(inputs, prior).item() == pytest.approx(
+            lce(prior / tau).item(), rel=1e-5
+        )
 
 
 def test_frozen_passage_lce_by_hand():

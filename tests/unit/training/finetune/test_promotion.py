@@ -28,8 +28,17 @@ def test_finetune_refuses_a_worse_model_and_keeps_the_active_one(settings, make_
 
     make_dataset()
     store = ModelStore(settings.models_dir)
-    common = dict(dataset="toy", output_name="toy-rr", method="query-encoder", base_model=tiny_bi_encoder,
-                  group_size=4, batch_size=8, warmup_ratio=0.0, patience=0, eval_every=5)
+    common = dict(
+        dataset="toy",
+        output_name="toy-rr",
+        method="query-encoder",
+        base_model=tiny_bi_encoder,
+        group_size=4,
+        batch_size=8,
+        warmup_ratio=0.0,
+        patience=0,
+        eval_every=5,
+    )
     good = finetune({**common, "epochs": 6, "learning_rate": 3e-3}, settings)
     assert good.promoted and store.active_version("toy-rr") == good.version
     # A learning rate of ~0 cannot improve on the untrained tower, which is worse than the active model.

@@ -25,14 +25,45 @@ def _synthetic_page() -> str:
     passages = [{"id": "d1", "text": "x" * 300, "relevance": 1}, {"id": "d2", "text": EVIL, "relevance": 0}]
     helped, hurt = pick_changed(per_query, 10)
     examples = {
-        "helped": [{"query_id": q, "query": f"question {q} {EVIL}", "before": per_query[q][0], "after": per_query[q][1],
-                    "top_before": passages[::-1], "top_after": passages} for q in helped],
-        "hurt": [{"query_id": q, "query": f"question {q}", "before": per_query[q][0], "after": per_query[q][1],
-                  "top_before": passages, "top_after": passages[::-1]} for q in hurt],
+        "helped": [
+            {
+                "query_id": q,
+                "query": f"question {q} {EVIL}",
+                "before": per_query[q][0],
+                "after": per_query[q][1],
+                "top_before": passages[::-1],
+                "top_after": passages,
+            }
+            for q in helped
+        ],
+        "hurt": [
+            {
+                "query_id": q,
+                "query": f"question {q}",
+                "before": per_query[q][0],
+                "after": per_query[q][1],
+                "top_before": passages,
+                "top_after": passages[::-1],
+            }
+            for q in hurt
+        ],
     }
-    metrics = {"bm25": {"ndcg@10": 0.5, "mrr@10": 0.45, "queries": 20}, EVIL: {"ndcg@10": 0.6, "mrr@10": 0.55, "queries": 20}}
-    return render_report("report " + EVIL, metrics, per_query, history, examples, baseline="bm25", compared="team@v1",
-                         best_step=30, dev_metric="dev mrr@10", extra_tables=[("dev split", {"before": {"dev_mrr@10": 0.5}})])
+    metrics = {
+        "bm25": {"ndcg@10": 0.5, "mrr@10": 0.45, "queries": 20},
+        EVIL: {"ndcg@10": 0.6, "mrr@10": 0.55, "queries": 20},
+    }
+    return render_report(
+        "report " + EVIL,
+        metrics,
+        per_query,
+        history,
+        examples,
+        baseline="bm25",
+        compared="team@v1",
+        best_step=30,
+        dev_metric="dev mrr@10",
+        extra_tables=[("dev split", {"before": {"dev_mrr@10": 0.5}})],
+    )
 
 
 def test_page_from_plain_data_is_self_contained_and_escaped():
@@ -81,16 +112,22 @@ def _toy_beir(folder):
     folder.mkdir(parents=True)
     docs = {f"d{i}": f"topic{i} notes about topic{i} and <b>tag{i}</b>" for i in range(12)}
     qs = {f"q{i}": (f"tell me about topic{i}", f"d{i}") for i in range(12)}
-    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items()))
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items())
+    )
     (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v[0]}) + "\n" for k, v in qs.items()))
-    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{k}\t{v[1]}\t1\n" for k, v in qs.items()))
+    (folder / "qrels.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{k}\t{v[1]}\t1\n" for k, v in qs.items())
+    )
     return folder
 
 
 def test_eval_report_data_from_an_evaluation(tmp_path, settings):
     from adaptrank.training.evaluate import evaluate_beir
 
-    report = evaluate_beir(_toy_beir(tmp_path / "beir"), ["good", "bad"], depth=5, settings=settings, reranker=_FakeReranker())
+    report = evaluate_beir(
+        _toy_beir(tmp_path / "beir"), ["good", "bad"], depth=5, settings=settings, reranker=_FakeReranker()
+    )
     assert "ranked" not in report.model_dump() and report.beir is not None  # kept for reports, never serialised
     data = eval_report_data(report)
     assert (data["baseline"], data["compared"]) == ("good@v-test", "bad@v-test")
@@ -112,7 +149,9 @@ def test_cli_eval_writes_the_report(settings, tiny_zero_shot, tmp_path, monkeypa
 
     monkeypatch.setenv("ADAPTRANK_HOME", str(settings.home))
     out = tmp_path / "out" / "report.html"
-    res = CliRunner().invoke(app, ["eval", str(_toy_beir(tmp_path / "beir")), "--depth", "5", "--report", str(out), "--json"])
+    res = CliRunner().invoke(
+        app, ["eval", str(_toy_beir(tmp_path / "beir")), "--depth", "5", "--report", str(out), "--json"]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["results"][1]["model"] == "zero-shot"  # stdout stays JSON
     page = out.read_text()
@@ -127,9 +166,21 @@ def _chromium() -> str | None:
 
 def _browse(browser: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0", *args],
-        capture_output=True, text=True, timeout=120,
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -172,7 +223,10 @@ def test_adapt_job_takes_the_cli_report_path(monkeypatch, settings, tmp_path):
     monkeypatch.setattr(adapt_mod, "adapt", fake_adapt)
     s = Settings(home=settings.home, allowed_roots=[tmp_path / "ok"])
     handle = types.SimpleNamespace(
-        manager=types.SimpleNamespace(settings=s), progress=None, cancelled=False, checkpoint_dir=None,
+        manager=types.SimpleNamespace(settings=s),
+        progress=None,
+        cancelled=False,
+        checkpoint_dir=None,
         params={"path": str(tmp_path), "_restrict_paths": False, "_report": str(tmp_path / "r.html")},
     )
     adapt_job(handle)

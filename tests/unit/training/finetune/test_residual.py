@@ -46,7 +46,9 @@ def test_untrained_query_tower_from_the_store_equals_zero_shot(settings, tiny_ze
     from adaptrank.core.engine import Reranker
 
     extra = {"prior": "zero-shot", "tau": TAU, "query_encoder": "query_encoder", "cross_encoder": None}
-    _store_residual(settings, "res-q", extra, lambda d: SentenceTransformer(tiny_zero_shot).save(str(d / "query_encoder")))
+    _store_residual(
+        settings, "res-q", extra, lambda d: SentenceTransformer(tiny_zero_shot).save(str(d / "query_encoder"))
+    )
     rr = Reranker(settings=settings)
     assert rr.scorer("res-q").backend == "residual"
     np.testing.assert_allclose(rr.scorer("res-q").score_pairs(PAIRS), _zero_shot(settings) / TAU, rtol=1e-5, atol=1e-5)

@@ -64,7 +64,9 @@ def test_datasets_library_reads_the_files(settings):
 
     ref = DatasetStore(settings).write("med", _groups(), {})
     ds = datasets.load_dataset(
-        "json", data_files={"train": str(ref.file("train")), "dev": str(ref.file("dev"))}, cache_dir=str(settings.home / "hf")
+        "json",
+        data_files={"train": str(ref.file("train")), "dev": str(ref.file("dev"))},
+        cache_dir=str(settings.home / "hf"),
     )
     assert ds["train"].num_rows + ds["dev"].num_rows == 30
     assert set(ds["train"].column_names) >= {"query", "positive", "negatives", "doc_id"}

@@ -131,22 +131,34 @@ def test_likelihood_judge_compares_with_the_own_passage():
     from adaptrank.training.labeling import resolve_judge_method
 
     judge = LikelihoodLLM(lambda p: "no")
-    assert resolve_judge_method(judge, "auto") == "likelihood" and resolve_judge_method(ScriptedLLM(lambda p: ""), "auto") == "choice"
+    assert (
+        resolve_judge_method(judge, "auto") == "likelihood"
+        and resolve_judge_method(ScriptedLLM(lambda p: ""), "auto") == "choice"
+    )
     cands = [
-        Candidate("a", "da", "what causes gout? uric acid crystals", 0.5),  # explains the query as well as the own passage
+        Candidate(
+            "a", "da", "what causes gout? uric acid crystals", 0.5
+        ),  # explains the query as well as the own passage
         Candidate("b", "db", "asthma narrows the airways", 0.4),
         Candidate("c", "dc", "gout pain", 0.3),
     ]
     [res], _counts = label_candidates(
-        judge, ["what causes gout"], [cands], negatives=2, judge_depth=3, method="auto",
-        positives=["what causes gout: uric acid"], margin=0.0,
+        judge,
+        ["what causes gout"],
+        [cands],
+        negatives=2,
+        judge_depth=3,
+        method="auto",
+        positives=["what causes gout: uric acid"],
+        margin=0.0,
     )
     assert [c.id for c in res.extra_positives] == ["a"] and [c.id for c in res.negatives] == ["b", "c"]
     assert res.negative_scores[0] < res.negative_scores[1] < 0.5  # sigmoid of the likelihood gap
     assert judge.calls == [{"loglikelihood": 4}]  # 3 candidates + the own passage, one call
     # the default margin asks a candidate to beat the own passage clearly: "a" only ties it
-    [strict], _ = label_candidates(judge, ["what causes gout"], [cands], negatives=3, judge_depth=3,
-                                   positives=["what causes gout: uric acid"])
+    [strict], _ = label_candidates(
+        judge, ["what causes gout"], [cands], negatives=3, judge_depth=3, positives=["what causes gout: uric acid"]
+    )
     assert strict.extra_positives == [] and len(strict.negatives) == 3
     with pytest.raises(Exception, match="own passage"):
         label_candidates(judge, ["q"], [cands], negatives=2, method="likelihood")

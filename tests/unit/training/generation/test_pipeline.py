@@ -17,8 +17,16 @@ from adaptrank.training.generate import GenerateParams, generate_dataset
 
 def _params(corpus_dir, **kw):
     base = dict(
-        source="folder", path=str(corpus_dir), output_name="toy", max_documents=100, queries_per_document=1,
-        negatives=3, question_types="medical", dense="off", batch_documents=5, dev_fraction=0.25,
+        source="folder",
+        path=str(corpus_dir),
+        output_name="toy",
+        max_documents=100,
+        queries_per_document=1,
+        negatives=3,
+        question_types="medical",
+        dense="off",
+        batch_documents=5,
+        dev_fraction=0.25,
     )
     return {**base, **kw}
 
@@ -30,12 +38,18 @@ def test_pipeline_writes_judged_groups(gen, corpus_dir, settings, tiny_bi_encode
     llm = gen.scripted()
     progress = []
     ref = generate_dataset(
-        _params(corpus_dir, negatives=4, judge_depth=8, dense="on"), settings, llm=llm, restrict_paths=False,
+        _params(corpus_dir, negatives=4, judge_depth=8, dense="on"),
+        settings,
+        llm=llm,
+        restrict_paths=False,
         progress=lambda d, t, m: progress.append((d, t)),
     )
     groups = DatasetStore(settings).load("toy") + DatasetStore(settings).load("toy", split="dev")
     # 25 documents, one query each; the new document's query repeats document 00's: dropped
-    assert len(groups) == ref.card.counts["groups"] == 24 and ref.card.skipped == {"duplicate": 1, "documents_without_groups": 1}
+    assert len(groups) == ref.card.counts["groups"] == 24 and ref.card.skipped == {
+        "duplicate": 1,
+        "documents_without_groups": 1,
+    }
     for g in groups:
         assert gen.truly_relevant(g.query, g.positive)
         assert not any(gen.truly_relevant(g.query, n) for n in g.negatives)  # judge removed false negatives
@@ -73,10 +87,18 @@ def test_consistency_filter_drops_queries_that_do_not_find_their_own_document(ge
     # A document whose generated question is about another condition: retrieval ranks that other
     # condition's documents first, so the round-trip filter drops it and counts it.
     (corpus_dir / "99-stray.txt").write_text("Stray notes: the clinic opens at nine on weekdays.")
-    plain = generate_dataset(_params(corpus_dir, judge=False, negatives=2, output_name="plain"), settings,
-                             llm=gen.scripted(), restrict_paths=False)
-    strict = generate_dataset(_params(corpus_dir, judge=False, negatives=2, output_name="strict", consistency_depth=1),
-                              settings, llm=gen.scripted(), restrict_paths=False)
+    plain = generate_dataset(
+        _params(corpus_dir, judge=False, negatives=2, output_name="plain"),
+        settings,
+        llm=gen.scripted(),
+        restrict_paths=False,
+    )
+    strict = generate_dataset(
+        _params(corpus_dir, judge=False, negatives=2, output_name="strict", consistency_depth=1),
+        settings,
+        llm=gen.scripted(),
+        restrict_paths=False,
+    )
     assert strict.card.skipped.get("inconsistent", 0) >= 1
     assert strict.card.counts["groups"] == plain.card.counts["groups"] - strict.card.skipped["inconsistent"]
     assert strict.card.parameters["consistency_depth"] == 1
@@ -92,13 +114,23 @@ def test_chroma_source(gen, corpus_dir, settings, tiny_bi_encoder):
     store = DocStore(settings)
     ingest(store, corpus_dir, "toycol", progress=False)
     ref = generate_dataset(
-        {"source": "chroma", "collection": "toycol", "output_name": "fromchroma", "negatives": 2, "question_types": "medical"},
-        settings, llm=gen.scripted(), docstore=store,
+        {
+            "source": "chroma",
+            "collection": "toycol",
+            "output_name": "fromchroma",
+            "negatives": 2,
+            "question_types": "medical",
+        },
+        settings,
+        llm=gen.scripted(),
+        docstore=store,
     )
     assert ref.card.source["kind"] == "chroma" and ref.card.extra["mining"]["retrievers"] == ["bm25", "dense:chroma"]
     assert ref.card.counts["groups"] == 24
     with pytest.raises(NotFoundError, match="unknown collection 'nope'"):
-        generate_dataset({"source": "chroma", "collection": "nope", "output_name": "x"}, settings, llm=gen.scripted(), docstore=store)
+        generate_dataset(
+            {"source": "chroma", "collection": "nope", "output_name": "x"}, settings, llm=gen.scripted(), docstore=store
+        )
 
 
 def test_bad_input_is_a_clear_error(gen, corpus_dir, settings, tmp_path):
@@ -135,7 +167,9 @@ def test_resumed_job_writes_the_same_dataset(gen, corpus_dir, settings):
     jobs = JobManager(settings)
     ref_llm = gen.scripted()
     jobs.register("generate", lambda h: generate_job(h, llm=ref_llm))
-    info = jobs.wait(jobs.submit("generate", {**_params(corpus_dir, output_name="straight"), "_restrict_paths": False}).id, 60)
+    info = jobs.wait(
+        jobs.submit("generate", {**_params(corpus_dir, output_name="straight"), "_restrict_paths": False}).id, 60
+    )
     assert info.state == JobState.succeeded, info.error
     straight = DatasetStore(settings).get("straight")
 

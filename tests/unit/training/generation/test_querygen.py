@@ -60,7 +60,10 @@ def test_plan_spreads_queries_over_passages():
 
 def test_generate_queries_is_one_batched_call_and_cleans(gen):
     llm = gen.scripted()
-    docs = [[CorpusPassage(id=f"{i}#0", doc_id=str(i), text=gen.ASPECTS["causes"].format(c=c))] for i, c in enumerate(gen.CONDITIONS[:5])]
+    docs = [
+        [CorpusPassage(id=f"{i}#0", doc_id=str(i), text=gen.ASPECTS["causes"].format(c=c))]
+        for i, c in enumerate(gen.CONDITIONS[:5])
+    ]
     queries, counts = generate_queries(llm, docs, 2, type_set="medical")
     assert len(llm.calls) == 1 and len(llm.calls[0]["prompts"]) == 10  # 5 documents x 2, one call
     assert llm.calls[0]["stop"] == ["\n"] and llm.calls[0]["max_new_tokens"] == QUERYGEN_TYPED.max_new_tokens
@@ -77,12 +80,22 @@ def test_generate_queries_is_one_batched_call_and_cleans(gen):
 def test_list_template_parses_json_and_counts_invalid():
     replies = iter(
         [
-            json.dumps({"queries": [{"type": "cause", "query": "What causes gout?"}, {"type": "treatment", "query": "How is gout treated?"}]}),
+            json.dumps(
+                {
+                    "queries": [
+                        {"type": "cause", "query": "What causes gout?"},
+                        {"type": "treatment", "query": "How is gout treated?"},
+                    ]
+                }
+            ),
             "I cannot do that.",
         ]
     )
     llm = ScriptedLLM(lambda p: next(replies))
-    docs = [[CorpusPassage(id="a#0", doc_id="a", text="Gout comes from uric acid.")], [CorpusPassage(id="b#0", doc_id="b", text="x")]]
+    docs = [
+        [CorpusPassage(id="a#0", doc_id="a", text="Gout comes from uric acid.")],
+        [CorpusPassage(id="b#0", doc_id="b", text="x")],
+    ]
     queries, counts = generate_queries(llm, docs, 2, template="querygen.list")
     assert [q.query for q in queries] == ["What causes gout?", "How is gout treated?"]
     assert queries[0].query_type == "cause" and counts["invalid_output"] == 1

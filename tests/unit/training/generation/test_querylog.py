@@ -15,8 +15,13 @@ from adaptrank.training.generate import generate_dataset
 from adaptrank.training.mining import CandidateMiner
 from adaptrank.training.querylog import Teacher, label_queries, read_queries, style_examples
 
-LOG = ["What causes Birch syndrome?", "How is Cedar disease treated?", "What are the symptoms of Elm anemia?",
-       "What causes Fir dystrophy?", "How is Alder fever treated?"]
+LOG = [
+    "What causes Birch syndrome?",
+    "How is Cedar disease treated?",
+    "What are the symptoms of Elm anemia?",
+    "What causes Fir dystrophy?",
+    "How is Alder fever treated?",
+]
 
 
 def test_read_queries_txt_and_jsonl(tmp_path):
@@ -61,9 +66,22 @@ def test_generation_with_a_query_log(gen, corpus_dir, settings, tmp_path):
     log.write_text("\n".join(LOG) + "\n")
     llm = gen.scripted()
     ref = generate_dataset(
-        dict(source="folder", path=str(corpus_dir), output_name="toy", queries_per_document=1, negatives=3,
-             dense="off", batch_documents=8, dev_fraction=0.25, judge=False, queries=str(log)),
-        settings, llm=llm, restrict_paths=False, checkpoint_dir=tmp_path / "ckpt",
+        dict(
+            source="folder",
+            path=str(corpus_dir),
+            output_name="toy",
+            queries_per_document=1,
+            negatives=3,
+            dense="off",
+            batch_documents=8,
+            dev_fraction=0.25,
+            judge=False,
+            queries=str(log),
+        ),
+        settings,
+        llm=llm,
+        restrict_paths=False,
+        checkpoint_dir=tmp_path / "ckpt",
     )
     groups = DatasetStore(settings).load("toy") + DatasetStore(settings).load("toy", split="dev")
     from_log = [g for g in groups if g.meta.get("source") == "query_log"]
@@ -80,5 +98,7 @@ def test_generation_with_a_query_log(gen, corpus_dir, settings, tmp_path):
     with pytest.raises(InputError, match="queries: .*outside the allowed roots"):
         generate_dataset(
             dict(source="folder", path=str(corpus_dir), output_name="toy2", judge=False, dense="off", queries=str(log)),
-            Settings(home=settings.home, allowed_roots=[corpus_dir]), llm=gen.scripted(), restrict_paths=True,
+            Settings(home=settings.home, allowed_roots=[corpus_dir]),
+            llm=gen.scripted(),
+            restrict_paths=True,
         )
