@@ -19,6 +19,7 @@ from typing import Any
 from adaptrank.core.llm.base import LLM, Prompt
 from adaptrank.core.llm.hf_loading import default_gguf_path, load_causal_lm, resolve_model
 from adaptrank.core.llm.hf_scoring import LikelihoodScoring
+from adaptrank.core.llm.threads import ThreadGovernor
 
 __all__ = ["TransformersLLM", "default_gguf_path", "resolve_model"]
 
@@ -65,6 +66,9 @@ class TransformersLLM(LikelihoodScoring, LLM):
         if threads:
             torch.set_num_threads(threads)
         self.threads = torch.get_num_threads()
+        # Without an explicit ``threads``, every batch re-picks its thread count from how busy the
+        # CPUs were during the previous one (core/llm/threads.py).
+        self.governor = None if threads else ThreadGovernor(self.threads)
 
     def _stop_criteria(self, stop: list[str] | None) -> Any:
         """Stop a row once it emits a token containing a stop string (tokens found once per
@@ -104,7 +108,7 @@ class TransformersLLM(LikelihoodScoring, LLM):
         eos = self.tokenizer.eos_token_id
         k, cache = self._prefix(rows)
         criteria = self._stop_criteria(stop)
-        for batch in self._batches(rows, batch_size):
+        for batch in self._paced(self._batches(rows, batch_size)):
             input_ids, mask, batch_cache = self._batch_inputs([rows[i] for i in batch], k, cache)
             kwargs: dict[str, Any] = {
                 "max_new_tokens": max_new_tokens,
@@ -155,7 +159,7 @@ class TransformersLLM(LikelihoodScoring, LLM):
             return []
         if choices:
             return [label for label, _ in self.judge(prompts, choices)]
-        with self._lock:
+        with self._lock, self._threads():
             t0 = time.perf_counter()
             self.stats.calls += 1
             self.stats.prompts += len(prompts)

@@ -13,9 +13,12 @@ backend's ``tokenizer``, ``model``, ``device``, ``batch_size``, ``max_input_toke
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from adaptrank.core.llm.base import Prompt
+from adaptrank.core.llm.threads import ThreadGovernor
 
 
 class PrefixBatching:
@@ -27,6 +30,7 @@ class PrefixBatching:
     prefix_cache: bool
     min_prefix_tokens: int
     stats: Any
+    governor: ThreadGovernor | None = None  # None: torch's thread count is never touched
 
     # -- tokenization --------------------------------------------------------------------------
     def _encode(self, prompts: list[Prompt]) -> list[list[int]]:
@@ -56,6 +60,27 @@ class PrefixBatching:
         size = batch_size or self.batch_size
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         return [order[i : i + size] for i in range(0, len(order), size)]
+
+    # -- threads --------------------------------------------------------------------------------
+    def _paced(self, batches: list[list[int]]) -> Iterator[list[int]]:
+        """The batches, with the thread count re-picked before each (:mod:`.threads`)."""
+        for batch in batches:
+            if self.governor is not None:
+                self.governor.pick()
+            yield batch
+
+    @contextmanager
+    def _threads(self) -> Iterator[None]:
+        """One call's thread scope: picked at the start (the shared prefix's forward runs before any
+        batch), torch's process-wide count given back at the end."""
+        if self.governor is None:
+            yield
+            return
+        self.governor.pick()
+        try:
+            yield
+        finally:
+            self.governor.restore()
 
     # -- shared-prefix cache --------------------------------------------------------------------
     def _prefix(self, rows: list[list[int]]) -> tuple[int, Any]:

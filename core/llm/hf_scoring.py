@@ -48,7 +48,7 @@ class LikelihoodScoring(PrefixBatching):
             return []
         if len(choices) < 2:
             raise InputError("choices", "give at least two choices")
-        with self._lock:
+        with self._lock, self._threads():
             t0 = time.perf_counter()
             self.stats.calls += 1
             self.stats.prompts += len(prompts)
@@ -57,7 +57,7 @@ class LikelihoodScoring(PrefixBatching):
             probs = torch.zeros((len(rows), len(choices)))
             if firsts is not None:
                 k, cache = self._prefix(rows)
-                for batch in self._batches(rows):
+                for batch in self._paced(self._batches(rows)):
                     logp = self._last_logprobs([rows[i] for i in batch], k, cache)
                     for c, ids in enumerate(firsts):
                         probs[batch, c] = torch.logsumexp(logp[:, ids], dim=1).exp().float().cpu()
@@ -83,7 +83,7 @@ class LikelihoodScoring(PrefixBatching):
             raise InputError("continuations", "give one continuation per prompt")
         if not prompts:
             return []
-        with self._lock:
+        with self._lock, self._threads():
             t0 = time.perf_counter()
             self.stats.calls += 1
             self.stats.prompts += len(prompts)
@@ -95,7 +95,7 @@ class LikelihoodScoring(PrefixBatching):
             rows = [h + t for h, t in zip(heads, tails, strict=True)]
             k, cache = self._prefix(heads)  # shared by the prompts only, never into a continuation
             out = [0.0] * len(rows)
-            for batch in self._batches(rows):
+            for batch in self._paced(self._batches(rows)):
                 m = max(len(tails[i]) for i in batch)
                 logits, _, _ = self._forward([rows[i] for i in batch], k, cache, keep=m + 1)
                 logp = logits.float().log_softmax(-1)
@@ -115,7 +115,7 @@ class LikelihoodScoring(PrefixBatching):
         out = torch.zeros((len(rows), len(choices)))
         for c, ids in enumerate(choice_ids):
             seqs = [r + ids for r in rows]
-            for batch in self._batches(seqs):
+            for batch in self._paced(self._batches(seqs)):
                 logits, input_ids, _ = self._forward([seqs[i] for i in batch])
                 logp = logits[:, -len(ids) - 1 : -1, :].float().log_softmax(-1)
                 target = input_ids[:, -len(ids) :]

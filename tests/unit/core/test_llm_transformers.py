@@ -110,3 +110,54 @@ def test_loglikelihood_matches_a_direct_computation(tiny_chat_lm):
         assert value == pytest.approx(expected, abs=1e-3)
     with pytest.raises(Exception, match="one continuation per prompt"):
         llm.loglikelihood(prompts, conts[:1])
+
+
+def test_thread_governor_follows_what_other_processes_use(monkeypatch):
+    """Fewer torch threads while other processes hold cores, all of them back when they leave, and
+    the caller's thread count restored after every call (fine-tuning shares the process)."""
+    import torch
+
+    from adaptrank.core.llm.threads import ThreadGovernor
+
+    before = torch.get_num_threads()
+    gov = ThreadGovernor(2)
+    # (CPU-seconds busy on the whole machine, this process's CPU-seconds, wall seconds)
+    samples = iter([(0.0, 0.0, 0.0), (20.0, 10.0, 10.0), (40.0, 20.0, 20.0), (50.0, 30.0, 30.0), (50.0, 30.0, 30.1)])
+    monkeypatch.setattr(gov, "_sample", lambda: next(samples))
+    try:
+        assert gov.pick() == 2  # nothing measured yet: every thread
+        assert gov.pick() == 1 and torch.get_num_threads() == 1  # others kept one core busy
+        assert gov.pick() == 1
+        assert gov.pick() == 2  # only this process was busy
+        assert gov.pick() == 2  # too short to measure: no change
+        gov.restore()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_explicit_threads_are_never_changed(tiny_chat_lm):
+    llm = TransformersLLM(tiny_chat_lm, batch_size=2, threads=1)
+    assert llm.governor is None
+
+
+def test_a_call_gives_torch_its_thread_count_back(tiny_chat_lm, monkeypatch):
+    """Generation may run on fewer threads under load; the caller gets its count back after."""
+    import torch
+
+    before = torch.get_num_threads()
+    llm = TransformersLLM(tiny_chat_lm, batch_size=2)
+    assert llm.governor is not None
+    seen: list[int] = []
+
+    def busy_machine() -> int:  # as if other processes held every core but one
+        torch.set_num_threads(1)
+        seen.append(1)
+        return 1
+
+    monkeypatch.setattr(llm.governor, "pick", busy_machine)
+    try:
+        llm.generate([[{"role": "user", "content": "Say hi"}]], max_new_tokens=2)
+        assert seen and torch.get_num_threads() == llm.governor.max
+    finally:
+        torch.set_num_threads(before)
