@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -117,6 +118,9 @@ class TransformersLLM(LLM):
         if threads:
             torch.set_num_threads(threads)
         self.threads = torch.get_num_threads()
+        # Without an explicit ``threads``, every batch re-picks its thread count from how busy the
+        # CPUs were during the previous one (:class:`_ThreadGovernor`).
+        self._governor = None if threads else _ThreadGovernor(self.threads)
 
     # -- tokenization --------------------------------------------------------------------------
     def _encode(self, prompts: list[Prompt]) -> list[list[int]]:
@@ -241,6 +245,7 @@ class TransformersLLM(LLM):
         k, cache = self._prefix(rows)
         criteria = self._stop_criteria(stop)
         for batch in self._batches(rows, batch_size):
+            self._pick_threads()
             input_ids, mask, batch_cache = self._batch_inputs([rows[i] for i in batch], k, cache)
             kwargs: dict[str, Any] = {
                 "max_new_tokens": max_new_tokens,
@@ -296,9 +301,12 @@ class TransformersLLM(LLM):
             self.stats.calls += 1
             self.stats.prompts += len(prompts)
             rows = self._encode(prompts)
-            texts = self._generate_rows(rows, max_new_tokens, temperature, stop, seed, batch_size)
-            if json_schema is not None:
-                texts = self._enforce_json(rows, texts, json_schema, max_new_tokens, stop, seed, strict)
+            try:
+                texts = self._generate_rows(rows, max_new_tokens, temperature, stop, seed, batch_size)
+                if json_schema is not None:
+                    texts = self._enforce_json(rows, texts, json_schema, max_new_tokens, stop, seed, strict)
+            finally:
+                self._restore_threads()
             self.stats.seconds += time.perf_counter() - t0
         return texts
 
@@ -336,6 +344,15 @@ class TransformersLLM(LLM):
                 )
         return texts
 
+    def _pick_threads(self) -> None:
+        if self._governor is not None:
+            self._governor.pick()
+
+    def _restore_threads(self) -> None:
+        """Torch's thread count is process-wide: give the caller (fine-tuning...) back what it had."""
+        if self._governor is not None:
+            self._governor.restore()
+
     # -- choices -------------------------------------------------------------------------------
     def _choice_tokens(self, choices: list[str]) -> list[list[int]] | None:
         """For each choice, the first tokens of its spellings (``yes``/``Yes``/`` yes``), or None
@@ -369,10 +386,14 @@ class TransformersLLM(LLM):
             probs = torch.zeros((len(rows), len(choices)))
             if firsts is not None:
                 k, cache = self._prefix(rows)
-                for batch in self._batches(rows):
-                    logp = self._last_logprobs([rows[i] for i in batch], k, cache)
-                    for c, ids in enumerate(firsts):
-                        probs[batch, c] = torch.logsumexp(logp[:, ids], dim=1).exp().float().cpu()
+                try:
+                    for batch in self._batches(rows):
+                        self._pick_threads()
+                        logp = self._last_logprobs([rows[i] for i in batch], k, cache)
+                        for c, ids in enumerate(firsts):
+                            probs[batch, c] = torch.logsumexp(logp[:, ids], dim=1).exp().float().cpu()
+                finally:
+                    self._restore_threads()
             else:
                 probs = self._sequence_probs(rows, choices)
             probs = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
@@ -424,15 +445,19 @@ class TransformersLLM(LLM):
             rows = [h + t for h, t in zip(heads, tails, strict=True)]
             k, cache = self._prefix(heads)  # shared by the prompts only, never into a continuation
             out = [0.0] * len(rows)
-            for batch in self._batches(rows):
-                m = max(len(tails[i]) for i in batch)
-                logits, _, _ = self._forward([rows[i] for i in batch], k, cache, keep=m + 1)
-                logp = logits.float().log_softmax(-1)
-                for j, i in enumerate(batch):
-                    n = len(tails[i])
-                    target = torch.tensor(tails[i], device=logp.device)
-                    picked = logp[j, -n - 1 : -1, :].gather(-1, target[:, None]).squeeze(-1)
-                    out[i] = float(picked.mean())
+            try:
+                for batch in self._batches(rows):
+                    self._pick_threads()
+                    m = max(len(tails[i]) for i in batch)
+                    logits, _, _ = self._forward([rows[i] for i in batch], k, cache, keep=m + 1)
+                    logp = logits.float().log_softmax(-1)
+                    for j, i in enumerate(batch):
+                        n = len(tails[i])
+                        target = torch.tensor(tails[i], device=logp.device)
+                        picked = logp[j, -n - 1 : -1, :].gather(-1, target[:, None]).squeeze(-1)
+                        out[i] = float(picked.mean())
+            finally:
+                self._restore_threads()
             self.stats.seconds += time.perf_counter() - t0
         return out
 
@@ -451,6 +476,67 @@ class TransformersLLM(LLM):
                 total = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(-1)
                 out[batch, c] = total.exp().cpu()
         return out
+
+
+class _ThreadGovernor:
+    """Torch's intra-op thread count, re-picked before every batch from what *other* processes
+    used of the CPUs during the previous batch (``/proc/stat`` busy time minus this process's
+    CPU time, over the wall time).
+
+    Why: decoding a 135M model is thousands of tiny ops per batch, each an OpenMP parallel region
+    that waits for all its threads. When another process holds one of a 2-core machine's cores,
+    every region waits for a descheduled thread, and 2 threads ran 1.5-6x *slower* than 1 (the
+    same GARD prompts, alternated: 24.6-127 s against 16.4-25 s at load 4-5; on a quiet machine 2
+    threads were 1.5x faster). A shared machine had made generation 3-4x slower than on a quiet
+    one; a fixed choice at load time cannot follow load that comes and goes, this does.
+
+    Rule: ``max - round(others)`` threads, at least 1, where ``others`` is the number of cores
+    the other processes kept busy. Without ``/proc/stat`` (not Linux) it never changes anything.
+    """
+
+    def __init__(self, max_threads: int) -> None:
+        self.max = max(1, int(max_threads))
+        self.last: tuple[float, float, float] | None = None
+        self.current = self.max
+        try:
+            self.tick = float(os.sysconf("SC_CLK_TCK"))
+        except (ValueError, OSError, AttributeError):
+            self.tick = 100.0
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                fields = [int(x) for x in f.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        busy = (sum(fields) - fields[3] - fields[4]) / self.tick  # all but idle and iowait
+        return busy, time.process_time(), time.perf_counter()
+
+    def others(self, before: tuple[float, float, float], now: tuple[float, float, float]) -> float | None:
+        wall = now[2] - before[2]
+        if wall < 0.5:  # too short to measure
+            return None
+        return max(0.0, ((now[0] - before[0]) - (now[1] - before[1])) / wall)
+
+    def pick(self) -> int:
+        import torch
+
+        now = self._sample()
+        if self.max > 1 and now is not None and self.last is not None:
+            others = self.others(self.last, now)
+            if others is not None:
+                self.current = min(self.max, max(1, self.max - round(others)))
+        if now is not None:
+            self.last = now
+        if torch.get_num_threads() != self.current:
+            torch.set_num_threads(self.current)
+        return self.current
+
+    def restore(self) -> None:
+        import torch
+
+        if torch.get_num_threads() != self.max:
+            torch.set_num_threads(self.max)
 
 
 def _pick_dtype(device: str, dtype: str) -> Any:

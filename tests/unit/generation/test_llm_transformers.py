@@ -101,3 +101,32 @@ def test_loglikelihood_matches_a_direct_computation(tiny_chat_lm):
         assert value == pytest.approx(expected, abs=1e-3)
     with pytest.raises(Exception, match="one continuation per prompt"):
         llm.loglikelihood(prompts, conts[:1])
+
+
+def test_thread_governor_follows_what_other_processes_use(monkeypatch):
+    """Fewer torch threads while other processes hold cores, all of them back when they leave, and
+    the caller's thread count restored after every call (fine-tuning shares the process)."""
+    import torch
+
+    from adaptrank.core.llm.hf import _ThreadGovernor
+
+    before = torch.get_num_threads()
+    gov = _ThreadGovernor(2)
+    # (CPU-seconds busy on the whole machine, this process's CPU-seconds, wall seconds)
+    samples = iter([(0.0, 0.0, 0.0), (20.0, 10.0, 10.0), (40.0, 20.0, 20.0), (50.0, 30.0, 30.0), (50.0, 30.0, 30.1)])
+    monkeypatch.setattr(gov, "_sample", lambda: next(samples))
+    try:
+        assert gov.pick() == 2  # nothing measured yet: every thread
+        assert gov.pick() == 1 and torch.get_num_threads() == 1  # others kept one core busy
+        assert gov.pick() == 1
+        assert gov.pick() == 2  # only this process was busy
+        assert gov.pick() == 2  # too short to measure: no change
+        gov.restore()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_explicit_threads_are_never_changed(tiny_chat_lm):
+    llm = TransformersLLM(tiny_chat_lm, batch_size=2, threads=1)
+    assert llm._governor is None
