@@ -242,6 +242,7 @@ class TransformersLLM(LLM):
 
         out: list[str] = [""] * len(rows)
         eos = self.tokenizer.eos_token_id
+        self._pick_threads()  # the shared prefix's forward too
         k, cache = self._prefix(rows)
         criteria = self._stop_criteria(stop)
         for batch in self._batches(rows, batch_size):
