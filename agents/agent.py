@@ -1,3 +1,4 @@
+# Over 400 lines: the one agent loop (clean, decompose, retrieve, merge, rerank, follow-up, answer) in sync and async.
 """The decomposition agent: decompose -> retrieve per sub-query -> merge -> rerank -> (answer).
 
 It follows "Question Decomposition for Retrieval-Augmented Generation" (2025): an LLM splits a

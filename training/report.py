@@ -1,3 +1,4 @@
+# Over 400 lines: one self-contained HTML page (template, CSS, inline SVG plots) in one file, like the page it writes.
 """A self-contained HTML report for ``adaptrank eval --report`` and ``adaptrank adapt --report``.
 
 One page, no external resources and no JavaScript: the metrics table(s), a per-query scatter of the
