@@ -115,94 +115,20 @@ def rule_split(question: str, max_subquestions: int = 4) -> list[str]:
 
 # -- sub-questions that stand alone -----------------------------------------------------------
 _STOP5 = frozenset(w[:5] for w in STOP)
-_PRONOUNS = frozenset(
-    ["it", "its", "they", "them", "their", "this", "that", "these", "those", "he", "she", "his", "her", "him"]
-)
+_PRONOUNS = frozenset("it its they them their this that these those he she his her him".split())
 _LEAD = frozenset(
-    [
-        "what",
-        "how",
-        "why",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "is",
-        "are",
-        "was",
-        "were",
-        "can",
-        "could",
-        "does",
-        "do",
-        "did",
-        "should",
-        "will",
-        "would",
-        "has",
-        "have",
-        "had",
-        "may",
-        "might",
-        "the",
-        "a",
-        "an",
-        "causes",
-        "cause",
-        "get",
-        "gets",
-        "happens",
-        "happen",
-        "many",
-        "much",
-        "long",
-        "often",
-        "people",
-        "treat",
-        "treated",
-        "i",
-        "you",
-        "we",
-        "my",
-        "our",
-        "your",
-    ]
+    (
+        "what how why when where which who whom whose is are was were can could does do did should will would "
+        "has have had may might the a an causes cause get gets happens happen many much long often people "
+        "treat treated i you we my our your"
+    ).split()
 )
 _TRAIL = frozenset(
-    [
-        "treated",
-        "diagnosed",
-        "inherited",
-        "caused",
-        "prevented",
-        "cured",
-        "managed",
-        "tested",
-        "passed",
-        "down",
-        "handled",
-        "detected",
-        "found",
-        "spread",
-        "transmitted",
-        "inherit",
-        "treat",
-        "diagnose",
-        "prevent",
-        "cure",
-        "manage",
-        "common",
-        "rare",
-        "serious",
-        "dangerous",
-        "contagious",
-        "hereditary",
-        "genetic",
-        "fatal",
-        "curable",
-    ]
+    (
+        "treated diagnosed inherited caused prevented cured managed tested passed down handled detected found "
+        "spread transmitted inherit treat diagnose prevent cure manage common rare serious dangerous "
+        "contagious hereditary genetic fatal curable"
+    ).split()
 )
 _POINTER = re.compile(
     r"\b(?:(?:this|that|the|these|those)\s+(?:condition|disease|disorder|syndrome|illness|problem|drug|medication|"

@@ -34,29 +34,7 @@ PREFIX = 5  # "causes"/"caused"/"cause" -> "cause"; "inherited"/"inheritance" ->
 
 #: question words: they shape a question but say nothing about which passage answers it
 QUESTION_WORDS = frozenset(
-    [
-        "what",
-        "how",
-        "which",
-        "why",
-        "when",
-        "where",
-        "who",
-        "whom",
-        "whose",
-        "does",
-        "did",
-        "can",
-        "could",
-        "should",
-        "would",
-        "will",
-        "are",
-        "is",
-        "was",
-        "were",
-        "there",
-    ]
+    ("what how which why when where who whom whose does did can could should would will are is was were there").split()
 )
 
 

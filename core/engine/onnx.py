@@ -106,26 +106,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def check_batch(scorer) -> dict[str, torch.Tensor]:
     """One padded batch of mixed lengths (1 to ``max_length`` tokens) from the scorer's tokenizer."""
-    words = [
-        "the",
-        "cause",
-        "of",
-        "the",
-        "disease",
-        "is",
-        "a",
-        "change",
-        "in",
-        "one",
-        "gene",
-        "that",
-        "makes",
-        "a",
-        "protein",
-        "the",
-        "cells",
-        "need",
-    ]
+    words = "the cause of the disease is a change in one gene that makes a protein the cells need".split()
     pairs = [("what causes it?", " ".join(words * (1 + n))[: 3 + 60 * n]) for n in range(6)]
     pairs.append(("a longer question about how the condition is inherited in families", "yes"))
     enc = encode_pairs(scorer.tokenizer, pairs, min(scorer.max_length, 128), "truncate")
