@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from llm_stub import LLMStub
 from procs import AdaptrankServer, server_env
+from toy_datasets import TOPICS as TOY_TOPICS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -204,24 +205,7 @@ def write_toy_dataset(home: Path, name: str = "toy", copies: int = 1) -> None:
     from adaptrank.training.dataset import DatasetStore, Group
 
     rng = random.Random(0)
-    words = [
-        "apple",
-        "river",
-        "engine",
-        "violin",
-        "glacier",
-        "tomato",
-        "saturn",
-        "copper",
-        "falcon",
-        "cactus",
-        "harbor",
-        "pencil",
-        "volcano",
-        "lemon",
-        "tiger",
-        "marble",
-    ]
+    words = TOY_TOPICS[:16]
     passages = {(w, k): f"{w} {w} {w} notes {k} {w}" for w in words for k in range(3 * copies)}
     groups = []
     for (w, k), text in passages.items():

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from toy_datasets import TOPICS as ALL_TOPICS
 
 from adaptrank.core.modelstore import ModelStore
 from adaptrank.core.settings import Settings
@@ -20,24 +21,7 @@ from adaptrank.training.dataset import DatasetStore, Group
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-TOPICS = [
-    "apple",
-    "river",
-    "engine",
-    "violin",
-    "glacier",
-    "tomato",
-    "saturn",
-    "copper",
-    "falcon",
-    "cactus",
-    "harbor",
-    "pencil",
-    "volcano",
-    "lemon",
-    "tiger",
-    "marble",
-]
+TOPICS = ALL_TOPICS[:16]
 
 
 def _free_port() -> int:

@@ -8,28 +8,10 @@ from __future__ import annotations
 
 import random
 
-TOPICS = [
-    "apple",
-    "river",
-    "engine",
-    "violin",
-    "glacier",
-    "tomato",
-    "saturn",
-    "copper",
-    "falcon",
-    "cactus",
-    "harbor",
-    "pencil",
-    "volcano",
-    "lemon",
-    "tiger",
-    "marble",
-    "rocket",
-    "walnut",
-    "desert",
-    "anchor",
-]
+TOPICS = (
+    "apple river engine violin glacier tomato saturn copper falcon cactus harbor pencil volcano lemon tiger "
+    "marble rocket walnut desert anchor"
+).split()
 FILLERS = ["facts", "notes", "story"]
 
 
