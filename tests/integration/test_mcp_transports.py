@@ -5,9 +5,7 @@ on the same HTTP server. Servers bind 127.0.0.1 and are always shut down; every 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,8 +15,7 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-
-from adaptrank.server.http import free_port
+from procs import AdaptrankServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -81,49 +78,11 @@ async def test_stdio_with_official_client(tmp_path):
 @contextmanager
 def http_server(tmp_path, **env: str) -> Iterator[str]:
     """``adaptrank serve --transport http`` in a subprocess on 127.0.0.1; waits for /healthz."""
-    port = free_port()
-    log = open(tmp_path / "server.log", "w+")  # noqa: SIM115 -- the server writes to it until the fixture ends
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "adaptrank.server",
-            "serve",
-            "--transport",
-            "http",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=_env(tmp_path, **env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    server = AdaptrankServer(_env(tmp_path, **env), tmp_path / "server.log", timeout=180)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not answer /healthz within 180 s")
-            time.sleep(0.3)
-        yield url
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
+        server.stop(timeout=15)
 
 
 async def test_streamable_http_with_official_client_and_cohere_route(tmp_path):

@@ -102,7 +102,9 @@ class AdaptrankServer(_Process):
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env}
+        # The runner's own ADAPTRANK_* settings never leak into a server under test: ``env`` says all.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTRANK_")}
+        full_env = {**inherited, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env}
         argv = [
             sys.executable,
             "-m",
