@@ -25,10 +25,12 @@ from adaptrank.core.progress import StepProgress
 from adaptrank.core.settings import Settings, get_settings
 from adaptrank.training import promotion
 from adaptrank.training.params import (
+    DEFAULT_INTERPOLATION,
     BaseModelSpec,
     Depth,
     Epochs,
     GroupSize,
+    Interpolation,
     Judge,
     LearningRate,
     MaxDocuments,
@@ -70,6 +72,7 @@ class AdaptParams(BaseModel):
     epochs: Epochs = 2.0
     group_size: GroupSize = 8
     learning_rate: LearningRate = None
+    interpolation: Interpolation = DEFAULT_INTERPOLATION
     promote: Promote = None
     evaluate: bool = Field(True, description="evaluate on the source's real questions when it has qrels")
     eval_max_queries: MaxQueries = None

@@ -68,6 +68,17 @@ BaseModelSpec = Annotated[
 Epochs = Annotated[float, Field(gt=0, le=50, description="passes over the training groups")]
 GroupSize = Annotated[int, Field(ge=2, le=64, description="1 positive + G-1 hard negatives per group")]
 LearningRate = Annotated[float | None, Field(gt=0, le=0.1, description="peak learning rate (default: per method)")]
+#: the query-encoder's default weight-space mix (docs/finetuning.md: chosen on GHR's dev half)
+DEFAULT_INTERPOLATION = 1.0
+Interpolation = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=1,
+        description="query-encoder: weight-space mix of the trained query tower with the base one (WiSE-FT); "
+        "1 = the trained tower only, 0 = the base",
+    ),
+]
 Promote = Annotated[
     bool | None,
     Field(description="null: activate only if it beats the active model on the dev split; true: force; false: never"),

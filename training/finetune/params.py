@@ -8,7 +8,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from adaptrank.core.modelstore import validate_name
-from adaptrank.training.params import BaseModelSpec, Epochs, GroupSize, LearningRate, Method, Promote, check_name, parse
+from adaptrank.training.params import (
+    DEFAULT_INTERPOLATION,
+    BaseModelSpec,
+    Epochs,
+    GroupSize,
+    Interpolation,
+    LearningRate,
+    Method,
+    Promote,
+    check_name,
+    parse,
+)
 
 #: what ``method="auto"`` picks when the base is not a pretrained cross-encoder (see docs/finetuning.md)
 DEFAULT_METHOD = "query-encoder"
@@ -37,6 +48,7 @@ class FinetuneParams(BaseModel):
     )
     tau: float = Field(0.05, gt=0, le=1, description="temperature of the residual prior (cosine / tau)")
     freeze_layers: int = Field(0, ge=0, le=128, description="bottom encoder layers (and embeddings) kept frozen")
+    interpolation: Interpolation = DEFAULT_INTERPOLATION
     in_batch_negatives: bool = Field(
         False, description="query-encoder: other queries' passages in the batch as extra negatives"
     )

@@ -52,6 +52,8 @@ def train_query_encoder(run: Run, out_dir: str) -> Trained:
         evaluator=dev_evaluator(score_groups, f"dev_{run.p.metric}") if run.dev else None,
     )
     mon = run.fit(trainer, query_model)
+    if run.p.interpolation < 1.0:
+        mix_weights(query_model, prior, run.p.interpolation)
     prior_spec = ZERO_SHOT if run.base.spec == ZERO_SHOT else "prior"
 
     def save(path: Path) -> None:
@@ -59,7 +61,26 @@ def train_query_encoder(run: Run, out_dir: str) -> Trained:
         if prior_spec != ZERO_SHOT:
             prior.save(str(path / "prior"))
 
-    extra = {"residual": {"prior": prior_spec, "tau": tau, "query_encoder": "query_encoder", "cross_encoder": None}}
+    extra = {
+        "residual": {"prior": prior_spec, "tau": tau, "query_encoder": "query_encoder", "cross_encoder": None},
+        "interpolation": run.p.interpolation,
+    }
     return Trained(
         "residual", save, extra, "lce (query tower vs frozen passages)", mon.step, mon.best_step, mon.history
     )
+
+
+def mix_weights(model, base, alpha: float) -> None:
+    """``model``'s weights become ``base + alpha * (model - base)``, in place (WiSE-FT, Wortsman et al.
+    2022): the fine-tuned and the base tower averaged in weight space. Why: the tower is trained on
+    generated queries only, and a mix keeps most of their gain while losing less where real
+    questions differ from them. Both must be the same architecture (the tower is a copy of the base)."""
+    import torch
+
+    own, ref = model.state_dict(), base.state_dict()
+    if own.keys() != ref.keys():
+        raise ValueError("cannot mix towers of different architectures")
+    with torch.no_grad():
+        for key, value in own.items():
+            if value.is_floating_point():
+                value.copy_(ref[key].to(value.dtype) + alpha * (value - ref[key].to(value.dtype)))

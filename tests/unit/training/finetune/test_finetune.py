@@ -49,6 +49,39 @@ def test_bi_encoder_methods_learn_the_toy_task(settings, toy_dataset, tiny_bi_en
     assert card.extra["promotion"]["baseline_model"] == "zero-shot"
 
 
+def test_mix_weights_moves_the_tower_between_base_and_trained(tiny_bi_encoder):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from adaptrank.training.finetune.query_encoder import mix_weights
+
+    base = SentenceTransformer(tiny_bi_encoder)
+    trained = SentenceTransformer(tiny_bi_encoder)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)
+    key = next(k for k, v in base.state_dict().items() if v.is_floating_point())
+    b, t = base.state_dict()[key].clone(), trained.state_dict()[key].clone()
+    mix_weights(trained, base, 0.25)
+    torch.testing.assert_close(trained.state_dict()[key], b + 0.25 * (t - b))
+    mix_weights(trained, base, 0.0)
+    torch.testing.assert_close(trained.state_dict()[key], b)
+
+
+def test_interpolation_zero_serves_the_base_and_one_the_trained_tower(settings, toy_dataset, tiny_bi_encoder):
+    """interpolation=0 is the base tower again (dev equals the baseline's), 1 is the trained one,
+    and a mix in between lands in between on this toy task; the card records it."""
+    from adaptrank.training.finetune import finetune
+
+    runs = {a: finetune(_params(base_model=tiny_bi_encoder, interpolation=a), settings) for a in (0.0, 0.5, 1.0)}
+    mrr = {a: r.metrics_after["dev_mrr@10"] for a, r in runs.items()}
+    assert mrr[0.0] == pytest.approx(runs[0.0].metrics_before["dev_mrr@10"], abs=1e-6)
+    assert mrr[1.0] > mrr[0.0] + 0.1, mrr
+    assert mrr[0.0] < mrr[0.5] <= mrr[1.0] + 1e-6, mrr
+    card = ModelStore(settings.models_dir).get("toy-rr", runs[0.5].version).card
+    assert card.hyperparameters["interpolation"] == 0.5 and card.extra["interpolation"] == 0.5
+
+
 def test_cross_encoder_lce_learns_the_toy_task(settings, make_dataset, make_groups, tiny_cross_encoder):
     """A random 2-layer cross-encoder needs many steps to learn token matching; the toy answer here
     is simpler (every positive opens with a marker word), which is enough to see LCE at work."""
