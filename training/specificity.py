@@ -22,8 +22,9 @@ docs/generation.md).
 
 from __future__ import annotations
 
+import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from adaptrank.training.corpus import CorpusPassage
@@ -52,17 +53,44 @@ class Specificity:
         self.group: dict[str, str] = {}
         self.stems: dict[str, frozenset[str]] = {}
         self.subject: dict[str, frozenset[str]] = {}
+        self.tf: dict[str, Counter[str]] = {}
         members: dict[str, list[str]] = defaultdict(list)
+        df: Counter[str] = Counter()
         for p in passages:  # the subject: the title where there is one, else the document itself
             key = f"title:{p.title.strip().lower()}" if p.title.strip() else f"doc:{p.doc_id}"
             self.group[p.id] = key
             members[key].append(p.id)
-            self.stems[p.id] = self._stems(p.text)
+            self.tf[p.id] = Counter(self._tokens(p.text))
+            self.stems[p.id] = frozenset(self.tf[p.id])
             self.subject[p.id] = self._stems(p.title)
+            df.update(self.stems[p.id])
         self.siblings = {pid: members[key] for pid, key in self.group.items()}
+        n = max(len(self.tf), 1)
+        self.idf = {w: math.log(1 + (n - c + 0.5) / (c + 0.5)) for w, c in df.items()}
+        self.length = {pid: sum(tf.values()) for pid, tf in self.tf.items()}
+        self.avg_length = sum(self.length.values()) / n if self.length else 1.0
+
+    def _tokens(self, text: str) -> list[str]:
+        return [w[:PREFIX] for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in self._stop]
 
     def _stems(self, text: str) -> frozenset[str]:
-        return frozenset(w[:PREFIX] for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in self._stop)
+        return frozenset(self._tokens(text))
+
+    def aspect_score(self, aspect: frozenset[str], passage_id: str, k1: float = 1.2, b: float = 0.75) -> float:
+        """BM25 of the aspect words alone against one passage: how much it is *about* the aspect
+        (how often, in how short a text), where the set test only sees whether a word occurs."""
+        tf, norm = self.tf[passage_id], k1 * (1 - b + b * self.length[passage_id] / self.avg_length)
+        return sum(self.idf.get(w, 0.0) * tf[w] * (k1 + 1) / (tf[w] + norm) for w in aspect if tf[w])
+
+    def best_sibling(self, query: str, passage_id: str) -> str | None:
+        """The sibling whose aspect score beats the query's own passage, if one does (else None)."""
+        siblings = self.siblings.get(passage_id) or []
+        aspect = self.aspect(query, passage_id)
+        if len(siblings) < 2 or not aspect:
+            return None
+        own = self.aspect_score(aspect, passage_id)
+        best = max((s for s in siblings if s != passage_id), key=lambda s: self.aspect_score(aspect, s))
+        return best if self.aspect_score(aspect, best) > own else None
 
     def aspect(self, query: str, passage_id: str) -> frozenset[str]:
         return self._stems(query) - self.subject.get(passage_id, frozenset())

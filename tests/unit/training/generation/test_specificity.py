@@ -33,3 +33,32 @@ def test_a_question_about_the_passage_passes_one_about_the_subject_does_not():
     assert not spec("How do I install the package?", "manual#1")
     assert spec("anything at all", "unknown-passage")
     assert spec.aspect("What causes alkaptonuria?", "cause#0") == {"cause"}
+
+
+def test_best_sibling_breaks_the_tie_the_set_test_lets_through():
+    """Both sections mention causes, so the set test passes the drifted query; by how much of each
+    passage is about the aspect, the causes section wins and is named."""
+    passages = [
+        CorpusPassage(
+            id="inherit#0",
+            doc_id="inherit",
+            title="Bethlem myopathy",
+            text="Bethlem myopathy is inherited in an autosomal dominant pattern. Each child of an affected "
+            "parent has a 50 percent chance of inheriting the condition, which is caused by mutations. "
+            "Some people have a new mutation and no affected parent; the parent may be mosaic.",
+        ),
+        CorpusPassage(
+            id="cause#0",
+            doc_id="cause",
+            title="Bethlem myopathy",
+            text="Bethlem myopathy is caused by mutations in COL6A1; what causes the weakness is faulty collagen.",
+        ),
+    ]
+    spec = Specificity(passages)
+    query = "What causes Bethlem myopathy?"
+    assert spec(query, "inherit#0")  # the set test: both contain "cause"
+    assert spec.best_sibling(query, "inherit#0") == "cause#0"
+    assert spec.best_sibling(query, "cause#0") is None
+    assert spec.best_sibling("How is Bethlem myopathy inherited?", "inherit#0") is None
+    assert spec.best_sibling("What is Bethlem myopathy?", "inherit#0") is None  # no aspect words: nothing to move to
+    assert Specificity(_corpus()).best_sibling("What causes gout?", "alone#0") is None  # no siblings

@@ -1,0 +1,107 @@
+"""Try a training-data lever on a collection's DEV half, without generating again.
+
+Takes the dataset that ``bench/self_adapt.py --protocol cross`` generated for a collection, writes a
+variant of it per lever, fine-tunes each with the defaults (never promoted) and prints MRR@10 /
+nDCG@10 on the collection's dev-half real questions (BM25 top-30 reranked) next to zero-shot and
+the unchanged dataset. The test half is never read here: it is what ``self_adapt`` reports.
+
+Levers (on the generated groups, with the corpus the dataset came from):
+
+* ``aspect-drop``: drop a group when a sibling passage (same title or document) scores higher than
+  its positive on the query's aspect words by BM25 (``Specificity.best_sibling``);
+* ``aspect-relabel``: there, make that sibling the positive and the old positive a hard negative.
+
+    python bench/dev_half_levers.py --home H --target GHR --dataset ghr-synth@VERSION
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_line
+from interpolation_sweep import build_dev_half
+from self_adapt import evaluate, run_finetune
+
+
+def variant(settings, dataset: str, lever: str, store_dir: Path) -> tuple[str, dict[str, int]]:
+    from adaptrank.training.corpus import load_corpus
+    from adaptrank.training.dataset import DatasetStore
+    from adaptrank.training.specificity import Specificity
+
+    ds = DatasetStore(settings)
+    name, _, version = dataset.partition("@")
+    corpus = load_corpus(settings, "beir", path=str(store_dir), restrict_paths=False)
+    spec = Specificity(corpus.passages)
+    text = {p.id: p.text for p in corpus.passages}
+    counts = {"groups": 0, "changed": 0}
+    out = []
+    for split in ("train", "dev"):
+        kept = []
+        for g in ds.load(name, version or None, split, allow_empty=True):
+            counts["groups"] += 1
+            pid = g.meta.get("passage_id")
+            best = spec.best_sibling(g.query, pid) if pid in text else None
+            if best is None:
+                kept.append(g)
+                continue
+            counts["changed"] += 1
+            if lever == "aspect-relabel":
+                new = g.model_copy(deep=True)
+                keep = [(t, i) for t, i in zip(g.negatives, g.negative_ids, strict=False) if i != best]
+                new.negatives = [g.positive, *[t for t, _ in keep]][: len(g.negatives)]
+                new.negative_ids = [pid, *[i for _, i in keep]][: len(g.negatives)]
+                new.positive = text[best]
+                new.meta = {**g.meta, "passage_id": best, "relabelled_from": pid}
+                kept.append(new)
+        out.append(kept)
+    ref = ds.write(f"{name}-{lever}", train=out[0], dev=out[1], card={"source": {"kind": lever, "of": dataset}})
+    return f"{ref.name}@{ref.version}", counts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--home", type=Path, required=True, help="the --home of the self_adapt cross run")
+    ap.add_argument("--target", default="GHR")
+    ap.add_argument("--dataset", required=True, help="NAME@VERSION generated for the target")
+    ap.add_argument("--levers", default="aspect-drop,aspect-relabel")
+    ap.add_argument("--finetune-json", default="{}", help="FinetuneParams overrides for every row")
+    ap.add_argument("--max-eval-queries", type=int, default=None)
+    args = ap.parse_args()
+
+    import json
+
+    from adaptrank.core.settings import Settings
+
+    home = args.home / args.target
+    settings = Settings(home=home)
+    dev_dir = build_dev_half(home / "data" / "devhalf", args.target)
+    extra = json.loads(args.finetune_json)
+    t0 = time.perf_counter()
+    rows: list[tuple[str, str, dict[str, int]]] = []
+    res, _ = run_finetune(settings, args.dataset, "lever", promote=False, **extra)
+    rows.append(("dataset as generated", f"lever@{res.version}", {"groups": res.train_groups + res.dev_groups}))
+    for lever in args.levers.split(","):
+        ds, counts = variant(settings, args.dataset, lever, home / "data" / "store")
+        res, _ = run_finetune(settings, ds, "lever", promote=False, **extra)
+        rows.append((lever, f"lever@{res.version}", counts))
+    report = evaluate(dev_dir, ["zero-shot", *[r[1] for r in rows]], settings, args.max_eval_queries)
+    zs = report.get("zero-shot").metrics
+    print(f"\n{args.target} dev half: {report.queries} real questions, BM25 top-30; dataset {args.dataset}")
+    print(f"{'lever':28s} {'MRR@10':>8s} {'nDCG@10':>8s} {'dMRR':>7s}  counts")
+    print(f"{'zero-shot':28s} {zs['mrr@10']:8.4f} {zs['ndcg@10']:8.4f} {0:+7.4f}")
+    for label, spec, counts in rows:
+        m = report.get(spec).metrics
+        print(f"{label:28s} {m['mrr@10']:8.4f} {m['ndcg@10']:8.4f} {m['mrr@10'] - zs['mrr@10']:+7.4f}  {counts}")
+    print(f"{time.perf_counter() - t0:.0f} s; machine: {cpu_line()}")
+
+
+if __name__ == "__main__":
+    main()
