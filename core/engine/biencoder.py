@@ -67,9 +67,17 @@ class BiEncoderScorer:
     def score_pairs(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:
             return np.zeros(0)
-        uniq = list(dict.fromkeys(t for pair in pairs for t in pair))
-        pos = {t: i for i, t in enumerate(uniq)}
-        emb = self.embed(uniq)
-        q = emb[[pos[p[0]] for p in pairs]]
-        d = emb[[pos[p[1]] for p in pairs]]
+        queries = list(dict.fromkeys(q for q, _ in pairs))
+        passages = list(dict.fromkeys(d for _, d in pairs))
+        qpos = {t: i for i, t in enumerate(queries)}
+        dpos = {t: i for i, t in enumerate(passages)}
+        q = self.embed(queries)[[qpos[a] for a, _ in pairs]]
+        d = self.embed_passages(passages)[[dpos[b] for _, b in pairs]]
         return (q * d).sum(axis=1).astype(np.float64)
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        """Passage vectors through the process-wide cache of this tower (shared with the
+        query-encoder versions built on it: core/engine/cache.shared_vectors)."""
+        from adaptrank.core.engine.cache import shared_vectors
+
+        return shared_vectors(self.passage_fingerprint()).embed(texts, self.embed)

@@ -103,3 +103,20 @@ class VectorCache:
 
     def __len__(self) -> int:
         return len(self._lru)
+
+
+_shared: dict[str, VectorCache] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_vectors(fingerprint: str, capacity: int = 20_000) -> VectorCache:
+    """The process-wide cache of one passage tower's vectors, by the tower's content fingerprint.
+
+    Why: the zero-shot bi-encoder and every query-encoder version built on it embed passages with
+    the same frozen weights; an evaluation of several versions, or a server holding several, then
+    embeds each passage once instead of once per model."""
+    with _shared_lock:
+        cache = _shared.get(fingerprint)
+        if cache is None:
+            cache = _shared[fingerprint] = VectorCache(capacity)
+        return cache

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptrank.core.engine.cache import VectorCache
+from adaptrank.core.engine.cache import VectorCache, shared_vectors
 from adaptrank.core.errors import NotFoundError
 from adaptrank.core.modelspec import ZERO_SHOT
 from adaptrank.core.settings import Settings
@@ -69,7 +69,10 @@ class ResidualScorer:
         self.version = version
         self.batch_size = batch_size
         self.prior_path = prior_path
-        self._cache = VectorCache(cache_passages)
+        # passages go through the prior only: share their vectors with every scorer of the same prior
+        self._cache = shared_vectors(self.passage_fingerprint(), cache_passages) if prior_path else VectorCache(
+            cache_passages
+        )
 
     @property
     def dense(self) -> bool:
