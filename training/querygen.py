@@ -268,8 +268,10 @@ def generate_queries(
         kept_words: list[set[str]] = []
         for passage, qtype, text in items:
             query, reason = clean_query(text, passage.text, limits, grounding)
-            if query is not None and specificity is not None and not specificity(query, passage.id):
-                query, reason = None, "not_specific"
+            if query is not None and specificity is not None:
+                verdict = specificity.verdict(query, passage.id)
+                if verdict is not None:
+                    query, reason = None, verdict
             if query is None:
                 counts[reason] += 1
                 continue

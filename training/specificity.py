@@ -48,7 +48,10 @@ def _stopwords() -> frozenset[str]:
 class Specificity:
     """Built once per corpus; ``__call__(query, passage_id)`` says whether the query is specific."""
 
-    def __init__(self, passages: Sequence[CorpusPassage]) -> None:
+    def __init__(self, passages: Sequence[CorpusPassage], ranked: bool = False) -> None:
+        """``ranked``: also reject a query when a sibling is more about its aspect words than its own
+        passage (:meth:`best_sibling`), not only when a sibling shares more of them."""
+        self.ranked = ranked
         self._stop = _stopwords()
         self.group: dict[str, str] = {}
         self.stems: dict[str, frozenset[str]] = {}
@@ -96,11 +99,17 @@ class Specificity:
         return self._stems(query) - self.subject.get(passage_id, frozenset())
 
     def __call__(self, query: str, passage_id: str) -> bool:
+        return self.verdict(query, passage_id) is None
+
+    def verdict(self, query: str, passage_id: str) -> str | None:
+        """None when the query is specific to its passage, else why not (a skip counter's name)."""
         siblings = self.siblings.get(passage_id)
         if not siblings or len(siblings) < 2:
-            return True
+            return None
         aspect = self.aspect(query, passage_id)
         own = len(aspect & self.stems[passage_id])
-        if own == 0:
-            return False  # nothing in the question points at this passage rather than its subject
-        return all(len(aspect & self.stems[s]) <= own for s in siblings)
+        if own == 0 or any(len(aspect & self.stems[s]) > own for s in siblings):
+            return "not_specific"  # nothing points at this passage, or a sibling shares more of it
+        if self.ranked and self.best_sibling(query, passage_id) is not None:
+            return "sibling_more_specific"
+        return None

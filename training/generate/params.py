@@ -20,6 +20,9 @@ from adaptrank.training.params import (
     check_name,
 )
 
+#: fields added after checkpoints were first written: left out of the fingerprint at their default
+ADDED_FIELDS = ("specific_ranked",)
+
 
 class GenerateParams(BaseModel):
     """Everything a generation run depends on (stored with the job and in the card)."""
@@ -67,6 +70,11 @@ class GenerateParams(BaseModel):
         description="drop queries that its passage's siblings (same title or document) answer as well: "
         "questions about the subject rather than about the passage",
     )
+    specific_ranked: bool = Field(
+        False,
+        description="with specific: also drop a query when a sibling is more about its aspect words than its "
+        "own passage (BM25 of those words), not only when a sibling shares more of them",
+    )
     consistency_depth: ConsistencyDepth = None
     chunk_tokens: int | None = Field(None, ge=16, le=8192, description="default: the reranker's passage budget")
     batch_documents: int = Field(16, ge=1, le=1024, description="documents per LLM batch (and checkpoint)")
@@ -102,4 +110,7 @@ class GenerateParams(BaseModel):
     def fingerprint(self) -> str:
         """What must match for a checkpoint to be reused."""
         data = self.model_dump(exclude={"batch_documents"})
+        for key in ADDED_FIELDS:  # at its default, a field added later leaves older checkpoints valid
+            if data.get(key) == type(self).model_fields[key].default:
+                data.pop(key)
         return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

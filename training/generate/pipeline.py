@@ -92,7 +92,7 @@ def generate_dataset(
     if todo:
         t0 = time.perf_counter()
         grounding = Grounding([p.text for p in corpus.passages]) if params.grounding else None
-        specificity = Specificity(corpus.passages) if params.specific else None
+        specificity = Specificity(corpus.passages, ranked=params.specific_ranked) if params.specific else None
         miner = CandidateMiner(
             corpus, settings, depth=params.mining_depth, dense=params.dense, docstore=docstore, cache_dir=checkpoint_dir
         )

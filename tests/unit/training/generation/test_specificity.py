@@ -62,3 +62,18 @@ def test_best_sibling_breaks_the_tie_the_set_test_lets_through():
     assert spec.best_sibling("How is Bethlem myopathy inherited?", "inherit#0") is None
     assert spec.best_sibling("What is Bethlem myopathy?", "inherit#0") is None  # no aspect words: nothing to move to
     assert Specificity(_corpus()).best_sibling("What causes gout?", "alone#0") is None  # no siblings
+    ranked = Specificity(passages, ranked=True)
+    assert ranked.verdict(query, "inherit#0") == "sibling_more_specific" and not ranked(query, "inherit#0")
+    assert ranked.verdict(query, "cause#0") is None and spec.verdict(query, "inherit#0") is None
+
+
+def test_a_field_added_later_keeps_older_checkpoints_valid_at_its_default():
+    import hashlib
+    import json
+
+    from adaptrank.training.generate.params import ADDED_FIELDS, GenerateParams
+
+    p = GenerateParams(source="beir", path="x", output_name="a")
+    older = p.model_dump(exclude={"batch_documents", *ADDED_FIELDS})  # what a checkpoint before them hashed
+    assert p.fingerprint() == hashlib.sha1(json.dumps(older, sort_keys=True).encode()).hexdigest()[:16]
+    assert p.fingerprint() != p.model_copy(update={"specific_ranked": True}).fingerprint()
