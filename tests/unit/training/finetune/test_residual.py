@@ -81,3 +81,24 @@ def test_a_card_without_residual_parts_is_a_clear_error(settings):
     _store_residual(settings, "res-bad", {"prior": "zero-shot", "query_encoder": "missing"}, lambda d: None)
     with pytest.raises(NotFoundError, match="query encoder 'missing' is missing"):
         Reranker(settings=settings).scorer("res-bad")
+
+
+def test_scorers_of_one_passage_tower_embed_each_passage_once(settings, tiny_zero_shot):
+    """The zero-shot bi-encoder and a query-encoder version on the same frozen prior share passage
+    vectors (core/engine/cache.shared_vectors): the second scorer embeds only its queries."""
+    from adaptrank.core.engine.biencoder import BiEncoderScorer, load_sentence_transformer
+    from adaptrank.core.engine.residual import ResidualScorer
+
+    zero_shot = BiEncoderScorer(tiny_zero_shot)
+    residual = ResidualScorer(
+        load_sentence_transformer(tiny_zero_shot),
+        query_encoder=load_sentence_transformer(tiny_zero_shot),
+        tau=TAU,
+        prior_path=tiny_zero_shot,
+    )
+    first = zero_shot.score_pairs(PAIRS)
+    encoded: list[str] = []
+    original = residual._encode
+    residual._encode = lambda model, texts: encoded.extend(texts) or original(model, texts)
+    np.testing.assert_allclose(residual.score_pairs(PAIRS), first / TAU, rtol=1e-5, atol=1e-5)
+    assert sorted(encoded) == sorted({q for q, _ in PAIRS})  # queries only: no passage embedded again
