@@ -9,7 +9,10 @@ Levers (on the generated groups, with the corpus the dataset came from):
 
 * ``aspect-drop``: drop a group when a sibling passage (same title or document) scores higher than
   its positive on the query's aspect words by BM25 (``Specificity.best_sibling``);
-* ``aspect-relabel``: there, make that sibling the positive and the old positive a hard negative.
+* ``aspect-relabel``: there, make that sibling the positive and the old positive a hard negative;
+* ``headings``: add a group per passage of the dataset's documents that opens with a question
+  (``training/headings.py``): that question, the passage, mined hard negatives (same split as the
+  document).
 
     python bench/dev_half_levers.py --home H --target GHR --dataset ghr-synth@VERSION
 """
@@ -43,6 +46,8 @@ def variant(settings, dataset: str, lever: str, store_dir: Path) -> tuple[str, d
     text = {p.id: p.text for p in corpus.passages}
     counts = {"groups": 0, "changed": 0}
     out = []
+    if lever == "headings":
+        return _with_headings(settings, ds, name, version, corpus, dataset)
     for split in ("train", "dev"):
         kept = []
         for g in ds.load(name, version or None, split, allow_empty=True):
@@ -66,12 +71,44 @@ def variant(settings, dataset: str, lever: str, store_dir: Path) -> tuple[str, d
     return f"{ref.name}@{ref.version}", counts
 
 
+def _with_headings(settings, ds, name, version, corpus, dataset) -> tuple[str, dict[str, int]]:
+    from adaptrank.training.dataset import Group
+    from adaptrank.training.headings import opening_question
+    from adaptrank.training.mining import CandidateMiner
+
+    splits = {s: ds.load(name, version or None, s, allow_empty=True) for s in ("train", "dev")}
+    where = {g.doc_id: s for s, gs in splits.items() for g in gs}
+    found = [
+        (q, p, where[p.doc_id])
+        for p in corpus.passages
+        if p.doc_id in where and (q := opening_question(p.text, p.title)) is not None
+    ]
+    miner = CandidateMiner(corpus, settings, depth=30, dense="auto")
+    mined = miner.mine([q for q, _, _ in found], [p.doc_id for _, p, _ in found])
+    for (q, p, split), cands in zip(found, mined, strict=True):
+        negs = cands[:7]
+        splits[split].append(
+            Group(
+                query=q,
+                positive=p.text,
+                negatives=[c.text for c in negs],
+                negative_ids=[c.id for c in negs],
+                doc_id=p.doc_id,
+                query_type="heading",
+                meta={"passage_id": p.id, "template": "corpus.heading"},
+            )
+        )
+    ref = ds.write(f"{name}-headings", train=splits["train"], dev=splits["dev"], card={"source": {"of": dataset}})
+    return f"{ref.name}@{ref.version}", {"headings": len(found)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", type=Path, required=True, help="the --home of the self_adapt cross run")
     ap.add_argument("--target", default="GHR")
     ap.add_argument("--dataset", required=True, help="NAME@VERSION generated for the target")
-    ap.add_argument("--levers", default="aspect-drop,aspect-relabel")
+    ap.add_argument("--adapted", default=None, help="NAME@VERSION trained on --dataset as it is (else: train it)")
+    ap.add_argument("--levers", default="aspect-drop,aspect-relabel", help="comma list, or '' for none")
     ap.add_argument("--finetune-json", default="{}", help="FinetuneParams overrides for every row")
     ap.add_argument("--max-eval-queries", type=int, default=None)
     args = ap.parse_args()
@@ -86,9 +123,12 @@ def main() -> None:
     extra = json.loads(args.finetune_json)
     t0 = time.perf_counter()
     rows: list[tuple[str, str, dict[str, int]]] = []
-    res, _ = run_finetune(settings, args.dataset, "lever", promote=False, **extra)
-    rows.append(("dataset as generated", f"lever@{res.version}", {"groups": res.train_groups + res.dev_groups}))
-    for lever in args.levers.split(","):
+    if args.adapted:
+        rows.append(("dataset as generated", args.adapted, {}))
+    else:
+        res, _ = run_finetune(settings, args.dataset, "lever", promote=False, **extra)
+        rows.append(("dataset as generated", f"lever@{res.version}", {"groups": res.train_groups + res.dev_groups}))
+    for lever in [x for x in args.levers.split(",") if x]:
         ds, counts = variant(settings, args.dataset, lever, home / "data" / "store")
         res, _ = run_finetune(settings, ds, "lever", promote=False, **extra)
         rows.append((lever, f"lever@{res.version}", counts))

@@ -70,6 +70,11 @@ class GenerateParams(BaseModel):
         description="drop queries that its passage's siblings (same title or document) answer as well: "
         "questions about the subject rather than about the passage",
     )
+    corpus_questions: bool = Field(
+        True,
+        description="also use the questions the documents ask themselves: a passage that opens with a question "
+        "gives that question as its query (training/headings.py; no LLM call)",
+    )
     specific_ranked: bool = Field(
         False,
         description="with specific: also drop a query when a sibling is more about its aspect words than its "

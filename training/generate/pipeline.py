@@ -20,9 +20,10 @@ from adaptrank.training.corpus import Corpus, load_corpus, sample_documents
 from adaptrank.training.dataset import DatasetRef, DatasetStore, Group
 from adaptrank.training.generate.checkpoint import Checkpoint
 from adaptrank.training.generate.params import GenerateParams
+from adaptrank.training.headings import CORPUS_QUESTION, opening_question
 from adaptrank.training.labeling import label_candidates, resolve_judge_method
 from adaptrank.training.mining import CandidateMiner
-from adaptrank.training.querygen import Grounding, generate_queries, normalize
+from adaptrank.training.querygen import GeneratedQuery, Grounding, generate_queries, normalize
 from adaptrank.training.specificity import Specificity
 
 #: counters of the labelling step (the card reports them as label statistics, not as skipped queries)
@@ -144,7 +145,9 @@ def generate_dataset(
         counts.update(row["counts"])
         seconds.update(row.get("seconds", {}))
     groups.extend(log_groups)
-    skipped = {k: v for k, v in counts.items() if k not in ("prompts", "kept", "groups", *LABEL_COUNTERS)}
+    skipped = {
+        k: v for k, v in counts.items() if k not in ("prompts", "kept", "groups", "corpus_questions", *LABEL_COUNTERS)
+    }
     if not groups:
         raise AdaptRankError(
             f"no training groups from {total} documents of {corpus.location}: queries kept {counts.get('kept', 0)}, "
@@ -170,6 +173,7 @@ def generate_dataset(
             "documents_sampled": total,
             "query_prompts": counts.get("prompts", 0),
             "queries_kept": counts.get("kept", 0),
+            "corpus_questions": counts.get("corpus_questions", 0),
             **({"log_queries_labelled": len(log_groups)} if params.queries else {}),
         },
         "label_stats": {
@@ -230,6 +234,8 @@ def _process_batch(
         examples=examples,
         specificity=specificity,
     )
+    if params.corpus_questions:
+        queries += _corpus_questions(docs, qcounts)
     t_gen = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -292,6 +298,22 @@ def _process_batch(
         row["groups"].append(group.model_dump())
         row["counts"]["groups"] += 1
     return _finish_rows(rows, batch, Counter())
+
+
+def _corpus_questions(docs: list[list[Any]], counts: Counter) -> list[GeneratedQuery]:
+    """The questions the batch's passages open with (training/headings.py), as queries of their
+    passages (deduplicated within a document only, so the result does not depend on batching)."""
+    out = []
+    for passages in docs:
+        mine: set[str] = set()
+        for p in passages:
+            question = opening_question(p.text, p.title)
+            if question is None or normalize(question) in mine:
+                continue
+            mine.add(normalize(question))
+            out.append(GeneratedQuery(question, p.id, p.doc_id, "heading", CORPUS_QUESTION))
+            counts["corpus_questions"] += 1
+    return out
 
 
 def _query_log(

@@ -209,3 +209,39 @@ def test_resumed_job_writes_the_same_dataset(gen, corpus_dir, settings):
     assert resumed.card.counts == straight.card.counts and resumed.card.skipped == straight.card.skipped
     assert resumed.card.label_stats == straight.card.label_stats
     again.close()
+
+
+def test_questions_the_documents_ask_themselves_become_groups(gen, corpus_dir, settings):
+    """A passage that opens with a question (a FAQ entry) gives that question as a query of its own
+    passage, with mined negatives and no LLM call; off, the dataset has only generated queries."""
+    (corpus_dir / "98-alder-faq.txt").write_text(
+        "How is Alder fever inherited? Alder fever runs in families in an autosomal recessive pattern."
+    )
+    ref = generate_dataset(
+        _params(corpus_dir, judge=False, negatives=2), settings, llm=gen.scripted(), restrict_paths=False
+    )
+    groups = DatasetStore(settings).load("toy") + DatasetStore(settings).load("toy", split="dev")
+    faq = [g for g in groups if g.meta["template"] == "corpus.heading"]
+    assert [g.query for g in faq] == ["How is Alder fever inherited?"] and faq[0].query_type == "heading"
+    assert faq[0].positive.endswith("autosomal recessive pattern.") and len(faq[0].negatives) == 2
+    assert ref.card.counts["corpus_questions"] == 1 and "corpus_questions" not in ref.card.skipped
+    off = generate_dataset(
+        _params(corpus_dir, judge=False, negatives=2, corpus_questions=False, output_name="off"),
+        settings,
+        llm=gen.scripted(),
+        restrict_paths=False,
+    )
+    plain = DatasetStore(settings).load("off") + DatasetStore(settings).load("off", split="dev")
+    assert off.card.counts["corpus_questions"] == 0 and not [g for g in plain if g.query_type == "heading"]
+    assert len(plain) == len(groups) - 1
+
+
+def test_opening_question_skips_the_title_and_needs_an_answer():
+    from adaptrank.training.headings import opening_question
+
+    assert opening_question("Alder fever. What causes Alder fever? A gene change.", "Alder fever") == (
+        "What causes Alder fever?"
+    )
+    assert opening_question("What causes Alder fever?") is None  # nothing answers it
+    assert opening_question("Alder fever is common. What causes it? Nobody knows.") is None  # not the opening
+    assert opening_question("These resources: - Clinic: How Are Fevers Treated? More.") is None  # not a question word
