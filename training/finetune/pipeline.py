@@ -154,6 +154,11 @@ def finetune(
     seconds["save_and_eval"] = time.perf_counter() - t0
     ref = store.get(name, version)
     column = 0 if p.metric.startswith("mrr") else 1
+    paired = human = None
+    if len(per_group) == 2:
+        paired = (per_group["after"][:, column], per_group["before"][:, column])
+        people = [i for i, g in enumerate(dev) if g.query_type in promotion.HUMAN_QUERY_TYPES]
+        human = (paired[0][people], paired[1][people])
     decision = promotion.decide(
         p.metric,
         card.get("metrics_after", {}),
@@ -161,7 +166,8 @@ def finetune(
         baseline=baseline,
         force=p.promote,
         min_delta=p.min_delta,
-        paired=(per_group["after"][:, column], per_group["before"][:, column]) if len(per_group) == 2 else None,
+        paired=paired,
+        human=human,
     )
     promotion.apply(store, name, version, decision)
     seconds["total"] = time.perf_counter() - t_start

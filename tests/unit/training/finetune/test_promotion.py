@@ -5,6 +5,8 @@ tests/unit/core/test_modelstore.py (test_engine_follows_the_active_version_witho
 
 from __future__ import annotations
 
+import pytest
+
 from adaptrank.core.modelstore import ModelStore
 
 
@@ -67,3 +69,25 @@ def test_a_noisy_gain_does_not_clear_the_paired_margin():
     assert d_clear.promote and d_clear.lower_bound > 0 and "lower bound" in d_clear.reason and d_clear.groups == 60
     assert paired_lower_bound(clear, old) == paired_lower_bound(clear, old)  # seeded: reproducible
     assert "\n" not in d_noisy.reason and "\n" not in d_clear.reason  # one line, as adapt prints it
+
+
+def test_people_written_dev_questions_veto_a_model_that_loses_on_them():
+    """A clear gain on the generated dev groups does not promote a model that loses on the dev
+    questions people wrote (the documents' own, a query log); too few of them cannot veto."""
+    import numpy as np
+
+    from adaptrank.training.promotion import decide
+
+    rng = np.random.default_rng(1)
+    old = rng.uniform(0.2, 0.6, 80)
+    new = old + 0.2  # generated dev groups: a clear, consistent gain
+    common = dict(paired=(new, old))
+    after, before = {"dev_mrr@10": float(new.mean())}, {"dev_mrr@10": float(old.mean())}
+    worse, base = np.full(25, 0.5), np.full(25, 0.6)
+    vetoed = decide("mrr@10", after, before, human=(worse, base), **common)
+    assert not vetoed.promote and "people wrote" in vetoed.reason and vetoed.human_gain == pytest.approx(-0.1)
+    assert vetoed.human_groups == 25 and vetoed.lower_bound > 0
+    kept = decide("mrr@10", after, before, human=(base, worse), **common)
+    assert kept.promote and "+0.1000" in kept.reason
+    few = decide("mrr@10", after, before, human=(worse[:5], base[:5]), **common)
+    assert few.promote and few.human_gain is None  # 5 groups: too few to veto
