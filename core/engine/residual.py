@@ -70,8 +70,8 @@ class ResidualScorer:
         self.batch_size = batch_size
         self.prior_path = prior_path
         # passages go through the prior only: share their vectors with every scorer of the same prior
-        self._cache = shared_vectors(self.passage_fingerprint(), cache_passages) if prior_path else VectorCache(
-            cache_passages
+        self._cache = (
+            shared_vectors(self.passage_fingerprint(), cache_passages) if prior_path else VectorCache(cache_passages)
         )
 
     @property
