@@ -13,8 +13,9 @@ styles, GARD and GHR. For each target collection C (``--targets``):
 4. zero-shot and the adapted version (promoted or not) rerank the BM25 top-30 of the test half's
    questions: MRR@10, nDCG@10, the gain, whether the gate promoted and whether that agreed with the
    real result (a promotion that loses, or a refusal that would have won, is a disagreement), and wall
-   time per stage. Defaults were developed on GHR's dev half; GARD was never looked at before the
-   reported run (docs/finetuning.md).
+   time per stage. Defaults were developed on GHR's dev half, except corpus questions (GHR has none),
+   which were tried on GARD's dev half; neither test half was looked at before a reported run
+   (docs/finetuning.md).
 
     python bench/self_adapt.py                                # both collections, defaults
     python bench/self_adapt.py --queries 200                  # + a 200-question query log
