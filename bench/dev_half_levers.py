@@ -42,12 +42,12 @@ def variant(settings, dataset: str, lever: str, store_dir: Path) -> tuple[str, d
     ds = DatasetStore(settings)
     name, _, version = dataset.partition("@")
     corpus = load_corpus(settings, "beir", path=str(store_dir), restrict_paths=False)
+    if lever == "headings":
+        return _with_headings(settings, ds, name, version, corpus, dataset)
     spec = Specificity(corpus.passages)
     text = {p.id: p.text for p in corpus.passages}
     counts = {"groups": 0, "changed": 0}
     out = []
-    if lever == "headings":
-        return _with_headings(settings, ds, name, version, corpus, dataset)
     for split in ("train", "dev"):
         kept = []
         for g in ds.load(name, version or None, split, allow_empty=True):
@@ -73,7 +73,7 @@ def variant(settings, dataset: str, lever: str, store_dir: Path) -> tuple[str, d
 
 def _with_headings(settings, ds, name, version, corpus, dataset) -> tuple[str, dict[str, int]]:
     from adaptrank.training.dataset import Group
-    from adaptrank.training.headings import opening_question
+    from adaptrank.training.headings import CORPUS_QUESTION, opening_question
     from adaptrank.training.mining import CandidateMiner
 
     splits = {s: ds.load(name, version or None, s, allow_empty=True) for s in ("train", "dev")}
@@ -95,7 +95,7 @@ def _with_headings(settings, ds, name, version, corpus, dataset) -> tuple[str, d
                 negative_ids=[c.id for c in negs],
                 doc_id=p.doc_id,
                 query_type="heading",
-                meta={"passage_id": p.id, "template": "corpus.heading"},
+                meta={"passage_id": p.id, "template": CORPUS_QUESTION},
             )
         )
     ref = ds.write(f"{name}-headings", train=splits["train"], dev=splits["dev"], card={"source": {"of": dataset}})

@@ -16,6 +16,7 @@ then prints, per mix:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -46,9 +47,17 @@ def build_dev_half(out: Path, collection: str, seed: int = 0) -> Path:
     return out
 
 
+@functools.cache
+def zero_shot_tower():
+    """The zero-shot tower every mix starts from (loaded once per sweep)."""
+    from adaptrank.core.engine.biencoder import default_embedding_path, load_sentence_transformer
+
+    return load_sentence_transformer(default_embedding_path(), "cpu")
+
+
 def write_mix(settings, model: str, version: str, alpha: float) -> str:
     """The version ``<version>-a<alpha>`` of ``model``: its query tower mixed with the zero-shot one."""
-    from adaptrank.core.engine.biencoder import default_embedding_path, load_sentence_transformer
+    from adaptrank.core.engine.biencoder import load_sentence_transformer
     from adaptrank.core.modelstore import ModelStore
     from adaptrank.training.finetune.query_encoder import mix_weights
 
@@ -60,7 +69,7 @@ def write_mix(settings, model: str, version: str, alpha: float) -> str:
     if ref.card.extra.get("interpolation", 1.0) != 1.0:
         raise SystemExit(f"{model}@{version} was already mixed; adapt with interpolation 1.0 first")
     tower = load_sentence_transformer(str(ref.path / "query_encoder"), "cpu")
-    mix_weights(tower, load_sentence_transformer(default_embedding_path(), "cpu"), alpha)
+    mix_weights(tower, zero_shot_tower(), alpha)
     card = ref.card.model_dump()
     card["extra"] = {**card["extra"], "interpolation": alpha}
     with store.writing(model, card, version=mixed) as tmp:

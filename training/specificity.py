@@ -91,9 +91,9 @@ class Specificity:
         aspect = self.aspect(query, passage_id)
         if len(siblings) < 2 or not aspect:
             return None
-        own = self.aspect_score(aspect, passage_id)
-        best = max((s for s in siblings if s != passage_id), key=lambda s: self.aspect_score(aspect, s))
-        return best if self.aspect_score(aspect, best) > own else None
+        scores = {s: self.aspect_score(aspect, s) for s in siblings}
+        best = max((s for s in siblings if s != passage_id), key=scores.__getitem__)
+        return best if scores[best] > scores[passage_id] else None
 
     def aspect(self, query: str, passage_id: str) -> frozenset[str]:
         return self._stems(query) - self.subject.get(passage_id, frozenset())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from adaptrank.core.engine.cache import shared_vectors
 from adaptrank.core.engine.crossencoder import pick_device
 from adaptrank.core.vectors import embed_texts
 
@@ -45,6 +46,8 @@ class BiEncoderScorer:
         self.name = name or (path_or_id or "zero-shot")
         self.version = version
         self.batch_size = batch_size
+        # resolved once: the fingerprint stats the model folder, too much for every request
+        self._passages = shared_vectors(self.passage_fingerprint())
 
     #: one tower for queries and passages: passages can come pre-embedded (e.g. from Chroma)
     dense = True
@@ -78,6 +81,4 @@ class BiEncoderScorer:
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         """Passage vectors through the process-wide cache of this tower (shared with the
         query-encoder versions built on it: core/engine/cache.shared_vectors)."""
-        from adaptrank.core.engine.cache import shared_vectors
-
-        return shared_vectors(self.passage_fingerprint()).embed(texts, self.embed)
+        return self._passages.embed(texts, self.embed)

@@ -83,4 +83,4 @@ def mix_weights(model, base, alpha: float) -> None:
     with torch.no_grad():
         for key, value in own.items():
             if value.is_floating_point():
-                value.copy_(ref[key].to(value.dtype) + alpha * (value - ref[key].to(value.dtype)))
+                value.copy_(torch.lerp(ref[key].to(value.dtype), value, alpha))

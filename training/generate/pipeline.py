@@ -308,9 +308,10 @@ def _corpus_questions(docs: list[list[Any]], counts: Counter) -> list[GeneratedQ
         mine: set[str] = set()
         for p in passages:
             question = opening_question(p.text, p.title)
-            if question is None or normalize(question) in mine:
+            key = normalize(question) if question is not None else None
+            if key is None or key in mine:
                 continue
-            mine.add(normalize(question))
+            mine.add(key)
             out.append(GeneratedQuery(question, p.id, p.doc_id, "heading", CORPUS_QUESTION))
             counts["corpus_questions"] += 1
     return out
