@@ -10,6 +10,9 @@ Levers (on the generated groups, with the corpus the dataset came from):
 * ``aspect-drop``: drop a group when a sibling passage (same title or document) scores higher than
   its positive on the query's aspect words by BM25 (``Specificity.best_sibling``);
 * ``aspect-relabel``: there, make that sibling the positive and the old positive a hard negative;
+* ``no-log``: drop the query log's groups (``query_type`` ``log``: a ``--queries`` run's dataset);
+* ``log-margin:X``: keep only the log groups whose teacher picked their positive by at least X
+  (z units; ``meta.teacher_margin``);
 * ``headings``: add a group per passage of the dataset's documents that opens with a question
   (``training/headings.py``): that question, the passage, mined hard negatives (same split as the
   document).
@@ -44,6 +47,8 @@ def variant(settings, dataset: str, lever: str, store_dir: Path) -> tuple[str, d
     corpus = load_corpus(settings, "beir", path=str(store_dir), restrict_paths=False)
     if lever == "headings":
         return _with_headings(settings, ds, name, version, corpus, dataset)
+    if lever == "no-log" or lever.startswith("log-margin:"):
+        return _log_subset(ds, name, version, dataset, lever)
     spec = Specificity(corpus.passages)
     text = {p.id: p.text for p in corpus.passages}
     counts = {"groups": 0, "changed": 0}
@@ -68,6 +73,26 @@ def variant(settings, dataset: str, lever: str, store_dir: Path) -> tuple[str, d
                 kept.append(new)
         out.append(kept)
     ref = ds.write(f"{name}-{lever}", train=out[0], dev=out[1], card={"source": {"kind": lever, "of": dataset}})
+    return f"{ref.name}@{ref.version}", counts
+
+
+def _log_subset(ds, name, version, dataset, lever) -> tuple[str, dict[str, int]]:
+    """The dataset without its log groups (``no-log``) or with the confidently labelled ones only."""
+    floor = float("inf") if lever == "no-log" else float(lever.split(":", 1)[1])
+    counts = {"log_groups": 0, "log_kept": 0}
+    out = []
+    for split in ("train", "dev"):
+        kept = []
+        for g in ds.load(name, version or None, split, allow_empty=True):
+            if g.query_type == "log":
+                counts["log_groups"] += 1
+                if float(g.meta.get("teacher_margin", 0.0)) < floor:
+                    continue
+                counts["log_kept"] += 1
+            kept.append(g)
+        out.append(kept)
+    tag = lever.replace(":", "").replace(".", "p")
+    ref = ds.write(f"{name}-{tag}", train=out[0], dev=out[1], card={"source": {"kind": lever, "of": dataset}})
     return f"{ref.name}@{ref.version}", counts
 
 
@@ -119,7 +144,8 @@ def main() -> None:
 
     home = args.home / args.target
     settings = Settings(home=home)
-    dev_dir = build_dev_half(home / "data" / "devhalf", args.target)
+    log = home / "data" / "log.txt"  # a --queries run: its log came from the dev half and is left out
+    dev_dir = build_dev_half(home / "data" / "devhalf", args.target, exclude=log if log.is_file() else None)
     extra = json.loads(args.finetune_json)
     t0 = time.perf_counter()
     rows: list[tuple[str, str, dict[str, int]]] = []

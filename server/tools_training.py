@@ -170,7 +170,7 @@ def register(mcp: FastMCP, services: Services) -> None:
         queries: Annotated[
             QueryLog,
             Field(
-                description="a query log inside the server's allowed roots: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each becomes a training query of its own, labelled by mining and the LLM, and a few set the style of the generated ones"
+                description="a query log inside the server's allowed roots: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each becomes a training query of its own, labelled by mining and the LLM, and a dev query the promotion gate checks"
             ),
         ] = None,
         wait_seconds: Wait = 0,

@@ -47,8 +47,8 @@ QueryLog = Annotated[
     str | None,
     Field(
         description="a query log: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each "
-        "becomes a training query of its own, labelled by mining and the LLM, and a few set the style of the "
-        "generated ones"
+        "becomes a training query of its own, labelled by mining and the LLM, and a dev query the promotion "
+        "gate checks"
     ),
 ]
 

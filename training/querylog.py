@@ -10,8 +10,9 @@ related to X?"), their vocabulary, what they ask about. They serve twice:
   more often than either alone; docs/finetuning.md), so the sum is the better teacher for the
   model being adapted. The teacher's best candidate is the positive; candidates close to it are
   ambiguous and left out; the rest are hard negatives;
-* as **style examples** for query generation: a few (passage, query) pairs from the labelled log
-  replace the generic few-shot turns, so generated queries take the log's shapes.
+* as **style examples** for query generation (``log_examples``, off by default): a few (passage,
+  query) pairs from the labelled log replace the generic few-shot turns, so generated queries take
+  the log's shapes. A 135M LLM copies the shapes and loses what made them specific (docs/generation.md).
 
 A log is a ``.txt`` file (one query per line) or ``.jsonl`` (``text`` or ``query`` field).
 """
@@ -121,10 +122,13 @@ def label_queries(
     negatives: int = 7,
     depth: int = 5,
     margin: float = 0.5,
+    min_margin: float = 0.0,
 ) -> tuple[list[Group], Counter]:
     """One group per query whose teacher-best candidate stands out: positive = that candidate;
     candidates within ``margin`` (teacher units) of it are ambiguous and skipped; the rest of the
-    mined list, in retrieval order, are the hard negatives."""
+    mined list, in retrieval order, are the hard negatives. A query whose best candidate beats the
+    runner-up by less than ``min_margin`` is left out ("unsure"): the teacher is wrong too often
+    there, and a wrong positive costs more than a query is worth (docs/generation.md)."""
     counts: Counter = Counter()
     mined = miner.mine(list(queries), [None] * len(queries))  # type: ignore[list-item]
     judged = [cands[:depth] for cands in mined]
@@ -135,6 +139,10 @@ def label_queries(
             counts["too_few_candidates"] += 1
             continue
         best = int(np.argmax(s))
+        top_margin = float(np.sort(s)[-1] - np.sort(s)[-2])
+        if top_margin < min_margin:
+            counts["unsure"] += 1
+            continue
         chosen: Candidate = top[best]
         close = {top[j].id for j in range(len(top)) if j != best and s[j] > s[best] - margin}
         negs = [c for c in cands if c.id != chosen.id and c.id not in close][:negatives]
@@ -153,7 +161,7 @@ def label_queries(
                 meta={
                     "passage_id": chosen.id,
                     "source": "query_log",
-                    "teacher_margin": round(float(np.sort(s)[-1] - np.sort(s)[-2]), 4),
+                    "teacher_margin": round(top_margin, 4),
                 },
             )
         )

@@ -22,6 +22,8 @@ from adaptrank.training.params import (
 
 #: fields added after checkpoints were first written: left out of the fingerprint at their default
 ADDED_FIELDS = ("specific_ranked",)
+#: fields that only matter with a query log: left out of the fingerprint of a run without one
+LOG_FIELDS = ("log_examples", "log_min_margin")
 
 
 class GenerateParams(BaseModel):
@@ -61,6 +63,18 @@ class GenerateParams(BaseModel):
     judge_model: str | None = None
     queries: QueryLog = None
     max_log_queries: int = Field(2000, ge=1, le=100_000, description="use at most this many log queries")
+    log_min_margin: float = Field(
+        1.5,
+        ge=0.0,
+        le=10.0,
+        description="keep a log query only when the teacher's best candidate beats the runner-up by this much "
+        "(z units): below it the label is too often wrong (docs/generation.md)",
+    )
+    log_examples: bool = Field(
+        False,
+        description="with a query log: show a few of its queries to the LLM as examples of how this team asks. "
+        "Off by default: a small LLM copies their shapes, and its queries become generic and easy (docs/generation.md)",
+    )
     template: str = QUERYGEN_TYPED.name
     question_types: QuestionTypes = "general"
     dense: Literal["auto", "on", "off"] = "auto"
@@ -115,6 +129,9 @@ class GenerateParams(BaseModel):
     def fingerprint(self) -> str:
         """What must match for a checkpoint to be reused."""
         data = self.model_dump(exclude={"batch_documents"})
+        if data.get("queries") is None:
+            for key in LOG_FIELDS:  # older checkpoints without a log stay valid
+                data.pop(key)
         for key in ADDED_FIELDS:  # at its default, a field added later leaves older checkpoints valid
             if data.get(key) == type(self).model_fields[key].default:
                 data.pop(key)

@@ -129,7 +129,7 @@ def generate_dataset(
             seen_queries,
             [position[d] for d in batch],
             grounding,
-            examples,
+            examples if params.log_examples else None,
             specificity,
         )
         ckpt.add(rows)
@@ -161,7 +161,9 @@ def generate_dataset(
         "llm": gen_llm.name,
         "judge": judge.name if judge is not None else None,
         "prompt_versions": {
-            "querygen": f"{QUERYGEN_FOCUSED.id}+log" if examples else get_template(params.template).id,
+            "querygen": f"{QUERYGEN_FOCUSED.id}+log"
+            if examples and params.log_examples
+            else get_template(params.template).id,
             **(
                 {"judge": (JUDGE_LIKELIHOOD if judge_method == "likelihood" else JUDGE_RELEVANCE).id}
                 if judge is not None
@@ -192,7 +194,12 @@ def generate_dataset(
             "mining": mining_info,
             "llm_stats": gen_llm.stats.as_dict(),
             **(
-                {"query_log": {**dict(log_counts), "style_examples": [q for _, q in examples or ()]}}
+                {
+                    "query_log": {
+                        **dict(log_counts),
+                        **({"style_examples": [q for _, q in examples or ()]} if params.log_examples else {}),
+                    }
+                }
                 if params.queries
                 else {}
             ),
@@ -352,7 +359,9 @@ def _query_log(
         lambda texts: embed_texts(model, texts),
         lambda texts: embed_passages(list(texts), settings.embedding_model, settings.device),  # the miner's, cached
     )
-    groups, counts = label_queries(queries, miner, teacher, negatives=params.negatives)
+    groups, counts = label_queries(
+        queries, miner, teacher, negatives=params.negatives, min_margin=params.log_min_margin
+    )
     counts["log_queries"] = len(queries)
     examples = style_examples(groups)
     if saved is not None:

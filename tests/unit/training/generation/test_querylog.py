@@ -56,12 +56,16 @@ def test_the_teacher_labels_log_queries(gen, corpus_dir, settings, tiny_bi_encod
         assert gen.truly_relevant(g.query, g.positive), (g.query, g.positive)
         assert not any(gen.truly_relevant(g.query, n) for n in g.negatives)
         assert g.meta["source"] == "query_log" and g.query_type == "log"
+    # a teacher that cannot tell the best candidate from the runner-up by min_margin labels nothing
+    unsure, ucounts = label_queries(LOG, miner, teacher, negatives=3, depth=6, min_margin=50.0)
+    assert unsure == [] and ucounts["unsure"] == len(LOG)
     ex = style_examples(groups, n=2)
     assert len(ex) == 2 and all(u.startswith("Passage: ") for u, _ in ex) and {q for _, q in ex} <= set(LOG)
     assert len({q.split()[0:3][0] + q.split()[1] for _, q in ex}) == 2  # two different shapes
 
 
-def test_generation_with_a_query_log(gen, corpus_dir, settings, tmp_path):
+@pytest.mark.parametrize("log_examples", [False, True])
+def test_generation_with_a_query_log(gen, corpus_dir, settings, tmp_path, log_examples):
     log = tmp_path / "log.txt"
     log.write_text("\n".join(LOG) + "\n")
     llm = gen.scripted()
@@ -77,6 +81,7 @@ def test_generation_with_a_query_log(gen, corpus_dir, settings, tmp_path):
             dev_fraction=0.25,
             judge=False,
             queries=str(log),
+            log_examples=log_examples,
         ),
         settings,
         llm=llm,
@@ -86,11 +91,16 @@ def test_generation_with_a_query_log(gen, corpus_dir, settings, tmp_path):
     groups = DatasetStore(settings).load("toy") + DatasetStore(settings).load("toy", split="dev")
     from_log = [g for g in groups if g.meta.get("source") == "query_log"]
     assert {g.query for g in from_log} == set(LOG) and ref.card.counts["log_queries_labelled"] == len(LOG)
-    assert ref.card.prompt_versions["querygen"] == "querygen.focused@1+log"
-    # generation prompts carry log queries as few-shot turns
+    # with log_examples the generation prompts carry log queries as few-shot turns; by default they do not
     gen_prompts = [c["prompts"] for c in llm.calls if "choices" not in c]
     shots = {m["content"] for p in gen_prompts[-1] for m in p if m["role"] == "assistant"}
-    assert shots and shots <= set(LOG)
+    if log_examples:
+        assert ref.card.prompt_versions["querygen"] == "querygen.focused@1+log"
+        assert shots and shots <= set(LOG)
+    else:
+        assert ref.card.prompt_versions["querygen"] == "querygen.typed@1"
+        assert gen_prompts and not shots & set(LOG)
+        assert "style_examples" not in ref.card.extra["query_log"]
     # generated queries for the log's passages are not duplicated from the log
     assert len({g.query for g in groups}) == len(groups)
     # a resumed run reads the labelled log back from the checkpoint
