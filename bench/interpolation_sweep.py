@@ -35,6 +35,8 @@ from self_adapt import evaluate, medquad_corpus, medquad_qrels, split_halves
 def build_dev_half(out: Path, collection: str, seed: int = 0, exclude: Path | None = None) -> Path:
     """``out`` (BEIR): the collection's whole corpus with the dev half's questions and qrels; without
     the questions of ``exclude`` (a query log drawn from the dev half: one question per line)."""
+    from adaptrank.training.querylog import read_queries  # the log as generation reads it
+
     docs = [r for r in medquad_corpus() if r["metadata"]["collection"] == collection]
     dev_half = split_halves(list({d["title"].lower() for d in docs}), seed)
     title = {d["_id"]: d["title"].lower() for d in docs}
@@ -44,9 +46,7 @@ def build_dev_half(out: Path, collection: str, seed: int = 0, exclude: Path | No
     (out / "corpus.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), "utf-8")
     (out / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(q) + "\n" for q in qrels))
     lines = (DATA / "queries.jsonl").read_text(encoding="utf-8").splitlines()
-    skip = set()
-    if exclude is not None and exclude.is_file():
-        skip = {" ".join(x.split()) for x in exclude.read_text(encoding="utf-8").splitlines() if x.strip()}
+    skip = set(read_queries(exclude)) if exclude is not None else set()
     rows = [json.loads(x) for x in lines]
     keep = [r for r in rows if r["_id"] in qids and " ".join(r["text"].split()) not in skip]
     (out / "queries.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), "utf-8")

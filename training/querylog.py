@@ -139,7 +139,8 @@ def label_queries(
             counts["too_few_candidates"] += 1
             continue
         best = int(np.argmax(s))
-        top_margin = float(np.sort(s)[-1] - np.sort(s)[-2])
+        ordered = np.sort(s)
+        top_margin = float(ordered[-1] - ordered[-2])
         if top_margin < min_margin:
             counts["unsure"] += 1
             continue

@@ -112,6 +112,8 @@ def generate_dataset(
             params, settings, corpus, ckpt, judge or gen_llm, restrict_paths, docstore, checkpoint_dir
         )
         seconds["query_log"] += time.perf_counter() - t0
+        if not params.log_examples:
+            examples = None  # the log labels training queries only; generation keeps its own prompts
     seen_queries: set[str] = {q for row in ckpt.done.values() for q in row.get("normalized", [])}
     seen_queries.update(normalize(g.query) for g in log_groups)  # generated copies of log queries add nothing
     position = {d: i for i, d in enumerate(doc_ids)}
@@ -129,7 +131,7 @@ def generate_dataset(
             seen_queries,
             [position[d] for d in batch],
             grounding,
-            examples if params.log_examples else None,
+            examples,
             specificity,
         )
         ckpt.add(rows)
@@ -161,9 +163,7 @@ def generate_dataset(
         "llm": gen_llm.name,
         "judge": judge.name if judge is not None else None,
         "prompt_versions": {
-            "querygen": f"{QUERYGEN_FOCUSED.id}+log"
-            if examples and params.log_examples
-            else get_template(params.template).id,
+            "querygen": f"{QUERYGEN_FOCUSED.id}+log" if examples else get_template(params.template).id,
             **(
                 {"judge": (JUDGE_LIKELIHOOD if judge_method == "likelihood" else JUDGE_RELEVANCE).id}
                 if judge is not None
@@ -197,7 +197,7 @@ def generate_dataset(
                 {
                     "query_log": {
                         **dict(log_counts),
-                        **({"style_examples": [q for _, q in examples or ()]} if params.log_examples else {}),
+                        **({"style_examples": [q for _, q in examples]} if examples is not None else {}),
                     }
                 }
                 if params.queries

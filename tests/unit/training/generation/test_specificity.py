@@ -74,9 +74,8 @@ def test_a_field_added_later_keeps_older_checkpoints_valid_at_its_default():
     from adaptrank.training.generate.params import ADDED_FIELDS, LOG_FIELDS, GenerateParams
 
     p = GenerateParams(source="beir", path="x", output_name="a")
-    older = p.model_dump(
-        exclude={"batch_documents", *ADDED_FIELDS, *LOG_FIELDS}
-    )  # what a checkpoint before them hashed
+    # what a checkpoint before them hashed
+    older = p.model_dump(exclude={"batch_documents", *ADDED_FIELDS, *LOG_FIELDS})
     assert p.fingerprint() == hashlib.sha1(json.dumps(older, sort_keys=True).encode()).hexdigest()[:16]
     assert p.fingerprint() != p.model_copy(update={"specific_ranked": True}).fingerprint()
     # with a log, the log's settings are part of the fingerprint: a run with other ones starts afresh
