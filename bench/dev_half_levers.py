@@ -13,6 +13,11 @@ Levers (on the generated groups, with the corpus the dataset came from):
 * ``no-log``: drop the query log's groups (``query_type`` ``log``: a ``--queries`` run's dataset);
 * ``log-margin:X``: keep only the log groups whose teacher picked their positive by at least X
   (z units; ``meta.teacher_margin``);
+* ``log-dev``: every log group in the dev split, none in train: the log picks the best step and
+  gates promotion, and no teacher label is trained on;
+* ``log-relabel:X``: label the log again with a second-round teacher, the model trained without the
+  log (``no-log``, which must come earlier in ``--levers``) in place of the zero-shot tower, next to
+  the LLM's likelihood; keep the queries it picks by at least X;
 * ``headings``: add a group per passage of the dataset's documents that opens with a question
   (``training/headings.py``): that question, the passage, mined hard negatives (same split as the
   document).
@@ -47,7 +52,7 @@ def variant(settings, dataset: str, lever: str, store_dir: Path) -> tuple[str, d
     corpus = load_corpus(settings, "beir", path=str(store_dir), restrict_paths=False)
     if lever == "headings":
         return _with_headings(settings, ds, name, version, corpus, dataset)
-    if lever == "no-log" or lever.startswith("log-margin:"):
+    if lever in ("no-log", "log-dev") or lever.startswith("log-margin:"):
         return _log_subset(ds, name, version, dataset, lever)
     spec = Specificity(corpus.passages)
     text = {p.id: p.text for p in corpus.passages}
@@ -77,23 +82,74 @@ def variant(settings, dataset: str, lever: str, store_dir: Path) -> tuple[str, d
 
 
 def _log_subset(ds, name, version, dataset, lever) -> tuple[str, dict[str, int]]:
-    """The dataset without its log groups (``no-log``) or with the confidently labelled ones only."""
-    floor = float("inf") if lever == "no-log" else float(lever.split(":", 1)[1])
+    """The dataset without its log groups (``no-log``), with the confidently labelled ones only
+    (``log-margin:X``) or with all of them in the dev split (``log-dev``)."""
+    floor = float(lever.split(":", 1)[1]) if lever.startswith("log-margin:") else float("inf")
     counts = {"log_groups": 0, "log_kept": 0}
-    out = []
-    for split in ("train", "dev"):
-        kept = []
+    out: list[list] = [[], []]
+    moved = []
+    for i, split in enumerate(("train", "dev")):
         for g in ds.load(name, version or None, split, allow_empty=True):
             if g.query_type == "log":
                 counts["log_groups"] += 1
+                if lever == "log-dev":
+                    moved.append(g)
+                    continue
                 if float(g.meta.get("teacher_margin", 0.0)) < floor:
                     continue
                 counts["log_kept"] += 1
-            kept.append(g)
-        out.append(kept)
+            out[i].append(g)
+    train_docs = {g.doc_id for g in out[0]}
+    kept = [g for g in moved if g.doc_id not in train_docs]  # a split holds whole documents
+    counts["log_kept"] += len(kept)
+    out[1].extend(kept)
     tag = lever.replace(":", "").replace(".", "p")
     ref = ds.write(f"{name}-{tag}", train=out[0], dev=out[1], card={"source": {"kind": lever, "of": dataset}})
     return f"{ref.name}@{ref.version}", counts
+
+
+def relabel_log(settings, dataset: str, lever: str, home: Path, teacher_model: str) -> tuple[str, dict[str, int]]:
+    """The dataset with its log groups labelled again: the teacher's cosine comes from
+    ``teacher_model``'s query tower (trained on the generated groups only) against the frozen passage
+    vectors, summed with the LLM's likelihood as in the first round (training/querylog.py)."""
+    from adaptrank.core.embeddings import embed_passages
+    from adaptrank.core.engine.biencoder import load_sentence_transformer
+    from adaptrank.core.llm.factory import get_llm
+    from adaptrank.core.modelstore import ModelStore
+    from adaptrank.core.vectors import embed_texts
+    from adaptrank.training.corpus import load_corpus
+    from adaptrank.training.dataset import DatasetStore
+    from adaptrank.training.generate import GenerateParams
+    from adaptrank.training.mining import CandidateMiner
+    from adaptrank.training.querylog import Teacher, label_queries, read_queries
+
+    floor = float(lever.split(":", 1)[1])
+    ds = DatasetStore(settings)
+    name, _, version = dataset.partition("@")
+    splits = [
+        [g for g in ds.load(name, version or None, s, allow_empty=True) if g.query_type != "log"]
+        for s in ("train", "dev")
+    ]
+    corpus = load_corpus(settings, "beir", path=str(home / "data" / "store"), restrict_paths=False)
+    miner = CandidateMiner(corpus, settings, depth=GenerateParams.model_fields["mining_depth"].default, dense="on")
+    model, _, mversion = teacher_model.partition("@")
+    tower = load_sentence_transformer(
+        str(ModelStore(settings.models_dir).get(model, mversion).path / "query_encoder"), "cpu"
+    )
+    teacher = Teacher(
+        get_llm(settings),
+        lambda texts: embed_texts(tower, texts),
+        lambda texts: embed_passages(list(texts), settings.embedding_model, settings.device),
+    )
+    queries = read_queries(home / "data" / "log.txt")
+    groups, counts = label_queries(queries, miner, teacher, min_margin=floor)
+    train_docs = {g.doc_id for g in splits[0]}
+    dev_docs = {g.doc_id for g in splits[1]}
+    for g in groups:  # a split holds whole documents; a new document goes to train
+        splits[1 if g.doc_id in dev_docs and g.doc_id not in train_docs else 0].append(g)
+    tag = lever.replace(":", "").replace(".", "p")
+    ref = ds.write(f"{name}-{tag}", train=splits[0], dev=splits[1], card={"source": {"kind": lever, "of": dataset}})
+    return f"{ref.name}@{ref.version}", {"log_groups": len(queries), "log_kept": len(groups), **dict(counts)}
 
 
 def _with_headings(settings, ds, name, version, corpus, dataset) -> tuple[str, dict[str, int]]:
@@ -144,7 +200,7 @@ def main() -> None:
 
     home = args.home / args.target
     settings = Settings(home=home)
-    log = home / "data" / "log.txt"  # a --queries run: its log came from the dev half and is left out
+    log = home / "data" / "log.txt"  # a --queries run: its log's conditions are left out of the dev half
     dev_dir = build_dev_half(home / "data" / "devhalf", args.target, exclude=log if log.is_file() else None)
     extra = json.loads(args.finetune_json)
     t0 = time.perf_counter()
@@ -154,10 +210,17 @@ def main() -> None:
     else:
         res, _ = run_finetune(settings, args.dataset, "lever", promote=False, **extra)
         rows.append(("dataset as generated", f"lever@{res.version}", {"groups": res.train_groups + res.dev_groups}))
+    trained: dict[str, str] = {}
     for lever in [x for x in args.levers.split(",") if x]:
-        ds, counts = variant(settings, args.dataset, lever, home / "data" / "store")
+        if lever.startswith("log-relabel:"):
+            if "no-log" not in trained:
+                raise SystemExit("log-relabel:X needs no-log earlier in --levers (its model is the teacher)")
+            ds, counts = relabel_log(settings, args.dataset, lever, home, trained["no-log"])
+        else:
+            ds, counts = variant(settings, args.dataset, lever, home / "data" / "store")
         res, _ = run_finetune(settings, ds, "lever", promote=False, **extra)
-        rows.append((lever, f"lever@{res.version}", counts))
+        trained[lever] = f"lever@{res.version}"
+        rows.append((lever, trained[lever], counts))
     report = evaluate(dev_dir, ["zero-shot", *[r[1] for r in rows]], settings, args.max_eval_queries)
     zs = report.get("zero-shot").metrics
     print(f"\n{args.target} dev half: {report.queries} real questions, BM25 top-30; dataset {args.dataset}")

@@ -34,21 +34,26 @@ from self_adapt import evaluate, medquad_corpus, medquad_qrels, split_halves
 
 def build_dev_half(out: Path, collection: str, seed: int = 0, exclude: Path | None = None) -> Path:
     """``out`` (BEIR): the collection's whole corpus with the dev half's questions and qrels; without
-    the questions of ``exclude`` (a query log drawn from the dev half: one question per line)."""
+    the conditions that the questions of ``exclude`` (a query log drawn from the dev half: one
+    question per line) ask about. Leaving out only the log's own questions would let a lever that
+    trains on the log score on its siblings (same condition, other aspects): topic leakage that the
+    test half, whose conditions no log question touches, never sees."""
     from adaptrank.training.querylog import read_queries  # the log as generation reads it
 
     docs = [r for r in medquad_corpus() if r["metadata"]["collection"] == collection]
     dev_half = split_halves(list({d["title"].lower() for d in docs}), seed)
     title = {d["_id"]: d["title"].lower() for d in docs}
     qrels = [q for q in medquad_qrels() if q[1] in title and title[q[1]] in dev_half]
+    rows = [json.loads(x) for x in (DATA / "queries.jsonl").read_text(encoding="utf-8").splitlines()]
+    skip = set(read_queries(exclude)) if exclude is not None else set()
+    logged = {r["_id"] for r in rows if " ".join(r["text"].split()) in skip}
+    touched = {title[q[1]] for q in qrels if q[0] in logged}
+    qrels = [q for q in qrels if title[q[1]] not in touched]
     qids = {q[0] for q in qrels}
     out.mkdir(parents=True, exist_ok=True)
     (out / "corpus.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), "utf-8")
     (out / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(q) + "\n" for q in qrels))
-    lines = (DATA / "queries.jsonl").read_text(encoding="utf-8").splitlines()
-    skip = set(read_queries(exclude)) if exclude is not None else set()
-    rows = [json.loads(x) for x in lines]
-    keep = [r for r in rows if r["_id"] in qids and " ".join(r["text"].split()) not in skip]
+    keep = [r for r in rows if r["_id"] in qids]
     (out / "queries.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), "utf-8")
     return out
 

@@ -231,6 +231,47 @@ def build_collection(
     return store, test, log, len(docs), len(test_q)
 
 
+def without_log(settings, dataset: str) -> tuple[str, int]:
+    """A copy of ``dataset`` without its query-log groups (train and dev), and how many it dropped:
+    the same generated groups in the same split, so training on it is this run *without* the log."""
+    from adaptrank.training.dataset import DatasetStore
+
+    ds = DatasetStore(settings)
+    name, _, version = dataset.partition("@")
+    splits = [ds.load(name, version or None, s, allow_empty=True) for s in ("train", "dev")]
+    kept = [[g for g in split if g.meta.get("source") != "query_log"] for split in splits]
+    dropped = sum(map(len, splits)) - sum(map(len, kept))
+    ref = ds.write(
+        f"{name}-nolog", train=kept[0], dev=kept[1], card={"source": {"kind": "no query log", "of": dataset}}
+    )
+    return f"{ref.name}@{ref.version}", dropped
+
+
+def no_log_arm(settings, params, dataset: str) -> tuple[str, Any, float]:
+    """Fine-tune exactly as ``adapt`` did, on its dataset minus the log's groups (never promoted).
+    Paired with the run itself, it measures what the log adds with the generation held fixed: two
+    separate runs differ by more than the log does (docs/finetuning.md)."""
+    from adaptrank.training.finetune import FinetuneParams, finetune
+
+    ds, dropped = without_log(settings, dataset)
+    log(f"  no-log arm: {ds} ({dropped} log groups left out)")
+    t0 = time.perf_counter()
+    res = finetune(
+        FinetuneParams(
+            **{
+                **params.shared(FinetuneParams),
+                "dataset": ds,
+                "output_name": f"{params.base_name}-nolog",
+                "group_size": min(params.group_size, params.negatives + 1),
+                "promote": False,
+            }
+        ),
+        settings,
+        progress=progress_printer("finetune no-log"),
+    )
+    return f"{params.base_name}-nolog@{res.version}", res, time.perf_counter() - t0
+
+
 def run_cross(args: argparse.Namespace) -> None:
     from adaptrank.core.settings import Settings
     from adaptrank.training.adapt import AdaptParams, adapt
@@ -247,15 +288,16 @@ def run_cross(args: argparse.Namespace) -> None:
         print(f"\n[{target}] store: {n_docs} documents; test half: {n_test} real questions{log_note}", flush=True)
         overrides = json.loads(args.adapt_json) if args.adapt_json else {}
         t0 = time.perf_counter()
+        params = AdaptParams(
+            path=str(store),
+            name=target.lower(),
+            queries=str(log) if log else None,
+            evaluate=False,
+            seed=args.seed,
+            **overrides,
+        )
         result = adapt(
-            AdaptParams(
-                path=str(store),
-                name=target.lower(),
-                queries=str(log) if log else None,
-                evaluate=False,
-                seed=args.seed,
-                **overrides,
-            ),
+            params,
             settings,
             progress=progress_printer(f"adapt {target}"),
             checkpoint_dir=home / "checkpoint",
@@ -263,10 +305,21 @@ def run_cross(args: argparse.Namespace) -> None:
         )
         wall = time.perf_counter() - t0
         print(f"[{target}] {result.model}@{result.version}: {result.decision}", flush=True)
+        arm = no_log_arm(settings, params, result.dataset) if log else None
         t0 = time.perf_counter()
-        report = evaluate(test, ["zero-shot", f"{result.model}@{result.version}"], settings, args.max_eval_queries)
-        zs, ad = report.results[1].metrics, report.results[2].metrics
+        models = ["zero-shot", f"{result.model}@{result.version}", *([arm[0]] if arm else [])]
+        report = evaluate(test, models, settings, args.max_eval_queries)
+        zs, ad = report.get("zero-shot").metrics, report.get(models[1]).metrics
         gain = ad["mrr@10"] - zs["mrr@10"]
+        if arm:
+            nolog = report.get(arm[0]).metrics
+            print(
+                f"[{target}] paired query-log lever (same generated groups): with the log {gain:+.4f}, "
+                f"without {nolog['mrr@10'] - zs['mrr@10']:+.4f} MRR@10 over zero-shot; the log adds "
+                f"{ad['mrr@10'] - nolog['mrr@10']:+.4f} (no-log arm: dev {arm[1].metrics_before} -> "
+                f"{arm[1].metrics_after}, {arm[2] / 60:.1f} min)",
+                flush=True,
+            )
         rows.append(
             dict(
                 target=target,
