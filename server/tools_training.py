@@ -170,7 +170,7 @@ def register(mcp: FastMCP, services: Services) -> None:
         queries: Annotated[
             QueryLog,
             Field(
-                description="a query log inside the server's allowed roots: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each becomes a training query of its own, labelled by mining and the LLM, and a dev query the promotion gate checks"
+                description="a query log inside the server's allowed roots: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); labelled by mining and the LLM, they become dev queries the promotion gate checks (and, with log_train, training queries)"
             ),
         ] = None,
         wait_seconds: Wait = 0,

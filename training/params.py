@@ -46,9 +46,9 @@ ConsistencyDepth = Annotated[
 QueryLog = Annotated[
     str | None,
     Field(
-        description="a query log: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); each "
-        "becomes a training query of its own, labelled by mining and the LLM, and a dev query the promotion "
-        "gate checks"
+        description="a query log: real, unlabelled queries (.txt, one per line, or .jsonl with 'text'); "
+        "labelled by mining and the LLM, they become dev queries the promotion gate checks "
+        "(and, with log_train, training queries)"
     ),
 ]
 

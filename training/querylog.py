@@ -1,15 +1,17 @@
-"""A team's real queries (a search log) as training data: no labels needed.
+"""A team's real queries (a search log), labelled without people.
 
 Real queries are the best evidence of how a team asks: their shapes ("What are the genetic changes
-related to X?"), their vocabulary, what they ask about. They serve twice:
+related to X?"), their vocabulary, what they ask about. Each is mined like a generated query (BM25 +
+dense over the corpus) and its candidates are labelled by a *teacher* — the zero-shot scorer's
+cosine and the LLM's query likelihood log p(query | passage) (or, for backends without likelihoods,
+the judge's log-odds of "yes"), each z-normalised over the query's candidates and summed (the two
+err differently; docs/finetuning.md). The teacher's best candidate is the positive; candidates
+close to it are ambiguous and left out; the rest are hard negatives. The labelled log serves:
 
-* as **training queries** of their own: each is mined like a generated query (BM25 + dense over the
-  corpus) and its candidates are labelled by a *teacher* — the zero-shot scorer's cosine and the
-  LLM's query likelihood log p(query | passage) (or, for backends without likelihoods, the judge's
-  log-odds of "yes"), each z-normalised over the query's candidates and summed. The two err differently (on real medquad-dev questions the sum picked the right passage
-  more often than either alone; docs/finetuning.md), so the sum is the better teacher for the
-  model being adapted. The teacher's best candidate is the positive; candidates close to it are
-  ambiguous and left out; the rest are hard negatives;
+* as **dev queries** (the default): the promotion gate reads them as queries people wrote;
+* as **training queries** of their own (``log_train``, off by default): the teacher is right for
+  only 65-75% of them, and on conditions the log does not cover they cost more than they add
+  (docs/finetuning.md);
 * as **style examples** for query generation (``log_examples``, off by default): a few (passage,
   query) pairs from the labelled log replace the generic few-shot turns, so generated queries take
   the log's shapes. A 135M LLM copies the shapes and loses what made them specific (docs/generation.md).

@@ -23,7 +23,7 @@ from adaptrank.training.params import (
 #: fields added after checkpoints were first written: left out of the fingerprint at their default
 ADDED_FIELDS = ("specific_ranked",)
 #: fields that only matter with a query log: left out of the fingerprint of a run without one
-LOG_FIELDS = ("log_examples", "log_min_margin")
+LOG_FIELDS = ("log_examples", "log_min_margin", "log_train")
 
 
 class GenerateParams(BaseModel):
@@ -69,6 +69,12 @@ class GenerateParams(BaseModel):
         le=10.0,
         description="keep a log query only when the teacher's best candidate beats the runner-up by this much "
         "(z units): below it the label is too often wrong (docs/generation.md)",
+    )
+    log_train: bool = Field(
+        False,
+        description="with a query log: train on its labelled queries too. Off by default: the teacher's labels "
+        "are wrong too often, and on conditions the log does not cover they cost more than they add "
+        "(docs/finetuning.md); the labelled log goes to the dev split, where the promotion gate reads it",
     )
     log_examples: bool = Field(
         False,

@@ -17,7 +17,7 @@ from adaptrank.core.prompts import JUDGE_LIKELIHOOD, JUDGE_RELEVANCE, QUERYGEN_F
 from adaptrank.core.settings import Settings
 from adaptrank.core.vectors import embed_texts
 from adaptrank.training.corpus import Corpus, load_corpus, sample_documents
-from adaptrank.training.dataset import DatasetRef, DatasetStore, Group
+from adaptrank.training.dataset import DatasetRef, DatasetStore, Group, split_by_document
 from adaptrank.training.generate.checkpoint import Checkpoint
 from adaptrank.training.generate.params import GenerateParams
 from adaptrank.training.headings import CORPUS_QUESTION, opening_question
@@ -113,7 +113,7 @@ def generate_dataset(
         )
         seconds["query_log"] += time.perf_counter() - t0
         if not params.log_examples:
-            examples = None  # the log labels training queries only; generation keeps its own prompts
+            examples = None  # generation keeps its own prompts
     seen_queries: set[str] = {q for row in ckpt.done.values() for q in row.get("normalized", [])}
     seen_queries.update(normalize(g.query) for g in log_groups)  # generated copies of log queries add nothing
     position = {d: i for i, d in enumerate(doc_ids)}
@@ -146,7 +146,12 @@ def generate_dataset(
         groups.extend(Group.model_validate(g) for g in row["groups"])
         counts.update(row["counts"])
         seconds.update(row.get("seconds", {}))
-    groups.extend(log_groups)
+    if params.log_train:
+        groups.extend(log_groups)
+    # without log_train the generated groups split as if there were no log: the same training data either way
+    train, dev = split_by_document(groups, params.dev_fraction, params.seed)
+    if log_groups and not params.log_train:
+        dev += _log_for_dev(train, log_groups, log_counts)
     skipped = {
         k: v for k, v in counts.items() if k not in ("prompts", "kept", "groups", "corpus_questions", *LABEL_COUNTERS)
     }
@@ -206,9 +211,18 @@ def generate_dataset(
         },
     }
     report(total, total, "writing the dataset")
-    return DatasetStore(settings).write(
-        params.output_name, groups, card, dev_fraction=params.dev_fraction, seed=params.seed
-    )
+    return DatasetStore(settings).write(params.output_name, train=train, dev=dev, card=card)
+
+
+def _log_for_dev(train: list[Group], log_groups: list[Group], counts: Counter) -> list[Group]:
+    """The labelled log's groups that join the dev split, where the promotion gate reads them as
+    people-written queries; a log group whose document is in training is left out (a split holds
+    whole documents)."""
+    train_docs = {g.doc_id for g in train}
+    kept = [g for g in log_groups if g.doc_id not in train_docs]
+    counts["dev_groups"] = len(kept)
+    counts["left_out_document_in_train"] = len(log_groups) - len(kept)
+    return kept
 
 
 def _process_batch(

@@ -10,7 +10,7 @@ import pytest
 from adaptrank.core.errors import InputError
 from adaptrank.core.settings import Settings
 from adaptrank.training.corpus import load_corpus
-from adaptrank.training.dataset import DatasetStore
+from adaptrank.training.dataset import DatasetStore, split_by_document
 from adaptrank.training.generate import generate_dataset
 from adaptrank.training.mining import CandidateMiner
 from adaptrank.training.querylog import Teacher, label_queries, read_queries, style_examples
@@ -64,8 +64,8 @@ def test_the_teacher_labels_log_queries(gen, corpus_dir, settings, tiny_bi_encod
     assert len({q.split()[0:3][0] + q.split()[1] for _, q in ex}) == 2  # two different shapes
 
 
-@pytest.mark.parametrize("log_examples", [False, True])
-def test_generation_with_a_query_log(gen, corpus_dir, settings, tmp_path, log_examples):
+@pytest.mark.parametrize(("log_examples", "log_train"), [(False, False), (True, True)])
+def test_generation_with_a_query_log(gen, corpus_dir, settings, tmp_path, log_examples, log_train):
     log = tmp_path / "log.txt"
     log.write_text("\n".join(LOG) + "\n")
     llm = gen.scripted()
@@ -82,15 +82,32 @@ def test_generation_with_a_query_log(gen, corpus_dir, settings, tmp_path, log_ex
             judge=False,
             queries=str(log),
             log_examples=log_examples,
+            log_train=log_train,
         ),
         settings,
         llm=llm,
         restrict_paths=False,
         checkpoint_dir=tmp_path / "ckpt",
     )
-    groups = DatasetStore(settings).load("toy") + DatasetStore(settings).load("toy", split="dev")
+    train = DatasetStore(settings).load("toy")
+    dev = DatasetStore(settings).load("toy", split="dev")
+    groups = train + dev
     from_log = [g for g in groups if g.meta.get("source") == "query_log"]
-    assert {g.query for g in from_log} == set(LOG) and ref.card.counts["log_queries_labelled"] == len(LOG)
+    assert ref.card.counts["log_queries_labelled"] == len(LOG)
+    if log_train:
+        assert {g.query for g in from_log} == set(LOG)
+    else:  # the labelled log is dev only; a log group whose document trains is left out
+        stats = ref.card.extra["query_log"]
+        assert not [g for g in train if g.meta.get("source") == "query_log"]
+        assert (
+            stats["dev_groups"] > 0
+            and len(from_log) == stats["dev_groups"]
+            and stats["dev_groups"] + stats["left_out_document_in_train"] == len(LOG)
+        )
+        assert not {g.doc_id for g in from_log} & {g.doc_id for g in train}
+        # the generated groups split exactly as they would without a log
+        generated = [g for g in groups if g.meta.get("source") != "query_log"]
+        assert {g.doc_id for g in split_by_document(generated, 0.25, 0)[0]} == {g.doc_id for g in train}
     # with log_examples the generation prompts carry log queries as few-shot turns; by default they do not
     gen_prompts = [c["prompts"] for c in llm.calls if "choices" not in c]
     shots = {m["content"] for p in gen_prompts[-1] for m in p if m["role"] == "assistant"}
