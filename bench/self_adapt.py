@@ -19,6 +19,7 @@ styles, GARD and GHR. For each target collection C (``--targets``):
 
     python bench/self_adapt.py                                # both collections, defaults
     python bench/self_adapt.py --queries 200                  # + a 200-question query log
+                                                              # and a paired arm without its groups
     python bench/self_adapt.py --targets GARD --dtype float32 # the LLM in fp32 (a CPU without bf16)
 
 ``--protocol single`` is the older run: every document of ``--focuses`` random conditions of both
