@@ -81,10 +81,19 @@ def variant(settings, dataset: str, lever: str, store_dir: Path) -> tuple[str, d
     return f"{ref.name}@{ref.version}", counts
 
 
+def _tag(lever: str) -> str:
+    """A lever as a dataset-name suffix (``log-margin:1.5`` -> ``log-margin1p5``)."""
+    return lever.replace(":", "").replace(".", "p")
+
+
 def _log_subset(ds, name, version, dataset, lever) -> tuple[str, dict[str, int]]:
     """The dataset without its log groups (``no-log``), with the confidently labelled ones only
     (``log-margin:X``) or with all of them in the dev split (``log-dev``)."""
     floor = float(lever.split(":", 1)[1]) if lever.startswith("log-margin:") else float("inf")
+    from collections import Counter
+
+    from adaptrank.training.generate.pipeline import log_for_dev
+
     counts = {"log_groups": 0, "log_kept": 0}
     out: list[list] = [[], []]
     moved = []
@@ -99,12 +108,10 @@ def _log_subset(ds, name, version, dataset, lever) -> tuple[str, dict[str, int]]
                     continue
                 counts["log_kept"] += 1
             out[i].append(g)
-    train_docs = {g.doc_id for g in out[0]}
-    kept = [g for g in moved if g.doc_id not in train_docs]  # a split holds whole documents
+    kept = log_for_dev(out[0], moved, Counter())  # as generation places the log by default
     counts["log_kept"] += len(kept)
     out[1].extend(kept)
-    tag = lever.replace(":", "").replace(".", "p")
-    ref = ds.write(f"{name}-{tag}", train=out[0], dev=out[1], card={"source": {"kind": lever, "of": dataset}})
+    ref = ds.write(f"{name}-{_tag(lever)}", train=out[0], dev=out[1], card={"source": {"kind": lever, "of": dataset}})
     return f"{ref.name}@{ref.version}", counts
 
 
@@ -143,12 +150,12 @@ def relabel_log(settings, dataset: str, lever: str, home: Path, teacher_model: s
     )
     queries = read_queries(home / "data" / "log.txt")
     groups, counts = label_queries(queries, miner, teacher, min_margin=floor)
-    train_docs = {g.doc_id for g in splits[0]}
     dev_docs = {g.doc_id for g in splits[1]}
     for g in groups:  # a split holds whole documents; a new document goes to train
-        splits[1 if g.doc_id in dev_docs and g.doc_id not in train_docs else 0].append(g)
-    tag = lever.replace(":", "").replace(".", "p")
-    ref = ds.write(f"{name}-{tag}", train=splits[0], dev=splits[1], card={"source": {"kind": lever, "of": dataset}})
+        splits[1 if g.doc_id in dev_docs else 0].append(g)
+    ref = ds.write(
+        f"{name}-{_tag(lever)}", train=splits[0], dev=splits[1], card={"source": {"kind": lever, "of": dataset}}
+    )
     return f"{ref.name}@{ref.version}", {"log_groups": len(queries), "log_kept": len(groups), **dict(counts)}
 
 

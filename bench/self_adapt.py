@@ -252,21 +252,13 @@ def no_log_arm(settings, params, dataset: str) -> tuple[str, Any, float]:
     """Fine-tune exactly as ``adapt`` did, on its dataset minus the log's groups (never promoted).
     Paired with the run itself, it measures what the log adds with the generation held fixed: two
     separate runs differ by more than the log does (docs/finetuning.md)."""
-    from adaptrank.training.finetune import FinetuneParams, finetune
+    from adaptrank.training.finetune import finetune
 
     ds, dropped = without_log(settings, dataset)
     log(f"  no-log arm: {ds} ({dropped} log groups left out)")
     t0 = time.perf_counter()
     res = finetune(
-        FinetuneParams(
-            **{
-                **params.shared(FinetuneParams),
-                "dataset": ds,
-                "output_name": f"{params.base_name}-nolog",
-                "group_size": min(params.group_size, params.negatives + 1),
-                "promote": False,
-            }
-        ),
+        params.finetune_params(ds, f"{params.base_name}-nolog", False),
         settings,
         progress=progress_printer("finetune no-log"),
     )

@@ -94,6 +94,21 @@ class AdaptParams(BaseModel):
         the same declarations, so they pass on unchanged."""
         return self.model_dump(include=set(target.model_fields) & set(type(self).model_fields))
 
+    def finetune_params(self, dataset: str, output_name: str, promote: bool | None) -> Any:
+        """The FinetuneParams of this run's fine-tuning of ``dataset`` (groups no larger than the
+        mined negatives allow)."""
+        from adaptrank.training.finetune.params import FinetuneParams
+
+        return FinetuneParams(
+            **{
+                **self.shared(FinetuneParams),
+                "dataset": dataset,
+                "output_name": output_name,
+                "group_size": min(self.group_size, self.negatives + 1),
+                "promote": promote,
+            }
+        )
+
     @property
     def base_name(self) -> str:
         if self.name:
@@ -141,7 +156,7 @@ def adapt(
     report: str | Path | None = None,
 ) -> AdaptResult:
     from adaptrank.training.evaluate import evaluate_beir
-    from adaptrank.training.finetune import FinetuneParams, finetune
+    from adaptrank.training.finetune import finetune
     from adaptrank.training.generate import GenerateParams, generate_dataset
 
     p = params if isinstance(params, AdaptParams) else AdaptParams.model_validate(params)
@@ -184,15 +199,7 @@ def adapt(
     real = p.eval_path or (p.path if p.path and _has_qrels(Path(p.path)) else None)
     real_gate = bool(real and p.evaluate and p.promote is None)
     ft = finetune(
-        FinetuneParams(
-            **{
-                **p.shared(FinetuneParams),
-                "dataset": f"{ds.name}@{ds.version}",
-                "output_name": model,
-                "group_size": min(p.group_size, p.negatives + 1),
-                "promote": False if real_gate else p.promote,
-            }
-        ),
+        p.finetune_params(f"{ds.name}@{ds.version}", model, False if real_gate else p.promote),
         settings,
         progress=stage(1),
         cancelled=cancelled,

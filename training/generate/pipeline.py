@@ -151,7 +151,7 @@ def generate_dataset(
     # without log_train the generated groups split as if there were no log: the same training data either way
     train, dev = split_by_document(groups, params.dev_fraction, params.seed)
     if log_groups and not params.log_train:
-        dev += _log_for_dev(train, log_groups, log_counts)
+        dev += log_for_dev(train, log_groups, log_counts)
     skipped = {
         k: v for k, v in counts.items() if k not in ("prompts", "kept", "groups", "corpus_questions", *LABEL_COUNTERS)
     }
@@ -214,7 +214,7 @@ def generate_dataset(
     return DatasetStore(settings).write(params.output_name, train=train, dev=dev, card=card)
 
 
-def _log_for_dev(train: list[Group], log_groups: list[Group], counts: Counter) -> list[Group]:
+def log_for_dev(train: list[Group], log_groups: list[Group], counts: Counter) -> list[Group]:
     """The labelled log's groups that join the dev split, where the promotion gate reads them as
     people-written queries; a log group whose document is in training is left out (a split holds
     whole documents)."""
