@@ -18,6 +18,8 @@ Levers (on the generated groups, with the corpus the dataset came from):
 * ``log-relabel:X``: label the log again with a second-round teacher, the model trained without the
   log (``no-log``, which must come earlier in ``--levers``) in place of the zero-shot tower, next to
   the LLM's likelihood; keep the queries it picks by at least X;
+* ``docs:N``: keep the groups of a seeded random N of the dataset's documents (train and dev), as
+  a run that stopped at a time budget after N documents would have them;
 * ``headings``: add a group per passage of the dataset's documents that opens with a question
   (``training/headings.py``): that question, the passage, mined hard negatives (same split as the
   document).
@@ -54,6 +56,8 @@ def variant(settings, dataset: str, lever: str, store_dir: Path) -> tuple[str, d
         return _with_headings(settings, ds, name, version, corpus, dataset)
     if lever in ("no-log", "log-dev") or lever.startswith("log-margin:"):
         return _log_subset(ds, name, version, dataset, lever)
+    if lever.startswith("docs:"):
+        return _doc_subset(ds, name, version, lever)
     spec = Specificity(corpus.passages)
     text = {p.id: p.text for p in corpus.passages}
     counts = {"groups": 0, "changed": 0}
@@ -112,6 +116,20 @@ def _log_subset(ds, name, version, dataset, lever) -> tuple[str, dict[str, int]]
     counts["log_kept"] += len(kept)
     out[1].extend(kept)
     ref = ds.write(f"{name}-{_tag(lever)}", train=out[0], dev=out[1], card={"source": {"kind": lever, "of": dataset}})
+    return f"{ref.name}@{ref.version}", counts
+
+
+def _doc_subset(ds, name, version, lever) -> tuple[str, dict[str, int]]:
+    """The groups of a seeded random ``N`` of the dataset's documents, both splits."""
+    import random
+
+    splits = {s: ds.load(name, version or None, s, allow_empty=True) for s in ("train", "dev")}
+    docs = sorted({g.doc_id for groups in splits.values() for g in groups})
+    n = int(lever.split(":", 1)[1])
+    keep = set(random.Random(0).sample(docs, min(n, len(docs))))
+    out = {s: [g for g in groups if g.doc_id in keep] for s, groups in splits.items()}
+    ref = ds.write(f"{name}-{_tag(lever)}", train=out["train"], dev=out["dev"], card={"source": {"kind": lever}})
+    counts = {"documents": len(docs), "kept_documents": len(keep), "train": len(out["train"]), "dev": len(out["dev"])}
     return f"{ref.name}@{ref.version}", counts
 
 
