@@ -254,6 +254,10 @@ def adapt(
     ] = None,
     name: Annotated[str | None, typer.Option(help="base name: dataset <name>-synth, model <name>-reranker")] = None,
     max_documents: Annotated[int, typer.Option(help=help_of(MaxDocuments))] = 1000,
+    max_minutes: Annotated[
+        float,
+        typer.Option(help="wall-time budget for generation + fine-tuning; generation stops early to fit (0: none)"),
+    ] = 20.0,
     queries_per_document: Annotated[
         int, typer.Option("--queries-per-document", "-k", help=help_of(QueriesPerDocument))
     ] = 2,
@@ -295,6 +299,7 @@ def adapt(
                 path=path,
                 name=name,
                 max_documents=max_documents,
+                max_minutes=max_minutes,
                 queries_per_document=queries_per_document,
                 judge=judge,
                 question_types=question_types,
@@ -322,6 +327,8 @@ def adapt(
     if as_json:
         out.print_json(json.dumps(result))
         return
+    if result.get("budget"):
+        out.print(result["budget"], highlight=False)
     out.print(f"[bold]{result['decision']}[/bold] (decided on the {result['gate']})", highlight=False)
     out.print(
         _metrics_table(

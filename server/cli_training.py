@@ -25,6 +25,7 @@ from adaptrank.server.jobs import JOB_KINDS
 from adaptrank.training.params import (
     ConsistencyDepth,
     MaxDocuments,
+    MaxMinutes,
     Negatives,
     QueriesPerDocument,
     QueryLog,
@@ -55,6 +56,7 @@ def generate(
         str | None, typer.Option("--collection", "-c", help="Chroma collection (source chroma)")
     ] = None,
     max_documents: Annotated[int, typer.Option(help=help_of(MaxDocuments))] = 200,
+    max_minutes: Annotated[float, typer.Option(help=help_of(MaxMinutes))] = 0.0,
     queries_per_document: Annotated[
         int, typer.Option("--queries-per-document", "-k", help=help_of(QueriesPerDocument))
     ] = 2,
@@ -101,6 +103,7 @@ def generate(
                 collection=collection,
                 output_name=output,
                 max_documents=max_documents,
+                max_minutes=max_minutes,
                 queries_per_document=queries_per_document,
                 negatives=negatives,
                 mining_depth=mining_depth,

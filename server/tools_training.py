@@ -35,6 +35,7 @@ from adaptrank.training.params import (
     ConsistencyDepth,
     Judge,
     MaxDocuments,
+    MaxMinutes,
     Negatives,
     QueriesPerDocument,
     QueryLog,
@@ -150,6 +151,7 @@ def register(mcp: FastMCP, services: Services) -> None:
             str | None, Field(description="the BEIR folder or text folder, inside the server's allowed roots")
         ] = None,
         max_documents: MaxDocuments = 200,
+        max_minutes: MaxMinutes = 0,
         queries_per_document: QueriesPerDocument = 2,
         negatives: Negatives = 7,
         judge: Judge = True,
@@ -190,6 +192,7 @@ def register(mcp: FastMCP, services: Services) -> None:
             "path": path,
             "output_name": output_name,
             "max_documents": max_documents,
+            "max_minutes": max_minutes,
             "queries_per_document": queries_per_document,
             "negatives": negatives,
             "judge": judge,

@@ -34,6 +34,7 @@ from adaptrank.training.params import (
     Judge,
     LearningRate,
     MaxDocuments,
+    MaxMinutes,
     MaxQueries,
     Method,
     Negatives,
@@ -46,6 +47,8 @@ from adaptrank.training.params import (
 )
 
 STAGES = ("generate", "finetune", "evaluate")
+#: the part of ``max_minutes`` kept for fine-tuning (about 1.2 of 20 minutes on a 2-core CPU without AMX)
+FINETUNE_SHARE = 0.15
 
 
 class AdaptParams(BaseModel):
@@ -55,6 +58,12 @@ class AdaptParams(BaseModel):
     )
     name: str | None = Field(None, description="base name: dataset '<name>-synth', model '<name>-reranker'")
     max_documents: MaxDocuments = 1000
+    max_minutes: MaxMinutes = Field(
+        20,
+        description="wall-time budget in minutes for generation and fine-tuning: generation gets "
+        f"{1 - FINETUNE_SHARE:.0%} of it and stops starting new document batches there, with the documents "
+        "done (on a CPU with neither AMX nor AVX512-BF16 that is about 60% of 1,000); 0: no budget",
+    )
     queries_per_document: QueriesPerDocument = 2
     negatives: Negatives = 7
     judge: Judge = False  # off by default here: slower (see docs/finetuning.md)
@@ -129,6 +138,7 @@ class AdaptResult(BaseModel):
     dev_after: dict[str, float] = Field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
     seconds: dict[str, float] = Field(default_factory=dict)
+    budget: str | None = Field(None, description="where the time budget stopped generation, if it did")
     report: str | None = Field(None, description="the HTML report written, when one was asked for")
     report_error: str | None = Field(
         None, description="why the asked-for report could not be written (the run itself succeeded)"
@@ -174,9 +184,12 @@ def adapt(
     # 1. generate
     t0 = time.perf_counter()
     gen = GenerateParams(
-        **p.shared(GenerateParams),
-        source="chroma" if p.collection else ("beir" if _is_beir(p.path) else "folder"),
-        output_name=f"{p.base_name}-synth",
+        **{
+            **p.shared(GenerateParams),
+            "source": "chroma" if p.collection else ("beir" if _is_beir(p.path) else "folder"),
+            "output_name": f"{p.base_name}-synth",
+            "max_minutes": round(p.max_minutes * (1 - FINETUNE_SHARE), 2),
+        }
     )
     ds = generate_dataset(
         gen,
@@ -189,6 +202,13 @@ def adapt(
         restrict_paths=restrict_paths,
     )
     seconds["generate"] = time.perf_counter() - t0
+    stopped = (ds.card.extra.get("time_budget") or {}).get("stopped_after_documents")
+    budget_note = (
+        f"generation stopped at its {gen.max_minutes:g}-minute share of the {p.max_minutes:g}-minute budget "
+        f"after {stopped} of {ds.card.counts.get('documents_sampled')} documents (max_minutes; 0: no budget)"
+        if stopped is not None
+        else None
+    )
 
     # 2. fine-tune (+ promotion on the dev split, unless real questions will decide)
     t0 = time.perf_counter()
@@ -251,6 +271,7 @@ def adapt(
         dev_after=ft.metrics_after,
         evaluation=evaluation,
         seconds={k: round(v, 2) for k, v in seconds.items()},
+        budget=budget_note,
     )
     if report is not None:  # the model is saved (and maybe promoted) by now: a report failure must not fail the run
         try:

@@ -28,6 +28,15 @@ M = TypeVar("M", bound=BaseModel)
 MaxDocuments = Annotated[int, Field(ge=1, le=100_000, description="documents sampled from the source")]
 QueriesPerDocument = Annotated[int, Field(ge=1, le=10, description="synthetic queries per document")]
 Negatives = Annotated[int, Field(ge=1, le=50, description="hard negatives per query")]
+MaxMinutes = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=10_080,
+        description="wall-time budget in minutes: no new batch of documents starts once the next one would "
+        "end past it, and the dataset keeps the documents done (0: no budget, all max_documents)",
+    ),
+]
 Judge = Annotated[
     bool,
     Field(description="let the LLM judge mined candidates (relevant ones become extra positives, never negatives)"),

@@ -13,6 +13,7 @@ from adaptrank.training.params import (
     ConsistencyDepth,
     Judge,
     MaxDocuments,
+    MaxMinutes,
     Negatives,
     QueriesPerDocument,
     QueryLog,
@@ -102,6 +103,7 @@ class GenerateParams(BaseModel):
     )
     consistency_depth: ConsistencyDepth = None
     chunk_tokens: int | None = Field(None, ge=16, le=8192, description="default: the reranker's passage budget")
+    max_minutes: MaxMinutes = 0
     batch_documents: int = Field(16, ge=1, le=1024, description="documents per LLM batch (and checkpoint)")
     dev_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 0
@@ -134,7 +136,7 @@ class GenerateParams(BaseModel):
 
     def fingerprint(self) -> str:
         """What must match for a checkpoint to be reused."""
-        data = self.model_dump(exclude={"batch_documents"})
+        data = self.model_dump(exclude={"batch_documents", "max_minutes"})  # how much gets done, not how
         if data.get("queries") is None:
             for key in LOG_FIELDS:  # older checkpoints without a log stay valid
                 data.pop(key)

@@ -4,6 +4,7 @@ write the dataset (see the package docstring)."""
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from adaptrank.core.settings import Settings
 from adaptrank.core.vectors import embed_texts
 from adaptrank.training.corpus import Corpus, load_corpus, sample_documents
 from adaptrank.training.dataset import DatasetRef, DatasetStore, Group, split_by_document
+from adaptrank.training.generate.budget import TimeBudget
 from adaptrank.training.generate.checkpoint import Checkpoint
 from adaptrank.training.generate.params import GenerateParams
 from adaptrank.training.headings import CORPUS_QUESTION, opening_question
@@ -79,7 +81,11 @@ def generate_dataset(
     seconds["corpus"] += time.perf_counter() - t0
 
     ckpt = Checkpoint(checkpoint_dir, params.fingerprint())
-    todo = [d for d in doc_ids if d not in ckpt.done]
+    # A seeded random processing order: where a time budget stops the run, the documents done are a
+    # random sample of the sampled ones, not the first ids in sorted order.
+    order = list(doc_ids)
+    random.Random(params.seed).shuffle(order)
+    todo = [d for d in order if d not in ckpt.done]
     total = len(doc_ids)
     report(
         total - len(todo),
@@ -117,9 +123,22 @@ def generate_dataset(
     seen_queries: set[str] = {q for row in ckpt.done.values() for q in row.get("normalized", [])}
     seen_queries.update(normalize(g.query) for g in log_groups)  # generated copies of log queries add nothing
     position = {d: i for i, d in enumerate(doc_ids)}
+    budget = TimeBudget(
+        params.max_minutes, t_start, [sum(r["seconds"].values()) for r in ckpt.done.values() if r.get("seconds")]
+    )
+    stopped_at: int | None = None
     for lo in range(0, len(todo), params.batch_documents):
         if cancelled is not None and cancelled():
             raise Cancelled(f"cancelled after {total - len(todo) + lo} of {total} documents")
+        if not budget.fits_next():
+            stopped_at = total - len(todo) + lo
+            report(
+                stopped_at,
+                total,
+                f"time budget ({params.max_minutes:g} min) reached: {stopped_at} of {total} documents",
+            )
+            break
+        t_batch = time.perf_counter()
         batch = todo[lo : lo + params.batch_documents]
         rows = _process_batch(
             batch,
@@ -135,13 +154,15 @@ def generate_dataset(
             specificity,
         )
         ckpt.add(rows)
+        budget.batch_took(time.perf_counter() - t_batch)
         done = total - len(todo) + lo + len(batch)
         report(done, total, f"{done} of {total} documents")
 
     # -- assemble (in sample order, whatever order batches ran in) -----------------------------
     groups: list[Group] = []
     counts: Counter = Counter()
-    for d in doc_ids:
+    done_ids = [d for d in doc_ids if d in ckpt.done]  # all of them, unless the time budget stopped the run
+    for d in done_ids:
         row = ckpt.done[d]
         groups.extend(Group.model_validate(g) for g in row["groups"])
         counts.update(row["counts"])
@@ -178,6 +199,7 @@ def generate_dataset(
         "parameters": params.model_dump(),
         "counts": {
             "documents_sampled": total,
+            "documents_done": len(done_ids),
             "query_prompts": counts.get("prompts", 0),
             "queries_kept": counts.get("kept", 0),
             "corpus_questions": counts.get("corpus_questions", 0),
@@ -196,6 +218,11 @@ def generate_dataset(
         - retries_before,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "extra": {
+            **(
+                {"time_budget": {"max_minutes": params.max_minutes, "stopped_after_documents": stopped_at}}
+                if params.max_minutes
+                else {}
+            ),
             "mining": mining_info,
             "llm_stats": gen_llm.stats.as_dict(),
             **(

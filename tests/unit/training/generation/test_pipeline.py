@@ -245,3 +245,59 @@ def test_opening_question_skips_the_title_and_needs_an_answer():
     assert opening_question("What causes Alder fever?") is None  # nothing answers it
     assert opening_question("Alder fever is common. What causes it? Nobody knows.") is None  # not the opening
     assert opening_question("These resources: - Clinic: How Are Fevers Treated? More.") is None  # not a question word
+
+
+def test_time_budget_keeps_a_random_sample_and_resumes(gen, corpus_dir, settings, tmp_path, monkeypatch):
+    from adaptrank.training.generate import pipeline
+
+    class TwoBatches(pipeline.TimeBudget):  # the clock is TimeBudget's own test; here: the pipeline's side
+        def fits_next(self) -> bool:
+            return len(self.batches) < 2
+
+    monkeypatch.setattr(pipeline, "TimeBudget", TwoBatches)
+    ckpt = tmp_path / "ckpt"
+    cut = generate_dataset(
+        _params(corpus_dir, output_name="cut", max_minutes=1),
+        settings,
+        llm=gen.scripted(),
+        restrict_paths=False,
+        checkpoint_dir=ckpt,
+    )
+    sampled = cut.card.counts["documents_sampled"]
+    assert sampled > 10 and cut.card.counts["documents_done"] == 10  # two batches of 5
+    assert cut.card.extra["time_budget"] == {"max_minutes": 1.0, "stopped_after_documents": 10}
+    store = DatasetStore(settings)
+    docs = {g.doc_id for split in ("train", "dev") for g in store.load("cut", split=split)}
+    assert 8 <= len(docs) <= 10
+
+    monkeypatch.undo()
+    # The same checkpoint without a budget finishes the rest, and equals a run that never stopped.
+    full = generate_dataset(
+        _params(corpus_dir, output_name="full"), settings, llm=gen.scripted(), restrict_paths=False, checkpoint_dir=ckpt
+    )
+    straight = generate_dataset(
+        _params(corpus_dir, output_name="straight"), settings, llm=gen.scripted(), restrict_paths=False
+    )
+    assert full.card.counts["documents_done"] == sampled and "time_budget" not in full.card.extra
+    every = sorted({g.doc_id for split in ("train", "dev") for g in store.load("straight", split=split)})
+    assert docs < set(every) and not docs <= set(every[:10])  # a random sample of the documents, not the first ids
+    for split in ("train", "dev"):
+        assert full.file(split).read_text() == straight.file(split).read_text()
+
+
+def test_time_budget_stops_when_the_next_batch_would_overrun(monkeypatch):
+    from adaptrank.training.generate import budget
+
+    now = [100.0]
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: now[0])
+    b = budget.TimeBudget(1.0, started=100.0)  # 60 s
+    assert b.fits_next()  # no pace yet: the first batch always runs
+    now[0] += 20
+    b.batch_took(20)
+    assert b.fits_next()  # 20 s spent + 20 s expected <= 60
+    now[0] += 25
+    b.batch_took(25)
+    assert not b.fits_next()  # 45 s spent + 22.5 s expected > 60
+    assert budget.TimeBudget(0, started=0.0, prior_batches=[1e9]).fits_next()  # 0: no budget
+    resumed = budget.TimeBudget(1.0, started=now[0], prior_batches=[30, 30])
+    assert resumed.elapsed() == 60 and not resumed.fits_next()  # a resumed run counts the time already spent
