@@ -202,13 +202,7 @@ def adapt(
         restrict_paths=restrict_paths,
     )
     seconds["generate"] = time.perf_counter() - t0
-    stopped = (ds.card.extra.get("time_budget") or {}).get("stopped_after_documents")
-    budget_note = (
-        f"generation stopped at its {gen.max_minutes:g}-minute share of the {p.max_minutes:g}-minute budget "
-        f"after {stopped} of {ds.card.counts.get('documents_sampled')} documents (max_minutes; 0: no budget)"
-        if stopped is not None
-        else None
-    )
+    budget_note = _budget_note(ds.card, gen.max_minutes, p.max_minutes)
 
     # 2. fine-tune (+ promotion on the dev split, unless real questions will decide)
     t0 = time.perf_counter()
@@ -334,3 +328,14 @@ def _is_beir(path: str | None) -> bool:
         return False
     p = Path(path)
     return (p.is_file() and p.name.endswith(".jsonl")) or (p / "corpus.jsonl").is_file()
+
+
+def _budget_note(card: Any, generate_minutes: float, max_minutes: float) -> str | None:
+    """One line saying where the time budget stopped generation (None: it did not)."""
+    stopped = (card.extra.get("time_budget") or {}).get("stopped_after_documents")
+    if stopped is None:
+        return None
+    return (
+        f"generation stopped at its {generate_minutes:g}-minute share of the {max_minutes:g}-minute budget "
+        f"after {stopped} of {card.counts.get('documents_sampled')} documents (max_minutes; 0: no budget)"
+    )

@@ -129,3 +129,33 @@ def test_real_questions_make_the_promotion_decision(settings, tiny_zero_shot, tm
     assert (active == result.version) == result.promoted
     if new <= old:
         assert not result.promoted
+
+
+def test_adapt_gives_generation_its_share_of_the_time_budget(monkeypatch, settings, tmp_path):
+    from types import SimpleNamespace
+
+    from adaptrank.training import adapt as adapt_mod
+    from adaptrank.training import generate
+
+    seen = []
+
+    def stop_here(params, *a, **kw):
+        seen.append(params)
+        raise RuntimeError("stop after generation's params")
+
+    monkeypatch.setattr(generate, "generate_dataset", stop_here)  # adapt imports it when called
+    for minutes, share in ((20, 17.0), (0, 0.0)):
+        with pytest.raises(RuntimeError, match="stop after"):
+            adapt_mod.adapt(
+                adapt_mod.AdaptParams(path=str(_beir(tmp_path / f"t{minutes}")), max_minutes=minutes),
+                settings,
+                llm=ScriptedLLM(_respond),
+                restrict_paths=False,
+            )
+        assert seen[-1].max_minutes == share  # 0 stays "no budget"
+    card = SimpleNamespace(extra={"time_budget": {"stopped_after_documents": 384}}, counts={"documents_sampled": 1000})
+    assert adapt_mod._budget_note(card, 17, 20) == (
+        "generation stopped at its 17-minute share of the 20-minute budget after 384 of 1000 documents "
+        "(max_minutes; 0: no budget)"
+    )
+    assert adapt_mod._budget_note(SimpleNamespace(extra={}, counts={}), 17, 20) is None
